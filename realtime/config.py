@@ -1,0 +1,270 @@
+"""Frozen configuration: style presets, temporal settings, model specs, and the stylizer's run settings.
+
+Presets live as TOML files in ``realtime/styles/`` (shipped in the package); ``--style path/to/mine.toml`` loads a
+user's own. Command-line options override preset values through :func:`dataclasses.replace`.
+Every dataclass validates itself in ``__post_init__``: errors name the field, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import InputNotFound, UsageError
+from .geometry import Size
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+DEFAULT_MODEL = "stabilityai/sd-turbo"
+DEFAULT_CONTROLNET = "thibaud/controlnet-sd21-canny-diffusers"
+DEFAULT_VAE = "taesd"
+TAESD_REPO = "madebyollin/taesd"
+DEFAULT_STYLE = "anime"
+PASSTHROUGH_STYLE = "none"
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
+
+
+def _check_range(owner: str, name: str, value: float, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    ok = (lo < value if lo_open else lo <= value) and value <= hi and math.isfinite(value)
+    if not ok:
+        interval = f"{'(' if lo_open else '['}{lo}, {hi}]"
+        raise UsageError(f"{owner}.{name}={value!r}: must be in {interval}")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One LoRA: a local ``.safetensors`` file, a hub file ``owner/repo/file.safetensors``, or an https URL, with a scale."""
+
+    path: str
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise UsageError("lora.path: empty")
+        if not math.isfinite(self.scale) or abs(self.scale) > 10:
+            raise UsageError(f"lora {self.path!r} scale={self.scale!r}: must be a number in [-10, 10]")
+
+    @classmethod
+    def parse(cls, text: str) -> "LoraSpec":
+        """``PATH[:SCALE]``: the scale is the text after the LAST colon only when it parses as a number, so Windows
+        paths keep their drive colon (``C:\\loras\\a.safetensors`` has scale 1)."""
+        head, sep, tail = text.rpartition(":")
+        if sep and head:
+            try:
+                return cls(head, float(tail))
+            except ValueError:
+                pass
+        return cls(text, 1.0)
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.scale:g}"
+
+
+@dataclass(frozen=True)
+class TemporalConfig:
+    """Frame-to-frame consistency (GUIDE 3).
+
+    - ``blend``: weight ``a`` of the current frame in ``z_in = a*z + (1-a)*z_prev``; 1 disables latent blending.
+    - ``motion_adaptive``: ``a`` rises towards 1 where the input latent moved by more than ``motion_threshold`` (mean
+      absolute latent change per latent pixel), so moving parts do not ghost and still parts do not flicker.
+    - ``similarity_filter``: skip the stylizer when the input barely changed (cosine similarity of the downscaled input
+      at or above ``similarity_threshold``), reusing the previous output, at most ``max_skips`` frames in a row.
+    """
+
+    blend: float = 0.6
+    motion_adaptive: bool = True
+    motion_threshold: float = 0.25
+    similarity_filter: bool = False
+    similarity_threshold: float = 0.985
+    max_skips: int = 10
+
+    def __post_init__(self) -> None:
+        _check_range("temporal", "blend", self.blend, 0.0, 1.0, lo_open=True)
+        _check_range("temporal", "motion_threshold", self.motion_threshold, 0.0, 100.0, lo_open=True)
+        _check_range("temporal", "similarity_threshold", self.similarity_threshold, 0.0, 1.0)
+        if not isinstance(self.max_skips, int) or not 0 <= self.max_skips <= 1000:
+            raise UsageError(f"temporal.max_skips={self.max_skips!r}: must be an integer in [0, 1000]")
+
+    @property
+    def motion_gain(self) -> float:
+        """``1 / motion_threshold`` when motion-adaptive blending is on, else 0 (the FrameStep input)."""
+        return 1.0 / self.motion_threshold if self.motion_adaptive else 0.0
+
+
+@dataclass(frozen=True)
+class StyleConfig:
+    """A style preset: what the stylizer draws and how strongly. ``passthrough`` (the ``none`` preset) loads no model."""
+
+    name: str
+    prompt: str = ""
+    negative_prompt: str = ""
+    strength: float = 0.7
+    control_scale: float = 0.8
+    guidance: float = 1.0
+    loras: tuple[LoraSpec, ...] = ()
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    canny_low: int | None = None
+    canny_high: int | None = None
+    description: str = ""
+    passthrough: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range(f"style[{self.name}]", "strength", self.strength, 0.0, 1.0, lo_open=True)
+        _check_range(f"style[{self.name}]", "control_scale", self.control_scale, 0.0, 5.0)
+        _check_range(f"style[{self.name}]", "guidance", self.guidance, 1.0, 30.0)
+        if (self.canny_low is None) != (self.canny_high is None):
+            raise UsageError(f"style[{self.name}]: give both canny_low and canny_high, or neither (automatic)")
+        if self.canny_low is not None and not 0 <= self.canny_low <= self.canny_high <= 255:  # type: ignore[operator]
+            raise UsageError(
+                f"style[{self.name}] canny thresholds {self.canny_low}/{self.canny_high}: need 0 <= low <= high <= 255"
+            )
+        if not self.passthrough and not self.prompt.strip():
+            raise UsageError(f"style[{self.name}].prompt: empty (a diffusion style needs a prompt)")
+
+    @property
+    def uses_cfg(self) -> bool:
+        """Guidance above 1 runs classifier-free guidance (two UNet passes, batch doubled)."""
+        return self.guidance > 1.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model specs (GUIDE 4): hub id, local directory or single ``.safetensors`` file, or ``random:<arch>``.
+
+    ``controlnet`` and ``vae`` default to ``auto``: the project defaults for a hub/local model, the same random
+    architecture for a ``random:`` model. ``controlnet="none"`` runs without ControlNet; ``vae`` is ``taesd`` (TAESD,
+    the fast default), ``full`` (the model's own VAE, ~2.7x the cost of the rest of the frame) or a spec.
+    """
+
+    model: str = DEFAULT_MODEL
+    controlnet: str = "auto"
+    vae: str = "auto"
+    allow_pickle: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("model", "controlnet", "vae"):
+            if not str(getattr(self, name)).strip():
+                raise UsageError(f"--{name}: empty model spec")
+        if self.model.lower() == "none":
+            raise UsageError("--model none: a model is required (use --style none for pass-through)")
+
+    @property
+    def is_random(self) -> bool:
+        return self.model.startswith("random:")
+
+    @property
+    def controlnet_spec(self) -> str | None:
+        """The resolved ControlNet spec, or None for no ControlNet."""
+        spec = self.controlnet
+        if spec == "auto":
+            return self.model if self.is_random else DEFAULT_CONTROLNET
+        return None if spec.lower() == "none" else spec
+
+    @property
+    def vae_spec(self) -> str:
+        spec = self.vae
+        if spec in ("auto", "taesd"):
+            return self.model if (self.is_random and spec == "auto") else "taesd"
+        return spec
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how the stylizer runs: model resolution, seed, device, dtype, engine backend."""
+
+    size: Size = Size(512, 512)
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    backend: str = "eager"
+
+    def __post_init__(self) -> None:
+        from .geometry import check_model_size
+
+        check_model_size(self.size)
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise UsageError(f"--seed {self.seed!r}: must be a non-negative integer")
+        base = self.device.split(":")[0]
+        if base not in DEVICE_CHOICES or (":" in self.device and base != "cuda"):
+            raise UsageError(f"--device {self.device!r}: expected one of auto, cpu, cuda, cuda:N, mps")
+        if self.dtype not in DTYPE_CHOICES:
+            raise UsageError(f"--dtype {self.dtype!r}: expected one of {', '.join(DTYPE_CHOICES)}")
+
+
+# --------------------------------------------------------------------------------------------------------- presets
+_STYLE_KEYS = {f.name for f in dataclasses.fields(StyleConfig)} - {"name", "loras", "temporal"}
+_TEMPORAL_KEYS = {f.name for f in dataclasses.fields(TemporalConfig)}
+
+
+def builtin_style_names() -> list[str]:
+    """Names of the presets shipped in ``realtime/styles``, default first."""
+    names = sorted(p.name[:-5] for p in resources.files("realtime.styles").iterdir() if p.name.endswith(".toml"))
+    return sorted(names, key=lambda n: (n != DEFAULT_STYLE, n == PASSTHROUGH_STYLE, n))
+
+
+def style_from_dict(name: str, data: dict[str, Any], *, source: str = "") -> StyleConfig:
+    """Build a :class:`StyleConfig` from parsed TOML; unknown keys are errors (typos must not pass silently)."""
+    where = source or name
+    data = dict(data)
+    temporal = data.pop("temporal", {})
+    loras = data.pop("lora", [])
+    unknown = set(data) - _STYLE_KEYS
+    if unknown:
+        raise UsageError(f"style {where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_STYLE_KEYS))}")
+    if not isinstance(temporal, dict) or set(temporal) - _TEMPORAL_KEYS:
+        raise UsageError(f"style {where}: [temporal] allows only {', '.join(sorted(_TEMPORAL_KEYS))}")
+    if not isinstance(loras, list) or any(not isinstance(x, dict) or "path" not in x for x in loras):
+        raise UsageError(f"style {where}: each [[lora]] needs a path (and optionally a scale)")
+    try:
+        return StyleConfig(
+            name=name,
+            temporal=TemporalConfig(**temporal),
+            loras=tuple(LoraSpec(str(x["path"]), float(x.get("scale", 1.0))) for x in loras),
+            **data,
+        )
+    except TypeError as e:
+        raise UsageError(f"style {where}: {e}") from e
+
+
+def load_style(name_or_path: str) -> StyleConfig:
+    """A built-in preset by name, or a user's TOML file by path."""
+    if name_or_path.endswith(".toml") or Path(name_or_path).is_file():
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise InputNotFound(f"style file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise UsageError(f"style file {path}: not valid TOML ({e})") from e
+        return style_from_dict(path.stem, data, source=str(path))
+    names = builtin_style_names()
+    if name_or_path not in names:
+        raise UsageError(f"unknown style {name_or_path!r}: choose one of {', '.join(names)} or a .toml file")
+    text = resources.files("realtime.styles").joinpath(f"{name_or_path}.toml").read_text(encoding="utf-8")
+    return style_from_dict(name_or_path, tomllib.loads(text))
+
+
+def override_style(style: StyleConfig, **overrides: Any) -> StyleConfig:
+    """Apply command-line overrides (``None`` = not given). ``temporal_*`` keys go to the temporal section; ``loras``
+    given on the command line are added to the preset's. Diffusion options with a pass-through style are an error."""
+    given = {k: v for k, v in overrides.items() if v is not None and v != ()}
+    if style.passthrough and given:
+        raise UsageError(
+            f"--style {style.name} loads no model: {', '.join('--' + k.replace('_', '-') for k in sorted(given))} "
+            "cannot be used with it"
+        )
+    temporal = {k[len("temporal_"):]: v for k, v in given.items() if k.startswith("temporal_")}
+    plain = {k: v for k, v in given.items() if not k.startswith("temporal_")}
+    if "loras" in plain:
+        plain["loras"] = style.loras + tuple(plain["loras"])
+    if temporal:
+        plain["temporal"] = dataclasses.replace(style.temporal, **temporal)
+    return dataclasses.replace(style, **plain) if plain else style
