@@ -1,0 +1,98 @@
+"""``stylecam image``: one picture in, its stylized version out (the seed's single-image stylization)."""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadInputFile, OutputError, UsageError
+from .geometry import Size
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Any image Pillow reads -> (H, W, 3) uint8 RGB, EXIF orientation applied. Not an image -> :class:`BadInputFile`."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            rgb = im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise BadInputFile(f"{path} is not a readable image ({type(e).__name__})") from e
+    arr = np.asarray(rgb, dtype=np.uint8)
+    if arr.shape[0] < 8 or arr.shape[1] < 8:
+        raise BadInputFile(f"{path}: image too small ({arr.shape[1]}x{arr.shape[0]})")
+    return arr
+
+
+def image_format(path: Path) -> str:
+    fmt = IMAGE_SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"output {path}: unknown image type {path.suffix!r}; use one of {', '.join(sorted(IMAGE_SUFFIXES))}")
+    return fmt
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (same suffix); renamed onto ``path`` only if the block succeeds.
+    On any failure or Ctrl-C the temporary file is removed and ``path`` is untouched."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent or ".")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions a plain open() would
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    fmt = image_format(path)
+    try:
+        with atomic_output(path) as tmp:
+            Image.fromarray(rgb).save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    except PermissionError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror}") from e
+
+
+def stylize_image(args) -> int:  # noqa: ANN001 - argparse namespace from realtime.cli
+    """Run ``stylecam image`` from parsed arguments; returns the exit code."""
+    from .options import check_input_file, check_output_path, model_from_args, output_size_arg, run_from_args, style_from_args
+    from .pipeline import FrameProcessor, build_stylizer, canny_config
+    from .edges import EdgeDetector
+
+    src = check_input_file(args.input)
+    dst = Path(args.output)
+    image_format(dst)
+    check_output_path(dst, overwrite=args.overwrite, inputs=(src,))
+    style = style_from_args(args)
+    model = model_from_args(args)
+    frame = read_image(src)
+    out_size = output_size_arg(args.output_size) or Size(frame.shape[1], frame.shape[0])
+    run = run_from_args(args, out_size)
+    t0 = time.perf_counter()
+    stylizer = build_stylizer(model, style, run)
+    t1 = time.perf_counter()
+    with FrameProcessor(run.size, out_size, stylizer=stylizer, edges=EdgeDetector(canny_config(style))) as proc:
+        result = proc.process(frame)
+    t2 = time.perf_counter()
+    write_image(dst, result)
+    log.info("wrote %s (%s, model %s, style %s): load %.1f s, frame %.2f s", dst, out_size, run.size, style.name, t1 - t0, t2 - t1)
+    return 0
