@@ -273,7 +273,8 @@ class _Scores:
         self.means.update(clip_score=RunningMean(), clip_score_input=RunningMean())
         self.flow = FlowEstimator(opts.settings.flow)
 
-    def frame(self, inp: np.ndarray, out: np.ndarray, timestamp_s: float, *, with_clip: bool) -> None:
+    def frame(self, inp: np.ndarray, out: np.ndarray, timestamp_s: float) -> None:
+        """Structure and face metrics of one frame pair (input, output; HxWx3 uint8 RGB, same size)."""
         s = self.opts.settings
         edges: EdgeScore = edge_f1(canny_edges(inp, s.canny_sigma), canny_edges(out, s.canny_sigma), s.edge_tolerance)
         self.means["edge_f1"].add(edges.f1)
@@ -282,7 +283,10 @@ class _Scores:
         self.means["ssim"].add(ssim_luma(inp, out, s.ssim_sigma))
         if self.face is not None:
             self.face.add(inp, out, timestamp_s)
-        if self.clip is not None and with_clip:
+
+    def clip_frame(self, inp: np.ndarray, out: np.ndarray) -> None:
+        """CLIP scores of one frame pair (no-op without a CLIP scorer)."""
+        if self.clip is not None:
             self.means["clip_score"].add(self.clip.score(out))
             self.means["clip_score_input"].add(self.clip.score(inp))
 
@@ -351,7 +355,8 @@ def evaluate_images(input_path: Path, output_path: Path, opts: EvalOptions | Non
     try:
         clip, clip_reason = open_clip_scorer(opts)
         scores = _Scores(opts, face, clip)
-        scores.frame(inp, out, 0.0, with_clip=True)
+        scores.frame(inp, out, 0.0)
+        scores.clip_frame(inp, out)
         metrics, reasons, counts = scores.collect(IMAGE_METRICS, face_reason, clip_reason)
         settings = _settings(opts, face, clip)
     finally:
@@ -389,12 +394,15 @@ def evaluate_clip(input_path: Path, output_path: Path, opts: EvalOptions | None 
                 if a is None or b is None:
                     longer = "input" if a is not None else "output" if b is not None else None
                     break
+                raw_shape = b.shape
                 b, resized = match_size(b, a)
                 if resized and "resized_output" not in inputs:
-                    inputs["resized_output"], note = _resize_note((vout.info["height"], vout.info["width"]), a.shape)
+                    inputs["resized_output"], note = _resize_note(raw_shape, a.shape)
                     notes.append(note)
                 if n % opts.every == 0:
-                    scores.frame(a, b, n / fps, with_clip=n % opts.clip_every == 0)
+                    scores.frame(a, b, n / fps)
+                if n % opts.clip_every == 0:
+                    scores.clip_frame(a, b)
                 if prev is not None and prev[0].shape == a.shape:
                     scores.pair(prev[0], a, prev[1], b)
                 prev = (a, b)
@@ -427,6 +435,10 @@ def evaluate_clip(input_path: Path, output_path: Path, opts: EvalOptions | None 
 # ---------------------------------------------------------------------------------------------------------------- output
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -439,7 +451,7 @@ def to_markdown(report: dict[str, Any]) -> str:
              "| metric | value | what it measures |", "|---|---|---|"]
     for name, value in report["metrics"].items():
         shown = _fmt(value) if value is not None else f"n/a: {report['reasons'].get(name, 'not computed')}"
-        lines.append(f"| {name} | {shown.replace('|', '/')} | {METRIC_DOCS[name]} |")
+        lines.append(f"| {name} | {_cell(shown)} | {_cell(METRIC_DOCS[name])} |")
     if report["notes"]:
         lines.append("")
         lines.extend(f"- {note}" for note in report["notes"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -352,6 +353,7 @@ def test_cli_images_writes_json_and_markdown(tmp_path, astronaut, face_model, ti
     md = tmp_path / "table.md"
     assert load_script().main(["images", str(inp), str(inp), "--md", str(md), "--no-clip", "--no-face"]) == 0
     text = md.read_text()
+    assert "| warp_error" not in text and "Mean \\|output(t)" not in text  # images: no temporal rows
     assert "| edge_f1 | 1.0000 |" in text and "| ssim | 1.0000 |" in text and "n/a: turned off (--no-face)" in text
     assert capsys.readouterr().out == ""
 
@@ -366,12 +368,15 @@ def test_cli_clip_on_generated_videos(tmp_path, astronaut, face_model, capsys):
     js1, js2 = tmp_path / "steady.json", tmp_path / "flicker.json"
     assert script.main(["clip", str(inp), str(steady), "--json", str(js1), "--no-clip"]) == 0
     assert script.main(["clip", str(inp), str(flick), "--json", str(js2), "--no-clip", "--every", "2"]) == 0
-    capsys.readouterr()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 * 13  # header + 12 metrics, twice
+    assert all(len(re.findall(r"(?<!\\)\|", row)) == 4 for row in rows)  # '|' inside cells is escaped
     a, b = json.loads(js1.read_text()), json.loads(js2.read_text())
     assert a["frames"]["compared"] == 10 and a["frames"]["pairs"] == 9 and a["notes"] == []
     assert a["metrics"]["edge_f1"] == pytest.approx(1.0, abs=0.02) and a["metrics"]["ssim"] > 0.98
     assert a["metrics"]["warp_error"] < 0.01 and a["metrics"]["flicker_index"] < 0.01
     assert a["metrics"]["face_preservation"] == 1.0 and a["metrics"]["face_iou"] > 0.95
+    assert a["frames"]["face_frames_checked"] == 10 and a["frames"]["face_frames_with_input_face"] >= 1
     assert b["metrics"]["warp_error"] > 0.1 and b["metrics"]["flicker_index"] > 0.1
     assert b["frames"]["compared"] == 8 and b["frames"]["shorter"] == "output"
     assert any("more frames" in n for n in b["notes"]) and any("resized" in n for n in b["notes"])
