@@ -225,12 +225,22 @@ def test_face_preservation_identical_and_faceless(astronaut, face_model):
     assert metrics["face_preservation"] == 0.0 and metrics["face_iou"] is None and "face_iou" in reasons
 
 
-def test_face_metrics_off_and_explicit_missing_model(tmp_path):
-    from realtime.evaluation import EvalOptions, open_face_scorer
+def test_face_metrics_off_unresolvable_and_explicit_missing_model(tmp_path, monkeypatch, astronaut):
+    from realtime.evaluation import EvalOptions, evaluate_images, open_face_scorer
 
     assert open_face_scorer(EvalOptions(face=False)) == (None, "turned off (--no-face)")
     with pytest.raises(ModelNotFound):
         open_face_scorer(EvalOptions(face_model=tmp_path / "missing.tflite"))
+    # No explicit model, none in the environment or the (empty) cache, offline: skipped with the reason, not an error.
+    monkeypatch.delenv("STYLECAM_FACE_MODEL", raising=False)
+    monkeypatch.setenv("STYLECAM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    scorer, reason = open_face_scorer(EvalOptions())
+    assert scorer is None and "--face-model" in reason
+    png = write_png(tmp_path / "a.png", astronaut)
+    report = evaluate_images(png, png, EvalOptions(clip=False))
+    assert report["metrics"]["face_preservation"] is None and "--face-model" in report["reasons"]["face_iou"]
+    assert report["metrics"]["ssim"] == pytest.approx(1.0) and report["settings"]["face"] is None
 
 
 # ------------------------------------------------------------------------------------------------------------------ CLIP
@@ -333,7 +343,8 @@ def load_script():
 
 def test_cli_images_writes_json_and_markdown(tmp_path, astronaut, face_model, tiny_clip_dir, capsys):
     inp = write_png(tmp_path / "in.png", astronaut)
-    out = write_png(tmp_path / "out.png", cv2.resize(255 - astronaut, (256, 256), interpolation=cv2.INTER_AREA))
+    posterized = (astronaut // 64) * 64 + 32  # a crude "style": 4 levels per channel, half the resolution
+    out = write_png(tmp_path / "out.png", cv2.resize(posterized, (256, 256), interpolation=cv2.INTER_AREA))
     js = tmp_path / "report.json"
     rc = load_script().main(["images", str(inp), str(out), "--json", str(js), "--clip-model", str(tiny_clip_dir)])
     assert rc == 0
@@ -344,8 +355,8 @@ def test_cli_images_writes_json_and_markdown(tmp_path, astronaut, face_model, ti
     m = report["metrics"]
     assert set(m) == {"edge_f1", "edge_precision", "edge_recall", "ssim", "face_preservation", "face_iou", "clip_score",
                       "clip_score_input"}
-    assert 0 < m["edge_f1"] < 1 and m["ssim"] < 0.5  # an inverted, downscaled image is not the input
-    assert m["face_preservation"] in (0.0, 1.0) and isinstance(m["clip_score"], float)
+    assert 0.2 < m["edge_f1"] < 0.95 and 0.5 < m["ssim"] < 0.9  # same picture, coarser: structure partly kept
+    assert m["face_preservation"] == 1.0 and m["face_iou"] > 0.8 and -1 <= m["clip_score"] <= 1
     assert report["settings"]["clip"]["model"] == str(tiny_clip_dir)
     table = capsys.readouterr().out
     assert table.count("\n| ") >= 9 and "| edge_f1 | " in table and "resized to the input size" in table
@@ -376,7 +387,7 @@ def test_cli_clip_on_generated_videos(tmp_path, astronaut, face_model, capsys):
     assert a["metrics"]["edge_f1"] == pytest.approx(1.0, abs=0.02) and a["metrics"]["ssim"] > 0.98
     assert a["metrics"]["warp_error"] < 0.01 and a["metrics"]["flicker_index"] < 0.01
     assert a["metrics"]["face_preservation"] == 1.0 and a["metrics"]["face_iou"] > 0.95
-    assert a["frames"]["face_frames_checked"] == 10 and a["frames"]["face_frames_with_input_face"] >= 1
+    assert a["frames"]["face_frames_checked"] == 10 and a["frames"]["face_frames_with_input_face"] >= 8
     assert b["metrics"]["warp_error"] > 0.1 and b["metrics"]["flicker_index"] > 0.1
     assert b["frames"]["compared"] == 8 and b["frames"]["shorter"] == "output"
     assert any("more frames" in n for n in b["notes"]) and any("resized" in n for n in b["notes"])
