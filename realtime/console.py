@@ -33,6 +33,9 @@ def quiet_libraries(debug: bool = False) -> None:
         warnings.filterwarnings("ignore")
         for name in ("absl", "PIL", "matplotlib", "urllib3", "httpx", "huggingface_hub", "torch", "onnx"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # diffusers/transformers log their own errors before raising; ours is the one line the user sees.
+        for name in ("diffusers", "transformers", "peft"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def setup_logging(verbose: int = 0, debug: bool = False, quiet: bool = False) -> None:

@@ -153,7 +153,12 @@ def build_random_controlnet(arch: str, unet: Any | None = None) -> Any:
     from diffusers import ControlNetModel
 
     unet = unet if unet is not None else build_random_unet(arch)
-    return ControlNetModel.from_unet(unet, load_weights_from_unet=False, **ARCHS[arch]["controlnet"])
+    net = ControlNetModel.from_unet(unet, load_weights_from_unet=False, **ARCHS[arch]["controlnet"])
+    # diffusers zero-initialises the "zero convs" (a freshly trained ControlNet starts as a no-op). Random weights
+    # must exercise the ControlNet path, so give them torch's default init.
+    for module in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+        module.reset_parameters()
+    return net
 
 
 def build_random_taesd(arch: str) -> Any:

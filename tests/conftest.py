@@ -1,0 +1,56 @@
+"""Shared fixtures: offline environment, tiny models built from config with a fixed seed, test images."""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FACE_MODEL = REPO.parent / "shared" / "models" / "face_detection_short_range.tflite"
+
+# Tests never touch the network or the user's caches.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("STYLECAM_OFFLINE", "1")
+if SHARED_FACE_MODEL.is_file():
+    os.environ.setdefault("STYLECAM_FACE_MODEL", str(SHARED_FACE_MODEL))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = tmp_path_factory.mktemp("stylecam-cache")
+    os.environ["STYLECAM_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def face_model_path() -> Path:
+    path = Path(os.environ.get("STYLECAM_FACE_MODEL", SHARED_FACE_MODEL))
+    assert path.is_file(), f"face model for tests missing: set STYLECAM_FACE_MODEL (looked at {path})"
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """skimage's astronaut: 512x512x3 uint8 RGB, a real face."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def _tiny_components_master():
+    import torch
+
+    from realtime.config import ModelConfig
+    from realtime.models import load_components
+
+    return load_components(ModelConfig("random:tiny"), torch.device("cpu"), torch.float32, seed=0)
+
+
+@pytest.fixture()
+def tiny_components(_tiny_components_master):
+    """Fresh (deep-copied) random:tiny components, safe to mutate (LoRA fusing)."""
+    return copy.deepcopy(_tiny_components_master)
