@@ -276,7 +276,8 @@ class _Scores:
     def frame(self, inp: np.ndarray, out: np.ndarray, timestamp_s: float) -> None:
         """Structure and face metrics of one frame pair (input, output; HxWx3 uint8 RGB, same size)."""
         s = self.opts.settings
-        edges: EdgeScore = edge_f1(canny_edges(inp, s.canny_sigma), canny_edges(out, s.canny_sigma), s.edge_tolerance)
+        edges: EdgeScore = edge_f1(canny_edges(inp, s.canny_sigma, s.canny_blur), canny_edges(out, s.canny_sigma, s.canny_blur),
+                                   s.edge_tolerance)
         self.means["edge_f1"].add(edges.f1)
         self.means["edge_precision"].add(edges.precision)
         self.means["edge_recall"].add(edges.recall)

@@ -39,6 +39,7 @@ class MetricSettings:
     - ``edge_tolerance``: an edge pixel counts as matched when the other map has an edge within this many pixels
       (Chebyshev distance, via dilation with a (2t+1)x(2t+1) square). 0..10.
     - ``canny_sigma``: automatic Canny thresholds ``lo=(1-sigma)*median``, ``hi=(1+sigma)*median`` of the grey image.
+    - ``canny_blur``: Gaussian kernel size before Canny (0 = off, odd 1..31), as the pipeline's Canny (default 3).
     - ``ssim_sigma``: standard deviation of the SSIM Gaussian window (window side ``2*round(3.5*sigma)+1``, 11 for 1.5).
     - ``flow``: ``dis`` (OpenCV DIS, medium preset) or ``farneback``.
     - ``fb_alpha``, ``fb_beta``: forward-backward consistency: a pixel is valid when
@@ -49,6 +50,7 @@ class MetricSettings:
 
     edge_tolerance: int = 1
     canny_sigma: float = 0.33
+    canny_blur: int = 3
     ssim_sigma: float = 1.5
     flow: str = "dis"
     fb_alpha: float = 0.01
@@ -60,6 +62,8 @@ class MetricSettings:
             raise UsageError(f"edge_tolerance={self.edge_tolerance}: must be an integer in 0..10 pixels")
         if not 0.0 < self.canny_sigma < 1.0:
             raise UsageError(f"canny_sigma={self.canny_sigma}: must be in (0, 1)")
+        if not (self.canny_blur == 0 or (self.canny_blur % 2 == 1 and 1 <= self.canny_blur <= 31)):
+            raise UsageError(f"canny_blur={self.canny_blur}: must be 0 (off) or an odd kernel size 1..31")
         if not 0.1 <= self.ssim_sigma <= 10.0:
             raise UsageError(f"ssim_sigma={self.ssim_sigma}: must be in 0.1..10")
         if self.flow not in FLOW_METHODS:
@@ -112,19 +116,16 @@ def match_size(output: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, b
 # ---------------------------------------------------------------------------------------------------------------- structure
 
 
-def canny_edges(image: np.ndarray, sigma: float = 0.33) -> np.ndarray:
-    """Canny edge map of an HxWx3 uint8 RGB image with median-based automatic thresholds.
-
-    ``lo = max(0, (1 - sigma) * median)``, ``hi = min(255, (1 + sigma) * median)`` of the grey image (OpenCV's
-    RGB2GRAY), OpenCV ``Canny`` with a 3x3 Sobel and the L2 gradient. Returns an HxW bool array, True on edge pixels.
+def canny_edges(image: np.ndarray, sigma: float = 0.33, blur: int = 3) -> np.ndarray:
+    """Canny edge map of an HxWx3 uint8 RGB image, computed exactly as the pipeline computes its ControlNet input
+    (:func:`realtime.edges.canny_cpu`): grey, ``blur``x``blur`` Gaussian (0 = off), thresholds
+    ``lo = max(0, (1 - sigma) * median)``, ``hi = min(255, (1 + sigma) * median)`` of the blurred grey image, OpenCV
+    Canny with the L2 gradient. Returns an HxW bool array, True on edge pixels.
     """
-    import cv2
+    from .edges import CannyConfig, canny_cpu
 
     _check_rgb(image, "canny_edges")
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    median = float(np.median(grey))
-    lo, hi = max(0.0, (1.0 - sigma) * median), min(255.0, (1.0 + sigma) * median)
-    return cv2.Canny(grey, lo, hi, L2gradient=True) > 0
+    return canny_cpu(image, CannyConfig(sigma=sigma, blur=blur)) > 0
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="edges match within this many pixels (default 1)")
     g.add_argument("--canny-sigma", type=float, default=0.33,
                    help="automatic Canny thresholds (1 -/+ sigma) x median grey (default 0.33)")
+    g.add_argument("--canny-blur", type=int, default=3, metavar="K",
+                   help="Gaussian blur before Canny, as the pipeline (0 = off, odd 1..31; default 3)")
     g.add_argument("--flow", choices=("dis", "farneback"), default="dis", help="optical flow for the warp error")
     g.add_argument("--static-threshold", type=float, default=2.0, metavar="LEVELS",
                    help="input luminance change (0..255) up to which a pixel counts as static (default 2)")
@@ -110,7 +112,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--no-clip with --prompt/--clip-model: choose one")
     if args.no_face and args.face_model is not None:
         raise UsageError("--no-face with --face-model: choose one")
-    settings = MetricSettings(edge_tolerance=args.edge_tolerance, canny_sigma=args.canny_sigma, flow=args.flow,
+    settings = MetricSettings(edge_tolerance=args.edge_tolerance, canny_sigma=args.canny_sigma,
+                              canny_blur=args.canny_blur, flow=args.flow,
                               static_threshold=args.static_threshold)
     extra = {}
     if args.mode == "clip":
