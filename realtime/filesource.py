@@ -1,0 +1,293 @@
+"""The video file reader (part of :mod:`realtime.capture`'s API, kept in its own module for size).
+
+PyAV decodes on a thread. Unpaced (clips): a bounded queue, nothing dropped, back-pressure on the decoder, end of
+stream marked. Paced (a clip standing in for a camera): frames are released at the clip's own timestamps and the newest
+wins, as with a camera. Frames are HxWx3 uint8 RGB with the display rotation applied.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterator
+
+from .capture import Frame, SourceStats, _End, _FpsMeter, _Mailbox
+from .errors import BadInputFile, UsageError
+from .geometry import Size
+
+log = logging.getLogger(__name__)
+
+_WARN_FIRST = 5  # bad frames logged one by one; after that every 100th
+
+
+class FileSource:
+    """Frames of a video file, decoded with PyAV on a daemon thread.
+
+    ``paced=False``: every frame in order through a queue of ``queue_size`` (the decoder waits when it is full), then
+    ``read()`` returns ``None``. ``paced=True``: frames are released at their own timestamps (the clock starts at the
+    first ``read()``), the newest wins and unread ones are counted as dropped. ``start``/``end`` (seconds from the
+    start of the input) select a range. The display matrix (or legacy ``rotate`` tag) is honoured.
+
+    Attributes: ``size`` (after rotation), ``fps`` (average rate), ``time_base`` (of ``Frame.pts``), ``duration``
+    (seconds of the selected range, ``None`` when unknown), ``frame_count`` (estimate for the range, for progress
+    bars), ``has_audio``, ``pts_offset`` (subtract from ``Frame.pts`` to count from ``start``: the timeline that
+    ``VideoFileSink(audio_start=start)`` uses).
+
+    An undecodable frame in the middle is skipped, counted in ``stats.bad_frames`` and logged; with ``repeat_bad``
+    the previous good image is delivered in its place (``Frame.repeat=True``) so frame count and timing are kept.
+    Bad input raises :class:`~realtime.errors.InputNotFound` or :class:`~realtime.errors.BadInputFile` here; errors met
+    later on the decode thread are re-raised by ``read()``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        paced: bool = False,
+        queue_size: int = 8,
+        start: float | None = None,
+        end: float | None = None,
+        repeat_bad: bool = True,
+    ) -> None:
+        if queue_size < 1:
+            raise UsageError(f"queue_size must be >= 1, got {queue_size!r}")
+        if start is not None and start < 0:
+            raise UsageError(f"--start must be >= 0 seconds, got {start!r}")
+        if end is not None and (end <= 0 or (start is not None and end <= start)):
+            raise UsageError(f"--end must be after --start, got start={start!r} end={end!r}")
+        from .media import open_input
+
+        self.path = Path(path)
+        self.paced = bool(paced)
+        self.repeat_bad = bool(repeat_bad)
+        self._start, self._end = start, end
+        self._stop = threading.Event()
+        self._clock_started = threading.Event()
+        self._mailbox = _Mailbox()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._meter = _FpsMeter()
+        self._frames = 0
+        self._bad = 0
+        self._ended: _End | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._container = open_input(self.path)
+        try:
+            self._setup()
+            self._gen = self._decode()
+            first = next(self._gen, None)
+            if first is None:
+                raise BadInputFile(self._no_frames_message())
+        except BaseException:
+            self._container.close()
+            raise
+        self.size = Size(first.image.shape[1], first.image.shape[0])
+        self._release(first)
+        self._thread = threading.Thread(target=self._run, name=f"decode-{self.path.name}", daemon=True)
+        self._thread.start()
+
+    # --- setup (calling thread) ---
+    def _setup(self) -> None:
+        import av
+
+        c = self._container
+        vs = c.streams.video[0]
+        vs.thread_type = "AUTO"
+        self._stream = vs
+        self.time_base: Fraction = vs.time_base or Fraction(1, 90000)
+        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+        self.fps = float(rate) if rate else 30.0
+        self._origin = c.start_time / av.time_base if c.start_time is not None else 0.0
+        if vs.duration:
+            total = float(vs.duration * self.time_base)
+        elif c.duration:
+            total = c.duration / av.time_base
+        else:
+            total = None
+        self.input_duration: float | None = total
+        first_s = self._start or 0.0
+        last_s = self._end if self._end is not None else total
+        if total is not None and last_s is not None:
+            last_s = min(last_s, total)
+        self.duration: float | None = None if last_s is None else max(last_s - first_s, 0.0)
+        if vs.frames and self._start is None and self._end is None:
+            self.frame_count = int(vs.frames)
+        else:
+            self.frame_count = int(round(self.duration * self.fps)) if self.duration is not None else 0
+        self.has_audio = bool(c.streams.audio)
+        self.pts_offset = int(round((first_s + self._origin) / self.time_base))
+        if self._start:
+            try:
+                c.seek(self.pts_offset, stream=vs, backward=True, any_frame=False)
+            except av.error.FFmpegError as e:
+                raise BadInputFile(f"{self.path}: cannot seek to {self._start} s ({e})") from e
+
+    def _no_frames_message(self) -> str:
+        if self._bad:
+            return f"{self.path}: none of its {self._bad} video frames could be decoded (corrupt file)"
+        if self._start is not None or self._end is not None:
+            length = f" (the video lasts {self.input_duration:.2f} s)" if self.input_duration else ""
+            return f"{self.path}: no video frames between --start {self._start or 0} and --end {self._end}{length}"
+        return f"{self.path} has no video frames"
+
+    # --- decoding (first frame on the calling thread, the rest on the decode thread) ---
+    def _decode(self) -> Iterator[Frame]:
+        import av
+
+        from .media import apply_ops, display_ops
+
+        vs, tb = self._stream, self.time_base
+        step = max(int(round(1 / (self.fps * tb))), 1)
+        start = self._start if self._start is not None else float("-inf")
+        end = self._end if self._end is not None else float("inf")
+        pending: list[int] = []  # pts of undecodable packets not yet replaced by a repeat
+        last: Any = None
+        last_pts: int | None = None
+        index = 0
+
+        def in_range(pts: int) -> bool:
+            return start - 1e-6 <= float(pts * tb) - self._origin < end
+
+        def repeats(before: float, image: Any) -> Iterator[Frame]:
+            nonlocal index
+            while pending and pending[0] < before:
+                pts = pending.pop(0)
+                if self.repeat_bad and in_range(pts):
+                    yield Frame(image, float(pts * tb) - self._origin, index, pts, step, repeat=True)
+                    index += 1
+
+        try:
+            for packet in self._container.demux(vs):
+                if self._stop.is_set():
+                    return
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as e:
+                    self._bad += 1
+                    if self._bad <= _WARN_FIRST or self._bad % 100 == 0:
+                        where = f"at {float(packet.pts * tb) - self._origin:.3f} s" if packet.pts is not None else ""
+                        log.warning("%s: undecodable video frame %s skipped (%s); %d so far", self.path.name, where,
+                                    getattr(e, "strerror", None) or e, self._bad)
+                    if packet.pts is not None:
+                        pending.append(packet.pts)
+                        pending.sort()
+                    continue
+                for f in decoded:
+                    pts = f.pts if f.pts is not None else (last_pts + step if last_pts is not None else 0)
+                    last_pts = pts
+                    t = float(pts * tb) - self._origin
+                    if t >= end:
+                        return
+                    image = apply_ops(f.to_ndarray(format="rgb24"), display_ops(f, vs))
+                    yield from repeats(pts, last if last is not None else image)
+                    last = image
+                    if t < start - 1e-6:
+                        continue  # pre-roll after the seek to a key frame
+                    yield Frame(image, t, index, pts, f.duration or None)
+                    index += 1
+        except av.error.FFmpegError as e:
+            raise BadInputFile(
+                f"{self.path}: corrupt video data after {index} frames ({getattr(e, 'strerror', None) or e})"
+            ) from e
+        if last is not None:
+            yield from repeats(float("inf"), last)
+        if self._bad:
+            log.warning("%s: %d video frame(s) could not be decoded%s", self.path.name, self._bad,
+                        " and were replaced by the previous frame" if self.repeat_bad else "")
+
+    def _release(self, frame: Frame) -> None:
+        now = time.perf_counter()
+        frame = Frame(frame.image, frame.timestamp, frame.index, frame.pts, frame.duration, now, frame.repeat)
+        self._frames += 1
+        self._meter.tick(now)
+        if self.paced:
+            self._mailbox.put(frame)
+        else:
+            self._put(frame)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        error: BaseException | None = None
+        try:
+            clock: tuple[float, float] | None = None
+            for frame in self._gen:
+                if self._stop.is_set():
+                    break
+                if self.paced:
+                    while not self._clock_started.wait(0.05):
+                        if self._stop.is_set():
+                            return
+                    if clock is None:
+                        clock = (time.perf_counter(), frame.timestamp)
+                    delay = clock[0] + (frame.timestamp - clock[1]) - time.perf_counter()
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+                self._release(frame)
+        except BaseException as e:  # never die silently: read() re-raises it
+            error = e
+        finally:
+            try:
+                self._container.close()
+            except Exception:
+                log.debug("closing %s failed", self.path, exc_info=True)
+            if self.paced:
+                self._mailbox.finish(error)
+            else:
+                self._put(_End(error))
+
+    # --- consumer side ---
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The next frame (unpaced) or the newest released one (paced); ``None`` at the end of the stream (and after
+        ``close()``). Re-raises errors of the decode thread; ``TimeoutError`` when nothing came within ``timeout``."""
+        if self.paced:
+            self._clock_started.set()
+            return self._mailbox.get(timeout)
+        if self._ended is not None:
+            if self._ended.error is not None:
+                raise self._ended.error
+            return None
+        if self._closed:
+            return None
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no frame from {self.path.name} within {timeout:.3g} s") from None
+        if isinstance(item, _End):
+            self._ended = item
+            return self.read()
+        return item
+
+    @property
+    def stats(self) -> SourceStats:
+        return SourceStats(frames=self._frames, dropped=self._mailbox.dropped, bad_frames=self._bad,
+                           fps=self._meter.fps())
+
+    def close(self) -> None:
+        """Stop the decode thread (promptly, even when the queue is full) and close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._clock_started.set()
+        self._mailbox.finish()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            if self._thread.is_alive():
+                log.warning("decode thread of %s did not stop within 5 s", self.path.name)
+
+    def __enter__(self) -> "FileSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
