@@ -240,7 +240,7 @@ def open_face_scorer(opts: EvalOptions) -> tuple[FacePairScorer | None, str | No
     except InputError as e:
         if opts.face_model is not None:
             raise
-        log.warning("face metrics skipped: %s", e)
+        log.info("face metrics skipped: %s", e)
         return None, f"no face model ({e}); pass --face-model PATH or set STYLECAM_FACE_MODEL"
     return FacePairScorer(model, opts.min_face_confidence), None
 
@@ -257,7 +257,7 @@ def open_clip_scorer(opts: EvalOptions):  # -> tuple[ClipScorer | None, str | No
     except ModelNotFound as e:
         if opts.clip_requested:
             raise
-        log.warning("CLIP score skipped: %s", e)
+        log.info("CLIP score skipped: %s", e)
         return None, f"no CLIP weights on disk for {spec} (pass --prompt or --clip-model to download or point at them)"
 
 
