@@ -6,6 +6,7 @@ Heavy libraries are imported inside the commands, so ``stylecam --help`` is fast
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -53,7 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global(p)
     p.set_defaults(func=_cmd_doctor)
 
+    # Commands defined next to their code: each module exposes add_parser(subparsers) that sets func=run(args).
+    # The modules import their heavy libraries inside run(), so registering them keeps --help fast.
+    for module in _COMMAND_MODULES:
+        importlib.import_module(f"realtime.{module}").add_parser(sub, _add_global)
     return parser
+
+
+#: Modules that register a subcommand (``add_parser(subparsers, add_global_options)``), in help order.
+_COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
