@@ -11,6 +11,7 @@ import os
 import queue
 import threading
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator
@@ -77,7 +78,7 @@ class FileSource:
         self._container = open_input(self.path)
         try:
             self._setup()
-            self._gen = self._decode()
+            self._gen = self._with_durations(self._decode())
             first = next(self._gen, None)
             if first is None:
                 raise BadInputFile(self._no_frames_message())
@@ -198,9 +199,25 @@ class FileSource:
             log.warning("%s: %d video frame(s) could not be decoded%s", self.path.name, self._bad,
                         " and were replaced by the previous frame" if self.repeat_bad else "")
 
+    def _with_durations(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        """Give each frame its display duration (the gap to the next frame's pts; for the last one the decoder's value
+        or one frame at ``fps``, cut at ``end``): decoders report packet durations, which B-frames scramble."""
+        held: Frame | None = None
+        for frame in frames:
+            if held is not None:
+                gap = frame.pts - held.pts if frame.pts is not None and held.pts is not None else 0
+                yield replace(held, duration=gap if gap > 0 else held.duration)
+            held = frame
+        if held is not None:
+            duration = held.duration or max(int(round(1 / (self.fps * self.time_base))), 1)
+            if self._end is not None and held.pts is not None:
+                end_pts = int(round((self._end + self._origin) / self.time_base))
+                duration = min(duration, end_pts - held.pts) if end_pts > held.pts else duration
+            yield replace(held, duration=duration)
+
     def _release(self, frame: Frame) -> None:
         now = time.perf_counter()
-        frame = Frame(frame.image, frame.timestamp, frame.index, frame.pts, frame.duration, now, frame.repeat)
+        frame = replace(frame, arrived=now)
         self._frames += 1
         self._meter.tick(now)
         if self.paced:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from fractions import Fraction
@@ -292,6 +291,9 @@ def test_file_vfr_timestamps_and_range(tmp_path: Path) -> None:
     with FileSource(clip) as src:
         got = [f for f in iter(lambda: src.read(timeout=5), None)]
     assert [round(f.timestamp * 1000) for f in got] == VFR_PTS
+    # Each frame lasts until the next one (B-frames scramble the decoder's packet durations); the last one 1/25 s.
+    assert [float(f.duration * src.time_base) for f in got] == pytest.approx(
+        [b / 1000 - a / 1000 for a, b in zip(VFR_PTS, VFR_PTS[1:])] + [0.04])
     plain = make_clip(tmp_path / "p.mp4", n=25)
     with FileSource(plain, start=0.2, end=0.6) as src:
         assert src.duration == pytest.approx(0.4) and src.frame_count == 10
