@@ -185,6 +185,7 @@ class RunConfig:
     device: str = "auto"
     dtype: str = "auto"
     backend: str = "eager"
+    cache_dir: str | None = None  # engine cache: --cache-dir, else $STYLECAM_CACHE, else the user cache directory
 
     def __post_init__(self) -> None:
         from .geometry import check_model_size

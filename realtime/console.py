@@ -50,7 +50,7 @@ def setup_logging(verbose: int = 0, debug: bool = False, quiet: bool = False) ->
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     msg = text[0] if text else type(exc).__name__
-    return msg if isinstance(exc, InputError) else f"{type(exc).__name__}: {msg}"
+    return msg if exit_code_for(exc) == EXIT_USAGE else f"{type(exc).__name__}: {msg}"
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -99,11 +99,10 @@ def _engine_lines() -> list[str]:
         from engines.cache import EngineCache
     except ImportError:
         return []
-    from .models import cache_dir
 
-    entries = list(EngineCache(cache_dir()).entries())
+    entries = list(EngineCache(None).entries())
     if not entries:
-        return [_line(None, "engines", f"none cached in {cache_dir()}")]
+        return [_line(None, "engines", f"none cached in {EngineCache(None).engines_dir}")]
     return [_line(None, "engine", f"{e.key} {e.backend} {e.size_bytes / 2**20:.0f} MiB {e.created}") for e in entries]
 
 

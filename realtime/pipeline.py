@@ -137,6 +137,14 @@ def build_stylizer(model: ModelConfig, style: StyleConfig, run: RunConfig) -> An
 
     device = resolve_device(run.device)
     dtype = resolve_dtype(run.dtype, device)
+    if run.backend not in ("eager", "auto"):
+        from engines import get_backend
+
+        ok, why = get_backend(run.backend).is_available(device)
+        if not ok:  # before any model loads: a missing extra is a one-line error, never a silent fallback
+            from engines import BackendUnavailable
+
+            raise BackendUnavailable(why)
     if device.type == "cpu":
         log.warning("running on the CPU: expect seconds per frame at real model sizes (a CUDA GPU gives real time)")
     comps = load_components(model, device, dtype, seed=run.seed)
