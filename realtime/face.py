@@ -392,6 +392,10 @@ class FaceFramer:
         """The smoothed eye-line angle in degrees (0 unless ``level_eyes``); see :attr:`FaceTracker.roll_deg`."""
         return self.tracker.roll_deg
 
+    def mirror(self) -> None:
+        """Call when the frames start (or stop) arriving mirrored: the framing flips with them, without a jump."""
+        self.tracker.mirror()
+
     def update(self, rgb: np.ndarray, timestamp_s: float) -> CropWindow:
         _check_frame(rgb)
         h, w = rgb.shape[:2]

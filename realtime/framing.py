@@ -223,12 +223,39 @@ class FaceTracker:
         the eyes. Eases back to 0 with the window when the face is lost."""
         return math.degrees(float(self._out[3]))
 
+    def mirror(self) -> None:
+        """Flip the state left-right, for when the frames start arriving mirrored (a mirror toggle): the window, the
+        tracked face and the filter follow the flip at once, so nothing jumps and the track is kept."""
+        span = self.frame.width / float(self.frame.height)  # frame width in frame heights
+
+        def flip(p: np.ndarray | None, speed: bool = False) -> np.ndarray | None:
+            if p is None or p.ndim == 0 or p is self._centre_p:
+                return p
+            q = p.copy()
+            q[0] = -q[0] if speed else span - q[0]
+            q[3] = -q[3]
+            return q
+
+        self._out, self._held = flip(self._out), flip(self._held)  # type: ignore[assignment]
+        self._ease_from = flip(self._ease_from)
+        self._filter._x, self._filter._dx = flip(self._filter._x), flip(self._filter._dx, speed=True)
+        if self._track is not None:
+            t, w = self._track, float(self.frame.width)
+            kps = [(w - x, y) for x, y in t.keypoints]
+            for a, b in ((0, 1), (4, 5)):  # the subject's right eye/ear now appear on the image's right
+                if len(kps) > b:
+                    kps[a], kps[b] = kps[b], kps[a]
+            self._track = FaceBox(w - t.x - t.w, t.y, t.w, t.h, t.score, tuple(kps))
+        self.window = self._window(self._out)
+
     # -- geometry
     def _params(self, win: CropWindow, roll: float) -> np.ndarray:
         hgt = float(self.frame.height)
         return np.array([win.cx / hgt, win.cy / hgt, win.h / hgt, roll], dtype=np.float64)
 
     def _window(self, p: np.ndarray) -> CropWindow:
+        if p is self._centre_p:
+            return self._centre
         hgt = float(self.frame.height)
         h = max(float(p[2]) * hgt, 1.0)
         return clamp_window(CropWindow.from_centre(p[0] * hgt, p[1] * hgt, h * self.aspect, h), self.frame)

@@ -443,3 +443,23 @@ def test_switching_framing_off_while_running_eases_to_centre(scene: Scene, detec
             win = framer.update(scene.frame(250, 210), (46 + i) / FPS)
         assert abs(win.cx - 250) < 0.05 * win.h
     assert detector.detect(scene.frame(250, 210), 100.0)  # a detector passed in is not closed by the framer
+
+
+def test_mirror_flips_the_framing_without_a_jump(scene: Scene, detector: FaceDetector) -> None:
+    cfg = FramingConfig(level_eyes=True)
+    with FaceFramer(cfg, FRAME, ASPECT, detector) as framer:
+        for i in range(30):
+            win = framer.update(scene.frame(230, 210), i / FPS)
+        roll = framer.roll_deg
+        framer.mirror()  # the loop's mirror key: frames now arrive flipped
+        flipped = framer.tracker.window
+        assert flipped.cx == pytest.approx(FRAME.width - win.cx) and flipped.h == pytest.approx(win.h)
+        assert framer.roll_deg == pytest.approx(-roll)
+        tracked = framer.tracker.tracked
+        wins = [flipped]
+        for i in range(30, 45):
+            wins.append(framer.update(np.ascontiguousarray(scene.frame(230, 210)[:, ::-1]), i / FPS))
+            assert framer.tracker.misses == 0 and framer.tracker.tracked is not tracked  # kept tracking
+        steps = [max(abs(b.cx - a.cx), abs(b.cy - a.cy), abs(b.h - a.h)) for a, b in zip(wins, wins[1:])]
+        assert max(steps) < 0.01 * FRAME.height
+        assert abs(wins[-1].cx - (FRAME.width - 230)) < 0.05 * wins[-1].h
