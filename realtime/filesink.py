@@ -119,6 +119,8 @@ class VideoFileSink:
             raise UsageError(f"audio_end must be after audio_start, got {audio_start!r}..{audio_end!r}")
         self.path = Path(path)
         check_output_path(self.path, overwrite)
+        if audio_from is not None and self.path.exists() and self.path.resolve() == Path(audio_from).resolve():
+            raise OutputError(f"output {self.path} is the input: choose another output path")
         enc = check_video_codec(codec)
         formats = [f.name for f in (enc.video_formats or [])]
         if formats and pix_fmt not in formats:

@@ -10,6 +10,7 @@ import logging
 import os
 import platform
 import re
+import socket
 import sys
 from collections import deque
 from pathlib import Path
@@ -185,6 +186,52 @@ def _vcam_error(exc: BaseException, device: str | None) -> str:
 
 # --- preview window -------------------------------------------------------------------------------------------------
 
+def _x_display_reachable(display: str) -> bool:
+    """Whether an X server answers at ``display`` (``:0``, ``unix:1``, ``localhost:10.0``, a socket path)."""
+    m = re.fullmatch(r"(?P<host>.*):(?P<num>\d+)(\.\d+)?", display)
+    if not m:
+        return False
+    host, num = m["host"], int(m["num"])
+    if host.startswith("/"):  # XQuartz launchd socket
+        return os.path.exists(display)
+    if host in ("", "unix"):
+        for address in (f"/tmp/.X11-unix/X{num}", f"\0/tmp/.X11-unix/X{num}"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.0)
+                try:
+                    sock.connect(address)
+                    return True
+                except OSError:
+                    continue
+        return False
+    try:
+        socket.create_connection((host, 6000 + num), timeout=1.0).close()
+        return True
+    except OSError:
+        return False
+
+
+def _check_display() -> None:
+    """:class:`DeviceUnavailable` when a window cannot open. On Linux this is checked before OpenCV tries: its Qt
+    backend aborts the whole process (not an exception) when the X display cannot be reached."""
+    if not sys.platform.startswith("linux"):
+        return
+    display, wayland = os.environ.get("DISPLAY"), os.environ.get("WAYLAND_DISPLAY")
+    if display:
+        if not _x_display_reachable(display):
+            raise DeviceUnavailable(f"no display for a window (X display {display} does not answer): use --output "
+                                    f"vcam or a file path")
+        return
+    if not wayland:
+        raise DeviceUnavailable(NO_DISPLAY)
+    import cv2
+
+    platforms = Path(cv2.__file__).parent / "qt" / "plugins" / "platforms"
+    if platforms.is_dir() and not any("wayland" in p.name for p in platforms.iterdir()):
+        raise DeviceUnavailable("no display for a window (this OpenCV needs X11: start XWayland or set DISPLAY): "
+                                "use --output vcam or a file path")
+
+
 KEY_ACTIONS: dict[str, str] = {
     "q": "quit", "\x1b": "quit", "m": "mirror", "n": "next_style", "p": "prev_style", "f": "framing",
     "b": "blend", "o": "overlay", " ": "bypass", "k": "blank",
@@ -205,8 +252,7 @@ class WindowSink:
         if width <= 0 or height <= 0:
             raise UsageError(f"window size must be positive, got {width}x{height}")
         if gui is None:
-            if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-                raise DeviceUnavailable(NO_DISPLAY)
+            _check_display()
             import cv2
 
             gui = cv2

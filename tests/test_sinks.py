@@ -185,6 +185,8 @@ def test_overwrite_rules(tmp_path: Path) -> None:
         assert out.read_bytes() == b"precious"  # replaced only at close
     assert out.stat().st_size > 100 and len(probe(out)["times"]) == 1
     assert listing(tmp_path) == ["out.mp4"]
+    with pytest.raises(OutputError, match="is the input"):
+        VideoFileSink(out, 160, 120, 25, overwrite=True, audio_from=tmp_path / "." / "out.mp4")
 
 
 def test_output_location_errors(tmp_path: Path) -> None:
@@ -292,6 +294,17 @@ def test_window_without_display(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(DeviceUnavailable) as err:
         WindowSink("stylecam", 320, 240)
     assert str(err.value) == NO_DISPLAY == "no display for a window: use --output vcam or a file path"
+
+
+def test_window_with_an_unreachable_display_does_not_abort(monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenCV's Qt backend would abort the whole process here (not raise): the sink must refuse before it tries.
+    monkeypatch.setenv("DISPLAY", ":97")
+    with pytest.raises(DeviceUnavailable, match="X display :97 does not answer"):
+        WindowSink("stylecam", 320, 240)
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-9")
+    with pytest.raises(DeviceUnavailable, match="needs X11"):
+        WindowSink("stylecam", 320, 240)
 
 
 class FakeGui:
