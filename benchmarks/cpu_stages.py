@@ -60,7 +60,7 @@ def _git_commit() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frame", default="640x480", help="camera frame size WxH (default 640x480)")
-    p.add_argument("--size", default="704x384", help="model size WxH (default 704x384, the auto size for a 16:9 output)")
+    p.add_argument("--size", default="704x384", help="model size WxH (default 704x384: auto for a 16:9 output)")
     p.add_argument("--output-size", default="1280x720", help="sink size WxH (default 1280x720)")
     p.add_argument("--frames", type=int, default=300, help="timed frames (default 300)")
     p.add_argument("--warmup", type=int, default=20, help="untimed frames first (default 20)")

@@ -71,7 +71,8 @@ class CannyConfig:
         if isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float)) or not 0.0 <= self.sigma <= 1.0:
             raise UsageError(f"canny sigma={self.sigma!r}: must be a number in 0..1")
         b = self.blur
-        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not (b == 0 or (b % 2 == 1 and 1 <= b <= _MAX_BLUR)):
+        odd_in_range = isinstance(b, (int, np.integer)) and b % 2 == 1 and 1 <= b <= _MAX_BLUR
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not (b == 0 or odd_in_range):
             raise UsageError(f"canny blur={b!r}: must be 0 (off) or an odd kernel size 1..{_MAX_BLUR}")
 
     @property
@@ -226,7 +227,8 @@ def canny_torch(rgb: "torch.Tensor", cfg: CannyConfig = CannyConfig(), *, max_it
     x = rgb.unsqueeze(0) if single else rgb
     b, h, w, _ = x.shape
     xi = x.to(torch.int32)
-    gray = (xi[..., 0] * _GRAY_R + xi[..., 1] * _GRAY_G + xi[..., 2] * _GRAY_B + (1 << (_GRAY_SHIFT - 1))) >> _GRAY_SHIFT
+    weighted = xi[..., 0] * _GRAY_R + xi[..., 1] * _GRAY_G + xi[..., 2] * _GRAY_B
+    gray = (weighted + (1 << (_GRAY_SHIFT - 1))) >> _GRAY_SHIFT
     if cfg.blur > 1:
         gray = _blur_torch(gray, cfg.blur)
 

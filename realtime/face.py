@@ -1,7 +1,7 @@
 """MediaPipe face detection -> a smoothed crop window that keeps the face framed (GUIDE 2, "Sizes").
 
-- :func:`resolve_face_model` finds the BlazeFace short-range ``.tflite``: an explicit path, then ``STYLECAM_FACE_MODEL``,
-  then the cache, then the official download (size and sha256 verified).
+- :func:`resolve_face_model` finds the BlazeFace short-range ``.tflite``: an explicit path, then
+  ``STYLECAM_FACE_MODEL``, then the cache, then the official download (size and sha256 verified).
 - :class:`FaceDetector` wraps MediaPipe Tasks' ``FaceDetector`` in VIDEO mode; :class:`FaceBox` is one detection.
 - :class:`FaceFramer` runs the detector and the pure framing logic of :mod:`realtime.framing` (One Euro smoothing,
   face tracking, hold and ease) and returns a :class:`~realtime.geometry.CropWindow` per frame.
@@ -208,7 +208,8 @@ def _import_mediapipe() -> tuple[Any, Any, Any]:
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core.base_options import BaseOptions
     except ImportError as e:
-        raise BackendUnavailable(f"mediapipe is not importable ({e}): pip install mediapipe, or run with --no-face") from e
+        msg = f"mediapipe is not importable ({e}): pip install mediapipe, or run with --no-face"
+        raise BackendUnavailable(msg) from e
     return mp, vision, BaseOptions
 
 

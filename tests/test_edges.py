@@ -107,6 +107,7 @@ def test_auto_thresholds_track_the_median(astronaut: np.ndarray) -> None:
         ({"blur": -3}, "blur"),
         ({"blur": 33}, "blur"),
         ({"blur": True}, "blur"),
+        ({"blur": 0.0}, "blur"),
     ],
 )
 def test_invalid_configs_raise(kwargs: dict, field: str) -> None:
