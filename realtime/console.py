@@ -58,8 +58,8 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_INTERRUPTED
     if isinstance(exc, InputError):
         return EXIT_USAGE
-    # engines/ is independent of realtime/: its "unavailable backend" error is mapped here by class name.
-    if type(exc).__name__ in {"BackendUnavailable"}:
+    # engines/ is independent of realtime/: its user-fixable errors are mapped here by class name.
+    if type(exc).__name__ in {"BackendUnavailable", "EngineOptionError", "LoraMismatch", "CacheDirError"}:
         return EXIT_USAGE
     return EXIT_FAILURE
 

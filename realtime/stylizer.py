@@ -80,7 +80,7 @@ class FrameStep(nn.Module):
         motion_gain: torch.Tensor, control_scale: torch.Tensor, guidance_scale: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         dtype = noise.dtype
-        x = image.permute(0, 3, 1, 2).to(dtype) / 127.5 - 1.0
+        x = image.to(dtype).permute(0, 3, 1, 2) / 127.5 - 1.0  # uint8 cast first: TensorRT wants it at the I/O edge
         z = self.encode(x)
         # Motion-adaptive latent blending: a -> 1 where the input latent moved.
         moved = (z - prev_in_latent).abs().mean(dim=1, keepdim=True)
@@ -115,7 +115,7 @@ class FrameStep(nn.Module):
         else:
             z0 = pred
         y = self.decode(z0)
-        out = ((y.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+        out = ((y.clamp(-1.0, 1.0) + 1.0) * 127.5).round().permute(0, 2, 3, 1).to(torch.uint8)  # cast last
         return out, z, z0
 
 
