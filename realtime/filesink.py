@@ -90,7 +90,9 @@ class VideoFileSink:
     :meth:`send` (for example a :class:`~realtime.capture.FileSource`'s ``time_base``); default ``1/fps``.
     ``audio_from``: copy that file's audio streams (re-encoded only when this container cannot hold their codec),
     ``audio_start``/``audio_end`` seconds from the start of that input; ``audio_start`` becomes time 0 of the output.
-    Nothing appears at ``path`` until :meth:`close` succeeds.
+    ``variable_rate``: frames may come at uneven times (default: when ``time_base`` is given; a live recording sending
+    ``timestamp`` should say so); MP4/MOV then get no B-frames so their duration comes out right. ``options``: extra
+    encoder options. Nothing appears at ``path`` until :meth:`close` succeeds.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class VideoFileSink:
         audio_start: float | None = None,
         audio_end: float | None = None,
         options: dict[str, str] | None = None,
+        variable_rate: bool | None = None,
     ) -> None:
         if width <= 0 or height <= 0:
             raise UsageError(f"output size must be positive, got {width}x{height}")
@@ -130,7 +133,7 @@ class VideoFileSink:
         self.width, self.height = int(width), int(height)
         self.overwrite = overwrite
         self.rate = _as_fraction(fps)
-        self.explicit_time_base = time_base is not None
+        self.variable_rate = time_base is not None if variable_rate is None else bool(variable_rate)
         self.time_base = Fraction(time_base) if time_base is not None else 1 / self.rate
         self._step = max(int(round(1 / (self.rate * self.time_base))), 1)
         self.frames = 0
@@ -175,7 +178,7 @@ class VideoFileSink:
             vs.time_base = self.time_base
             vs.codec_context.time_base = self.time_base
             stream_opts = dict(opts)
-            if self.explicit_time_base and container.format.name.split(",")[0] in _MOV_FAMILY and enc.name in (
+            if self.variable_rate and container.format.name.split(",")[0] in _MOV_FAMILY and enc.name in (
                 "libx264", "libx265"
             ):
                 # MP4 derives its duration from decode timestamps: with B-frames and uneven frame times it comes out

@@ -72,6 +72,8 @@ class FileSource:
         self._meter = _FpsMeter()
         self._frames = 0
         self._bad = 0
+        self._index = 0
+        self._emitted: int | None = None  # pts of the last frame yielded: they only increase
         self._ended: _End | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -128,7 +130,7 @@ class FileSource:
 
     def _no_frames_message(self) -> str:
         if self._bad:
-            return f"{self.path}: none of its {self._bad} video frames could be decoded (corrupt file)"
+            return f"{self.path}: none of its video frames could be decoded ({self._bad} tried): corrupt file"
         if self._start is not None or self._end is not None:
             length = f" (the video lasts {self.input_duration:.2f} s)" if self.input_duration else ""
             return f"{self.path}: no video frames between --start {self._start or 0} and --end {self._end}{length}"
@@ -136,6 +138,10 @@ class FileSource:
 
     # --- decoding (first frame on the calling thread, the rest on the decode thread) ---
     def _decode(self) -> Iterator[Frame]:
+        """Frames in presentation order. A frame whose packet was read but which never came out of the decoder (an
+        error, or a reference missing) is found from the gap in packet timestamps; see :meth:`_missing`."""
+        import heapq
+
         import av
 
         from .media import apply_ops, display_ops
@@ -144,60 +150,79 @@ class FileSource:
         step = max(int(round(1 / (self.fps * tb))), 1)
         start = self._start if self._start is not None else float("-inf")
         end = self._end if self._end is not None else float("inf")
-        pending: list[int] = []  # pts of undecodable packets not yet replaced by a repeat
+        self._expected: list[int] = []  # heap: pts of packets read whose frames have not come out yet
+        tracking = True  # off when decoded frames do not carry their packets' pts (gaps cannot be told then)
+        errors = skipped_order = 0
         last: Any = None
         last_pts: int | None = None
-        index = 0
-
-        def in_range(pts: int) -> bool:
-            return start - 1e-6 <= float(pts * tb) - self._origin < end
-
-        def repeats(before: float, image: Any) -> Iterator[Frame]:
-            nonlocal index
-            while pending and pending[0] < before:
-                pts = pending.pop(0)
-                if self.repeat_bad and in_range(pts):
-                    yield Frame(image, float(pts * tb) - self._origin, index, pts, step, repeat=True)
-                    index += 1
-
         try:
             for packet in self._container.demux(vs):
                 if self._stop.is_set():
                     return
+                if tracking and packet.size and packet.pts is not None and not packet.is_discard:
+                    heapq.heappush(self._expected, packet.pts)
                 try:
                     decoded = packet.decode()
                 except av.error.FFmpegError as e:
-                    self._bad += 1
-                    if self._bad <= _WARN_FIRST or self._bad % 100 == 0:
-                        where = f"at {float(packet.pts * tb) - self._origin:.3f} s" if packet.pts is not None else ""
-                        log.warning("%s: undecodable video frame %s skipped (%s); %d so far", self.path.name, where,
-                                    getattr(e, "strerror", None) or e, self._bad)
-                    if packet.pts is not None:
-                        pending.append(packet.pts)
-                        pending.sort()
+                    errors += 1
+                    if errors <= _WARN_FIRST or errors % 100 == 0:
+                        where = f" at {float(packet.pts * tb) - self._origin:.3f} s" if packet.pts is not None else ""
+                        log.warning("%s: undecodable video data%s skipped (%s)", self.path.name, where,
+                                    getattr(e, "strerror", None) or e)
                     continue
                 for f in decoded:
                     pts = f.pts if f.pts is not None else (last_pts + step if last_pts is not None else 0)
                     last_pts = pts
+                    if tracking and last is None and pts not in self._expected:
+                        tracking = False
+                        self._expected.clear()
                     t = float(pts * tb) - self._origin
+                    image = apply_ops(f.to_ndarray(format="rgb24"), display_ops(f, vs)) if t < end else None
+                    yield from self._missing(pts, last if last is not None else image, start, end, step)
+                    while self._expected and self._expected[0] == pts:
+                        heapq.heappop(self._expected)
                     if t >= end:
                         return
-                    image = apply_ops(f.to_ndarray(format="rgb24"), display_ops(f, vs))
-                    yield from repeats(pts, last if last is not None else image)
                     last = image
                     if t < start - 1e-6:
                         continue  # pre-roll after the seek to a key frame
-                    yield Frame(image, t, index, pts, f.duration or None)
-                    index += 1
+                    if self._emitted is not None and pts <= self._emitted:
+                        skipped_order += 1  # a broken file repeating or reordering timestamps: keep them increasing
+                        if skipped_order == 1:
+                            log.warning("%s: frame at %.3f s is not after the previous one: skipped", self.path.name, t)
+                        continue
+                    yield self._frame(image, t, pts, f.duration or None)
         except av.error.FFmpegError as e:
             raise BadInputFile(
-                f"{self.path}: corrupt video data after {index} frames ({getattr(e, 'strerror', None) or e})"
+                f"{self.path}: corrupt video data after {self._index} frames ({getattr(e, 'strerror', None) or e})"
             ) from e
-        if last is not None:
-            yield from repeats(float("inf"), last)
+        yield from self._missing(float("inf"), last, start, end, step)
         if self._bad:
             log.warning("%s: %d video frame(s) could not be decoded%s", self.path.name, self._bad,
-                        " and were replaced by the previous frame" if self.repeat_bad else "")
+                        " and were replaced by the previous frame" if self.repeat_bad and last is not None else "")
+        if skipped_order:
+            log.warning("%s: %d frame(s) with out-of-order timestamps skipped", self.path.name, skipped_order)
+
+    def _frame(self, image: Any, t: float, pts: int, duration: int | None, repeat: bool = False) -> Frame:
+        frame = Frame(image, t, self._index, pts, duration, repeat=repeat)
+        self._index += 1
+        self._emitted = pts
+        return frame
+
+    def _missing(self, before: float, image: Any, start: float, end: float, step: int) -> Iterator[Frame]:
+        """Frames (in range, before pts ``before``) whose packets were read but that the decoder never produced:
+        decoders emit frames in presentation order, so none of them can still come. Counted as bad; with
+        ``repeat_bad`` each is replaced by ``image`` at its own pts."""
+        import heapq
+
+        while self._expected and self._expected[0] < before:
+            pts = heapq.heappop(self._expected)
+            t = float(pts * self.time_base) - self._origin
+            if not start - 1e-6 <= t < end or (self._emitted is not None and pts <= self._emitted):
+                continue
+            self._bad += 1
+            if self.repeat_bad and image is not None:
+                yield self._frame(image, t, pts, step, repeat=True)
 
     def _with_durations(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         """Give each frame its display duration (the gap to the next frame's pts; for the last one the decoder's value

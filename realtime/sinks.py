@@ -350,6 +350,7 @@ def open_sinks(
     title: str = "stylecam",
 ) -> list[Any]:
     """Sinks for ``--output`` values: ``vcam``, ``window``, ``none`` or a file path (all at ``width`` x ``height``).
+    File sinks expect ``send(frame, timestamp)`` with capture times (a live recording keeps real time).
 
     When one cannot be opened, those already opened are closed (file sinks aborted: no files left) and the error
     propagates.
@@ -371,8 +372,9 @@ def open_sinks(
             elif key == "window":
                 sinks.append(WindowSink(title, width, height, on_key=on_key))
             else:
+                # A live recording: frames carry capture times and some are dropped, so the rate varies.
                 sinks.append(VideoFileSink(Path(key).expanduser(), width, height, fps, codec=codec, crf=crf,
-                                           pix_fmt=pix_fmt, overwrite=overwrite))
+                                           pix_fmt=pix_fmt, overwrite=overwrite, variable_rate=True))
     except BaseException:
         for sink in reversed(sinks):
             try:

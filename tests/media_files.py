@@ -122,18 +122,22 @@ def make_truncated(src: Path, path: Path, keep: float = 0.5) -> Path:
     return path
 
 
-def make_corrupt_middle(path: Path, n: int = 20, bad: int = 10) -> tuple[Path, int]:
-    """An MJPEG/Matroska clip (intra-only) whose frame ``bad`` has its JPEG data zeroed: the container is intact,
-    that one frame cannot be decoded. Returns the path and the bad frame's pts (time base 1/1000)."""
+def make_corrupt_middle(path: Path, n: int = 20, bad: int = 10, codec: str = "mjpeg") -> tuple[Path, int]:
+    """An intra-only Matroska clip (MJPEG, or H.264 with every frame a key frame) whose frame ``bad`` has its data
+    zeroed: the container is intact, that one frame cannot be decoded. Returns the path and the bad frame's pts (time
+    base 1/1000). MJPEG fails loudly (a decode error); H.264 drops the frame silently (a gap in the timestamps)."""
     import av
 
-    make_clip(path, n=n, codec="mjpeg", pix_fmt="yuvj420p")
+    if codec == "mjpeg":
+        make_clip(path, n=n, codec="mjpeg", pix_fmt="yuvj420p")
+    else:
+        make_clip(path, n=n, codec=codec, options={"g": "1", "bf": "0", "threads": "1"})
     with av.open(str(path)) as c:
         packets = [(p.pts, p.pos, bytes(p)) for p in c.demux(video=0) if p.size]
     pts, pos, payload = packets[bad]
     data = bytearray(path.read_bytes())
     start = data.index(payload[:16], pos)
-    data[start : start + len(payload)] = bytes(len(payload))
+    data[start + 4 : start + len(payload)] = bytes(len(payload) - 4)
     path.write_bytes(bytes(data))
     return path, pts
 

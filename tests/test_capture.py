@@ -22,7 +22,7 @@ from media_files import (
     make_vfr_clip,
     make_zero_frame_video,
 )
-from realtime.capture import CameraLost, CameraSource, FileSource, Frame, list_cameras, open_source
+from realtime.capture import CameraLost, CameraSource, FileSource, Frame, Source, list_cameras, open_source
 from realtime.errors import BadInputFile, DeviceUnavailable, InputError, InputNotFound, UsageError
 from realtime.geometry import Size
 from realtime.media import _matrix_ops, apply_ops, display_ops
@@ -212,11 +212,11 @@ def test_camera_options_validated() -> None:
 def test_open_source_dispatch(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "c.mp4", n=5)
     with open_source(str(clip)) as src:
-        assert isinstance(src, FileSource) and src.paced
+        assert isinstance(src, FileSource) and src.paced and isinstance(src, Source)
     with open_source(str(clip), paced=False) as src:
         assert not src.paced
     with open_source("1", opener=lambda d: FakeCamera()) as src:
-        assert isinstance(src, CameraSource) and src.device == 1
+        assert isinstance(src, CameraSource) and src.device == 1 and isinstance(src, Source)
     with pytest.raises(DeviceUnavailable, match="no camera at /dev/video99"):
         open_source("/dev/video99")
     with pytest.raises(InputNotFound, match="no such file or camera"):
@@ -380,8 +380,10 @@ def test_display_ops_rules() -> None:
     assert apply_ops(img, ("transpose",))[:, :, 0].tolist() == [[0, 3], [1, 4], [2, 5]]
 
 
-def test_file_corrupt_frame_is_repeated_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    clip, bad_pts = make_corrupt_middle(tmp_path / "bad.mkv", n=20, bad=10)
+@pytest.mark.parametrize("codec", ["mjpeg", "libx264"])
+def test_file_corrupt_frame_is_repeated_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                    codec: str) -> None:
+    clip, bad_pts = make_corrupt_middle(tmp_path / "bad.mkv", n=20, bad=10, codec=codec)
     with caplog.at_level(logging.WARNING, logger="realtime.filesource"):
         with FileSource(clip) as src:
             frames = [f for f in iter(lambda: src.read(timeout=5), None)]
@@ -390,7 +392,7 @@ def test_file_corrupt_frame_is_repeated_and_counted(tmp_path: Path, caplog: pyte
     assert [f.repeat for f in frames].count(True) == 1 and frames[10].repeat
     assert frames[10].pts == bad_pts and np.array_equal(frames[10].image, frames[9].image)
     assert [f.pts for f in frames] == sorted(f.pts for f in frames)
-    assert any("undecodable video frame" in r.message for r in caplog.records)
+    assert any("1 video frame(s) could not be decoded" in r.message for r in caplog.records)
     with FileSource(clip, repeat_bad=False) as src:
         assert len([f for f in iter(lambda: src.read(timeout=5), None)]) == 19
 

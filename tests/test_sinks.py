@@ -17,6 +17,7 @@ from realtime.sinks import (
     KEY_ACTIONS,
     NO_DISPLAY,
     NullSink,
+    Sink,
     VideoFileSink,
     VirtualCameraSink,
     WindowSink,
@@ -364,10 +365,15 @@ def test_window_gui_failure_is_no_display() -> None:
 
 def test_open_sinks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (none,) = open_sinks(["none"], 160, 120, 25)
-    assert isinstance(none, NullSink)
-    sinks = open_sinks([str(tmp_path / "o.mp4")], 160, 120, 25)
-    assert isinstance(sinks[0], VideoFileSink)
-    sinks[0].abort()
+    assert isinstance(none, NullSink) and isinstance(none, Sink)
+    (rec,) = open_sinks([str(tmp_path / "o.mp4")], 160, 120, 25)
+    assert isinstance(rec, VideoFileSink) and rec.variable_rate
+    for t in (10.0, 10.04, 10.2, 10.24):  # a live recording: capture times, frames dropped in between
+        rec.send(frame_image(0), t)
+    rec.close()
+    assert probe(tmp_path / "o.mp4")["times"] == pytest.approx([0.0, 0.04, 0.2, 0.24])
+    assert duration(tmp_path / "o.mp4") == pytest.approx(0.28, abs=0.002)
+    (tmp_path / "o.mp4").unlink()
     with pytest.raises(DeviceUnavailable, match="modprobe"):
         open_sinks([str(tmp_path / "o.mp4"), "vcam"], 160, 120, 25)
     assert listing(tmp_path) == []  # the file sink opened first was aborted
