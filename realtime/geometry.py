@@ -152,7 +152,16 @@ def crop_resize(frame: np.ndarray, win: CropWindow, size: Size) -> np.ndarray:
 
 def cover_resize(image: np.ndarray, out: Size) -> np.ndarray:
     """Scale ``image`` (HxWx3) to cover ``out`` and centre-crop: no distortion, no letterboxing."""
+    import cv2
+
     h, w = image.shape[:2]
     if (w, h) == (out.width, out.height):
         return image
-    return crop_resize(image, centre_window(Size(w, h), out.aspect), out)
+    # The window is fixed (centred), so an integer-aligned cut plus cv2.resize is exact enough and ~4x faster than a
+    # sub-pixel warp (which the moving framing crop needs, this does not).
+    win = centre_window(Size(w, h), out.aspect)
+    x0, y0 = int(round(win.x)), int(round(win.y))
+    x1, y1 = x0 + max(1, int(round(win.w))), y0 + max(1, int(round(win.h)))
+    cut = image[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)]
+    interp = cv2.INTER_AREA if cut.shape[1] > out.width else cv2.INTER_LINEAR
+    return cv2.resize(cut, (out.width, out.height), interpolation=interp)
