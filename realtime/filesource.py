@@ -121,12 +121,24 @@ class FileSource:
         else:
             self.frame_count = int(round(self.duration * self.fps)) if self.duration is not None else 0
         self.has_audio = bool(c.streams.audio)
+        self._check_complete()
         self.pts_offset = int(round((first_s + self._origin) / self.time_base))
         if self._start:
             try:
                 c.seek(self.pts_offset, stream=vs, backward=True, any_frame=False)
             except av.error.FFmpegError as e:
                 raise BadInputFile(f"{self.path}: cannot seek to {self._start} s ({e})") from e
+
+    def _check_complete(self) -> None:
+        """:class:`BadInputFile` when the container's index (MP4/MOV sample tables, Matroska cues) points past the end
+        of the file: a truncated copy or an interrupted download whose index was written first."""
+        try:
+            size = self.path.stat().st_size
+            end = max((e.pos + e.size for e in self._stream.index_entries or () if e.pos >= 0), default=0)
+        except (OSError, AttributeError, TypeError):
+            return
+        if end > size:
+            raise BadInputFile(f"{self.path} is truncated: its index expects {end} bytes, the file has {size}")
 
     def _no_frames_message(self) -> str:
         if self._bad:

@@ -58,6 +58,7 @@ def make_clip(
     rotation: int | None = None,
     hflip: bool = False,
     options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """A clip of ``n`` :func:`frame_image` frames. ``pts``+``time_base``: explicit (VFR) timestamps. ``rotation``:
     display matrix (counter-clockwise degrees, as ``VideoFrame.rotation`` reads it). ``audio``: a 440 Hz stereo AAC
@@ -65,7 +66,7 @@ def make_clip(
     import av
 
     w, h = size
-    with av.open(str(path), "w") as c:
+    with av.open(str(path), "w", options=container_options or {}) as c:
         s = c.add_stream(codec, rate=rate)
         s.width, s.height, s.pix_fmt = w, h, pix_fmt
         if options:

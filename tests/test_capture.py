@@ -415,6 +415,12 @@ def test_bad_files_get_one_line_errors(tmp_path: Path) -> None:
             FileSource(path)
         assert words in str(err.value) and "\n" not in str(err.value), (path, err.value)
         assert isinstance(err.value, InputError)
+    # Index first (faststart), data cut: the file opens and its first frames decode; the index gives it away.
+    fast = make_clip(tmp_path / "fast.mp4", n=40, container_options={"movflags": "faststart"})
+    with pytest.raises(BadInputFile, match=r"fastcut.mp4 is truncated: its index expects \d+ bytes, the file has"):
+        FileSource(make_truncated(fast, tmp_path / "fastcut.mp4", keep=0.6))
+    with FileSource(fast) as src:  # the complete file passes the same check
+        assert src.frame_count == 40
 
 
 class _FailingSource(FileSource):
