@@ -71,7 +71,7 @@ class AudioMux:
             self._trim = bool(start)
             self._tracks: dict[int, _Track] = {}
             for s in self._in.streams.audio:
-                name = s.codec_context.name
+                name = s.codec_context.codec.canonical_name  # "mp3", not the decoder's "mp3float"
                 if not reencode and name in out.supported_codecs:
                     self._tracks[s.index] = _Track(s, out.add_stream_from_template(s), copy=True)
                     continue

@@ -32,9 +32,14 @@ def _write_tone(container, seconds: float, codec: str = "aac", rate: int = 48000
     total = int(round(rate * seconds))
     samples = tone(total, rate)
     pos = 0
+    packed_s16 = codec in ("pcm_s16le", "flac")
     while pos < total:
         chunk = samples[pos : pos + 1024]
-        fr = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
+        if packed_s16:
+            data = (np.stack([chunk, chunk], axis=1) * 32767).astype(np.int16).reshape(1, -1)
+            fr = av.AudioFrame.from_ndarray(data, format="s16", layout="stereo")
+        else:
+            fr = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
         fr.sample_rate = rate
         fr.pts = pos
         for p in a.encode(fr):
@@ -53,6 +58,7 @@ def make_clip(
     codec: str = "libx264",
     pix_fmt: str = "yuv420p",
     audio: bool = False,
+    audio_codec: str = "aac",
     pts: list[int] | None = None,
     time_base: Fraction | None = None,
     rotation: int | None = None,
@@ -61,8 +67,8 @@ def make_clip(
     container_options: dict[str, str] | None = None,
 ) -> Path:
     """A clip of ``n`` :func:`frame_image` frames. ``pts``+``time_base``: explicit (VFR) timestamps. ``rotation``:
-    display matrix (counter-clockwise degrees, as ``VideoFrame.rotation`` reads it). ``audio``: a 440 Hz stereo AAC
-    tone as long as the video."""
+    display matrix (counter-clockwise degrees, as ``VideoFrame.rotation`` reads it). ``audio``: a 440 Hz stereo tone
+    as long as the video (``audio_codec``: aac, libmp3lame, pcm_s16le, flac, libopus)."""
     import av
 
     w, h = size
@@ -78,7 +84,7 @@ def make_clip(
             s.set_display_rotation(rotation or 0, hflip=hflip)
         if audio:
             seconds = n / rate if pts is None else float((pts[-1] + pts[-1] - pts[-2]) * time_base)
-            _write_tone(c, seconds)
+            _write_tone(c, seconds, audio_codec)
         for i in range(n):
             f = av.VideoFrame.from_ndarray(frame_image(i, w, h), format="rgb24")
             f.pts = pts[i] if pts is not None else i

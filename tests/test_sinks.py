@@ -42,11 +42,14 @@ def probe(path: Path) -> dict:
             a = c.streams.audio[0]
             codec, rate = a.codec_context.name, a.codec_context.sample_rate
             audio_packets = [(bytes(p), p.pts, p.duration) for p in c.demux(a) if p.size]
+    nsamples = 0
     with av.open(str(path)) as c:
         if c.streams.audio:
-            samples = np.concatenate([f.to_ndarray() for f in c.decode(c.streams.audio[0])], axis=1)
+            frames = list(c.decode(c.streams.audio[0]))
+            samples = np.concatenate([f.to_ndarray() for f in frames], axis=1)
+            nsamples = sum(f.samples for f in frames)
     return {"times": times, "images": images, "audio_packets": audio_packets, "samples": samples, "codec": codec,
-            "rate": rate}
+            "rate": rate, "seconds": nsamples / rate if rate else 0.0}
 
 
 def transcode(src_path: Path, out: Path, **kw) -> int:
@@ -127,6 +130,24 @@ def test_audio_reencoded_when_the_container_cannot_hold_it(tmp_path: Path) -> No
     x = b["samples"][0, 4800:4800 + 16384]
     peak = np.argmax(np.abs(np.fft.rfft(x))) * 48000 / len(x)
     assert peak == pytest.approx(440, abs=6)
+
+
+@pytest.mark.parametrize("source,audio_codec,canonical", [("pcm.mov", "pcm_s16le", "pcm_s16le"),
+                                                            ("mp3.mkv", "libmp3lame", "mp3")])
+def test_other_audio_codecs_copied_or_reencoded(tmp_path: Path, source: str, audio_codec: str,
+                                                canonical: str) -> None:
+    src = make_clip(tmp_path / source, n=10, audio=True, audio_codec=audio_codec)
+    transcode(src, tmp_path / "copy.mkv")  # Matroska holds anything: copied
+    a, b = probe(src), probe(tmp_path / "copy.mkv")
+    assert [p[0] for p in b["audio_packets"]] == [p[0] for p in a["audio_packets"]]
+    import av
+
+    with av.open(str(tmp_path / "copy.mkv")) as c:
+        assert c.streams.audio[0].codec_context.codec.canonical_name == canonical
+    transcode(src, tmp_path / "web.webm", codec="libvpx-vp9")  # WebM takes only Opus/Vorbis: re-encoded
+    c = probe(tmp_path / "web.webm")
+    assert c["codec"] == "opus"
+    assert c["seconds"] == pytest.approx(a["seconds"], abs=0.03) and a["seconds"] == pytest.approx(0.4, abs=0.03)
 
 
 def test_trimmed_range_keeps_video_and_audio_in_step(tmp_path: Path) -> None:
