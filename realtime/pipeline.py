@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .config import ModelConfig, RunConfig, StyleConfig
+from .config import ModelConfig, RunConfig, StyleConfig, TemporalConfig
 from .edges import CannyConfig, EdgeDetector
+from .errors import UsageError
 from .geometry import CropWindow, Size, centre_window, cover_resize, crop_resize
 
 log = logging.getLogger(__name__)
@@ -50,28 +51,129 @@ def canny_config(style: StyleConfig) -> CannyConfig:
     return CannyConfig(low=style.canny_low, high=style.canny_high)
 
 
+#: What :meth:`FrameProcessor.process` does with a frame: stylize it, pass the framed crop through, or send black.
+MODES = ("stylize", "bypass", "blank")
+
+
 class FrameProcessor:
     """Turns one input frame into one output frame. ``stylizer=None`` is pass-through (the ``none`` style).
 
     ``process(frame, timestamp_s)``: frame (H, W, 3) uint8 RGB of any size -> (output.height, output.width, 3) uint8 RGB.
     The window of the last frame is in ``last_window``; per-stage times accumulate in ``times``.
+
+    Live controls (all optional; ``image`` and ``clip`` use none of them):
+
+    - ``similarity``: a :class:`~realtime.temporal.SimilarityFilter`; a skipped frame reuses the previous stylized image
+      (counted in ``skipped``). :meth:`set_temporal` creates, retunes or removes it.
+    - ``mode`` (:data:`MODES`, :meth:`set_mode`): ``bypass`` passes the framed crop through at once, ``blank`` sends a
+      black frame (privacy); back to ``stylize``, the stylizer starts afresh (no blending with stale latents).
+    - :meth:`set_framing`, :meth:`set_mirror`: face framing and mirroring on or off while running.
+    - :meth:`set_style`: another style on the running stylizer (the ``none`` style passes through, keeping the model).
+    - A stylizer with a ``last_ok`` attribute (:class:`~realtime.watchdog.GuardedStylizer`) may pass a frame through
+      unstylized; those are counted in ``passed_through`` and never reused by the similarity filter.
     """
 
     def __init__(
         self, model_size: Size, output_size: Size | None, *, stylizer: Any | None = None,
         edges: EdgeDetector | None = None, framer: Framer | None = None, mirror: bool = False,
+        similarity: Any | None = None, style: StyleConfig | None = None,
     ) -> None:
         self.model_size, self.output_size = model_size, output_size
         self.stylizer, self.framer, self.mirror = stylizer, framer, mirror
         self.edges = edges or EdgeDetector()
-        self.framing = framer is not None
+        self.framing = framer is not None and bool(getattr(framer, "enabled", True))
         self.times = StageTimes()
         self.last_window: CropWindow | None = None
+        self.similarity = similarity
+        self.style: StyleConfig | None = style if style is not None else getattr(stylizer, "style", None)
+        self.passthrough = stylizer is None or bool(self.style is not None and self.style.passthrough)
+        self.mode = "stylize"
+        self.stylized = self.skipped = self.passed_through = 0
+        self._last_out: np.ndarray | None = None
+        self._blank: np.ndarray | None = None
 
+    # ------------------------------------------------------------------------------------------------ controls
+    def set_mode(self, mode: str) -> None:
+        """``stylize``, ``bypass`` or ``blank`` (see the class docstring)."""
+        if mode not in MODES:
+            raise UsageError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+        if mode == "stylize" and self.mode != "stylize":
+            self._restart()
+        self.mode = mode
+
+    def set_framing(self, on: bool) -> None:
+        """Face framing on or off. A framer with an ``enabled`` switch (FaceFramer) eases to the centre window and
+        back; it may raise when framing is switched on and the face model cannot be loaded."""
+        if self.framer is None:
+            if on:
+                raise UsageError("framing is not available: started with --no-face")
+            return
+        if hasattr(self.framer, "enabled"):
+            self.framer.enabled = bool(on)  # type: ignore[attr-defined]
+        self.framing = bool(on)
+
+    def set_mirror(self, on: bool) -> None:
+        """Mirror the input (a selfie view). The face tracker starts afresh, easing in from the centre."""
+        if bool(on) == self.mirror:
+            return
+        self.mirror = bool(on)
+        tracker = getattr(self.framer, "tracker", None)
+        if tracker is not None and hasattr(tracker, "reset"):
+            tracker.reset()
+
+    def set_temporal(self, cfg: TemporalConfig) -> None:
+        """Apply the similarity-filter part of ``cfg`` (blending itself is the stylizer's, through its style)."""
+        from .temporal import SimilarityFilter
+
+        if not cfg.similarity_filter:
+            self.similarity = None
+        elif self.similarity is None:
+            self.similarity = SimilarityFilter(cfg.similarity_threshold, cfg.max_skips)
+        else:
+            self.similarity.configure(cfg.similarity_threshold, cfg.max_skips)
+
+    def set_style(self, style: StyleConfig) -> None:
+        """Switch the running style: Canny thresholds, similarity filter, and the stylizer's prompt and numbers (the
+        prompt is encoded off the frame path by the stylizer). Raises :class:`UsageError` when it cannot be done
+        without reloading models: a diffusion style when no model is loaded, or different LoRAs."""
+        if not style.passthrough:
+            if self.stylizer is None:
+                raise UsageError(f"style {style.name!r} needs a model, and none is loaded (started with --style none): "
+                                 f"restart with --style {style.name}")
+            current = self.style.loras if self.style is not None else style.loras
+            if style.loras != current:
+                raise UsageError(f"style {style.name!r} uses other LoRAs than the running one: restart with "
+                                 f"--style {style.name} to load them")
+            if canny_config(style) != self.edges.cfg:
+                self.edges = EdgeDetector(canny_config(style))
+            self.set_temporal(style.temporal)
+            self.stylizer.set_style(style)
+            if self.style is not None and not self.style.passthrough and style.uses_cfg != self.style.uses_cfg:
+                # Guidance on/off rebuilds the step with the new prompt's embeddings, but Stylizer.set_style leaves a
+                # prompt encode still pending from an earlier change in place, and the next frame would swap in those
+                # (wrong-batch) embeddings. A second call with the same style replaces the pending encode (cached).
+                self.stylizer.set_style(style)
+            if self.passthrough:
+                self._restart()
+        self.passthrough = style.passthrough or self.stylizer is None
+        self.style = style
+        if self.similarity is not None:
+            self.similarity.reset()  # the new look shows on the next frame
+        self._last_out = None
+
+    def _restart(self) -> None:
+        """Forget the previous frame (stale latents after a pause) and the similarity reference."""
+        if self.stylizer is not None and hasattr(self.stylizer, "reset"):
+            self.stylizer.reset()
+        if self.similarity is not None:
+            self.similarity.reset()
+        self._last_out = None
+
+    # -------------------------------------------------------------------------------------------------- stages
     def window(self, frame: np.ndarray, timestamp_s: float) -> CropWindow:
         h, w = frame.shape[:2]
-        if self.framer is not None and self.framing:
-            return self.framer.update(frame, timestamp_s)
+        if self.framer is not None and (self.framing or hasattr(self.framer, "enabled")):
+            return self.framer.update(frame, timestamp_s)  # a switchable framer eases out by itself
         return centre_window(Size(w, h), self.model_size.aspect)
 
     def prepare(self, frame: np.ndarray, timestamp_s: float = 0.0) -> np.ndarray:
@@ -90,15 +192,31 @@ class FrameProcessor:
 
     def stylize(self, crop: np.ndarray) -> np.ndarray:
         """Model-size crop -> model-size stylized image (the crop itself when pass-through)."""
-        if self.stylizer is None:
+        if self.stylizer is None or self.passthrough:
             return crop
         t0 = time.perf_counter()
+        sim = self.similarity
+        if sim is not None:
+            if self._last_out is None:
+                sim.reset()
+            skip = sim.skip(crop)
+            self.times.add("similarity", (time.perf_counter() - t0) * 1e3)
+            if skip:
+                self.skipped += 1
+                return self._last_out  # type: ignore[return-value]  # skip() is False while nothing is cached
+            t0 = time.perf_counter()
         control = self.edges(crop)
         t1 = time.perf_counter()
         out = self.stylizer(crop, control)
         t2 = time.perf_counter()
         self.times.add("canny", (t1 - t0) * 1e3)
         self.times.add("stylize", (t2 - t1) * 1e3)
+        if getattr(self.stylizer, "last_ok", True):
+            self.stylized += 1
+            self._last_out = out
+        else:
+            self.passed_through += 1
+            self._last_out = None
         return out
 
     def finish(self, image: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -109,8 +227,18 @@ class FrameProcessor:
         self.times.add("resize", (time.perf_counter() - t0) * 1e3)
         return result
 
+    def blank(self, like: np.ndarray) -> np.ndarray:
+        """A black frame of the output size (``like``: the input frame, for the default size)."""
+        out = self.output_size or Size(like.shape[1], like.shape[0])
+        if self._blank is None or self._blank.shape[:2] != (out.height, out.width):
+            self._blank = np.zeros((out.height, out.width, 3), np.uint8)
+        return self._blank
+
     def process(self, frame: np.ndarray, timestamp_s: float = 0.0) -> np.ndarray:
-        return self.finish(self.stylize(self.prepare(frame, timestamp_s)), frame)
+        if self.mode == "blank":
+            return self.blank(frame)
+        crop = self.prepare(frame, timestamp_s)
+        return self.finish(crop if self.mode == "bypass" else self.stylize(crop), frame)
 
     def close(self) -> None:
         if self.framer is not None:

@@ -247,6 +247,15 @@ class Stylizer:
             self._prompt_embeds = self._pending.result()
             self._pending = None
 
+    def set_seed(self, seed: int) -> None:
+        """Re-draw the fixed noise from ``seed`` exactly as ``__init__`` does (the model weights stay as they are).
+        The next frame uses it; an engine takes the noise as an input, so nothing is rebuilt."""
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise UsageError(f"seed {seed!r}: must be a non-negative integer")
+        gen = torch.Generator("cpu").manual_seed(seed)
+        self.noise = torch.randn(tuple(self.noise.shape), generator=gen, dtype=torch.float32).to(self.device, self.dtype)
+        self.seed = seed
+
     # ------------------------------------------------------------------------------------------------------ frames
     def reset(self) -> None:
         """Forget the previous frame: the next frame is not blended (use after a cut or a style jump)."""
