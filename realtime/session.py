@@ -1,0 +1,213 @@
+"""The state of a live session that the user changes while it runs, and how each :class:`~realtime.commands.Command`
+is applied to the :class:`~realtime.pipeline.FrameProcessor` without stalling more than one frame.
+
+- Style, prompt, strength, scales and temporal settings go through ``FrameProcessor.set_style``: per-frame numbers are
+  tensor inputs (no rebuild) and prompts are encoded off the frame path by the stylizer, so the old look keeps flowing
+  until the new prompt is ready.
+- A guidance on/off change (CFG doubles the batch: the frame step is rebuilt) first encodes the prompt pair on a
+  background thread while the current style keeps running, then switches (logged).
+- A LoRA change cannot be done live (the weights are fused at load): it is refused with the fix (restart).
+- Switching to another preset keeps the session's LoRAs and its temporal settings (from the command line or changed
+  while running).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from .commands import HELP, Command
+from .config import StyleConfig, builtin_style_names, load_style
+from .errors import InputError, UsageError
+from .temporal import blend_toggled
+
+log = logging.getLogger(__name__)
+
+_STYLE_FIELDS = {"prompt": "prompt", "negative": "negative_prompt", "strength": "strength", "control": "control_scale",
+                 "guidance": "guidance"}
+
+
+class LiveSession:
+    """Applies commands to ``processor``. ``style``: the running style; ``temporal_overrides``: TemporalConfig fields
+    given on the command line (kept across preset switches); ``style_names``: the presets that ``style next/prev``
+    (window keys n/p) cycle through (default: the built-in ones). Flags the loop reads: ``quit``, ``overlay``.
+    ``on_stats`` is called by the ``stats`` command."""
+
+    def __init__(self, processor: Any, style: StyleConfig, *, temporal_overrides: dict[str, Any] | None = None,
+                 style_names: list[str] | None = None, on_stats: Callable[[], None] | None = None) -> None:
+        self.processor = processor
+        self.style = style
+        self.quit = False
+        self.overlay = True
+        self.applied = 0
+        self.on_stats = on_stats
+        self._temporal = dict(temporal_overrides or {})
+        self._names = list(style_names) if style_names is not None else builtin_style_names()
+        self._loras = style.loras
+        self._remembered_blend: float | None = None
+        self._pending: tuple[Future[Any], StyleConfig] | None = None
+        self._encoder: Any = None
+
+    # -------------------------------------------------------------------------------------------------- helpers
+    @property
+    def _raw_stylizer(self) -> Any:
+        s = self.processor.stylizer
+        return getattr(s, "stylizer", s)
+
+    @property
+    def pending_style(self) -> StyleConfig | None:
+        """A style waiting for its prompt encoding before it is switched in (guidance on/off), else None."""
+        return None if self._pending is None else self._pending[1]
+
+    def _need_model(self, what: str) -> None:
+        if self.processor.stylizer is None:
+            raise UsageError(f"{what} needs a model, and none is loaded (started with --style none): restart with "
+                             f"--style NAME")
+
+    def _diffusion(self, what: str) -> StyleConfig:
+        self._need_model(what)
+        if self.style.passthrough:
+            raise UsageError(f"{what}: style {self.style.name!r} passes frames through; choose a style first "
+                             f"(style NAME)")
+        return self.style
+
+    # ---------------------------------------------------------------------------------------------------- apply
+    def apply(self, cmd: Command) -> bool:
+        """Apply one command; a bad one is logged (one line) and ignored. Returns whether it was applied."""
+        try:
+            self._apply(cmd)
+        except (UsageError, InputError, ValueError) as e:
+            log.warning("%s%s: %s", f"{cmd.source}: " if cmd.source else "", cmd, str(e).strip().splitlines()[0])
+            return False
+        self.applied += 1
+        return True
+
+    def tick(self) -> None:
+        """Called once per frame: switches in a style whose prompt finished encoding in the background."""
+        if self._pending is None or not self._pending[0].done():
+            return
+        fut, style = self._pending
+        self._pending = None
+        exc = fut.exception()
+        if exc is not None:
+            log.warning("style %r not applied: encoding its prompt failed (%s)", style.name, exc)
+            return
+        try:
+            self.processor.set_style(style)
+        except (UsageError, InputError) as e:
+            log.warning("style %r not applied: %s", style.name, e)
+            return
+        log.info("guidance %s: style %r switched in", "on" if style.uses_cfg else "off", style.name)
+
+    def _apply(self, cmd: Command) -> None:
+        name, v = cmd.name, cmd.value
+        proc = self.processor
+        if name == "quit":
+            self.quit = True
+        elif name == "help":
+            log.info("%s", HELP)
+        elif name == "stats":
+            if self.on_stats is not None:
+                self.on_stats()
+        elif name == "overlay":
+            self.overlay = (not self.overlay) if v is None else bool(v)
+        elif name in ("bypass", "blank"):
+            on = (proc.mode != name) if v is None else bool(v)
+            if on:
+                proc.set_mode(name)
+            elif proc.mode == name:
+                proc.set_mode("stylize")
+            log.info("%s %s", name, "on" if on else "off")
+        elif name == "mirror":
+            proc.set_mirror((not proc.mirror) if v is None else bool(v))
+            log.info("mirror %s", "on" if proc.mirror else "off")
+        elif name == "framing":
+            proc.set_framing((not proc.framing) if v is None else bool(v))
+            log.info("framing %s", "on" if proc.framing else "off")
+        elif name == "style":
+            self._preset(str(v))
+        elif name in _STYLE_FIELDS:
+            base = self._diffusion(name)
+            self._switch(dataclasses.replace(base, **{_STYLE_FIELDS[name]: v}), f"{name} {v}")
+        elif name == "seed":
+            self._need_model("seed")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+                raise UsageError(f"seed {v!r}: must be a non-negative integer")
+            proc.stylizer.set_seed(v)
+            log.info("seed %d", v)
+        elif name == "blend":
+            if v is None or isinstance(v, bool):
+                style = self._diffusion("blend")
+                is_on = style.temporal.blend < 1.0
+                if v is None or bool(v) != is_on:
+                    new, self._remembered_blend = blend_toggled(style, self._remembered_blend)
+                    self._set_temporal(blend=new.temporal.blend)
+                log.info("blending %s", "on" if self.style.temporal.blend < 1.0 else "off")
+            else:
+                self._set_temporal(blend=float(v))
+        elif name == "motion-threshold":
+            self._set_temporal(motion_threshold=float(v))
+        elif name == "motion-adaptive":
+            cur = self._diffusion(name).temporal.motion_adaptive
+            self._set_temporal(motion_adaptive=(not cur) if v is None else bool(v))
+        elif name == "similarity":
+            if isinstance(v, bool):
+                self._set_temporal(similarity_filter=v)
+            else:
+                self._set_temporal(similarity_filter=True, similarity_threshold=float(v))
+        elif name == "max-skips":
+            self._set_temporal(max_skips=int(v))
+        else:
+            raise UsageError(f"unknown command {name!r}")
+
+    # ------------------------------------------------------------------------------------------------- changes
+    def _set_temporal(self, **changes: Any) -> None:
+        base = self._diffusion(" ".join(changes))
+        new = dataclasses.replace(base, temporal=dataclasses.replace(base.temporal, **changes))  # validates
+        self._temporal.update(changes)
+        self._switch(new, ", ".join(f"{k.replace('_', '-')} {v}" for k, v in changes.items()))
+
+    def _preset(self, name: str) -> None:
+        if name in ("next", "prev"):
+            self._need_model(f"style {name}")
+            names = self._names
+            i = names.index(self.style.name) if self.style.name in names else -1
+            name = names[(i + (1 if name == "next" else -1)) % len(names)] if i >= 0 or name == "next" else names[-1]
+        new = load_style(name)
+        if not new.passthrough:
+            self._need_model(f"style {new.name!r}")
+            if not new.loras:
+                new = dataclasses.replace(new, loras=self._loras)
+            if self._temporal:
+                new = dataclasses.replace(new, temporal=dataclasses.replace(new.temporal, **self._temporal))
+        self._switch(new, f"style {new.name}")
+
+    def _switch(self, new: StyleConfig, what: str) -> None:
+        raw = self._raw_stylizer
+        running = getattr(raw, "style", None)
+        if (not new.passthrough and raw is not None and running is not None and hasattr(raw, "encode_prompt")
+                and new.uses_cfg != running.uses_cfg):
+            running_loras = self.processor.style.loras if self.processor.style is not None else new.loras
+            if new.loras != running_loras:
+                raise UsageError(f"style {new.name!r} uses other LoRAs than the running one: restart with "
+                                 f"--style {new.name} to load them")
+            from .watchdog import Worker
+
+            if self._encoder is None:
+                self._encoder = Worker("stylecam-guidance")
+            fut = self._encoder.submit(lambda: raw.encode_prompt(new.prompt, new.negative_prompt, new.uses_cfg))
+            self._pending = (fut, new)
+            self.style = new
+            log.info("%s: guidance %s needs a rebuilt frame step; preparing it while the current style keeps running",
+                     what, "on" if new.uses_cfg else "off")
+            return
+        self.processor.set_style(new)
+        self._pending = None  # a newer request supersedes one still being prepared
+        self.style = new
+        log.info("%s applied", what)
+
+    def close(self) -> None:
+        if self._encoder is not None:
+            self._encoder.stop()
+            self._encoder = None

@@ -1,0 +1,387 @@
+"""Runtime control of `stylecam live`: command lines, the control file, window keys, the session's rules (styles,
+LoRAs, guidance, temporal settings), bypass/blank/mirror/framing, and changes applied mid-run within a frame or two
+(the loop driven programmatically on a small clip with a random:tiny stylizer)."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from live_clips import ScriptedCommands, make_face_clip
+from realtime.cli import build_parser
+from realtime.commands import Command, ControlFile, StdinCommands, key_command, parse_command, read_control_file
+from realtime.config import LoraSpec, StyleConfig, load_style
+from realtime.errors import UsageError
+from realtime.geometry import Size
+from realtime.live import LiveLoop, close_all
+from realtime.livebuild import build_live
+from realtime.pipeline import FrameProcessor
+from realtime.session import LiveSession
+from realtime.sinks import KEY_ACTIONS
+
+TINY = ["--model", "random:tiny", "--size", "64x64", "--output-size", "128x96", "--no-stdin", "--output", "none"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray) -> Path:
+    return make_face_clip(tmp_path_factory.mktemp("ctl") / "clip.mp4", astronaut, n=16)
+
+
+# ------------------------------------------------------------------------------------------------- command lines
+@pytest.mark.parametrize("line, name, value", [
+    ("style cel-shaded", "style", "cel-shaded"), ("next", "style", "next"), ("prev", "style", "prev"),
+    ("prompt a watercolor portrait # not a comment", "prompt", "a watercolor portrait # not a comment"),
+    ("negative blurry", "negative", "blurry"), ("strength 0.6", "strength", 0.6), ("control 0.8", "control", 0.8),
+    ("control-scale 1.2", "control", 1.2), ("guidance 2", "guidance", 2.0), ("seed 3", "seed", 3),
+    ("blend 0.5", "blend", 0.5), ("blend off", "blend", False), ("blend", "blend", None),
+    ("similarity 0.97", "similarity", 0.97), ("similarity on", "similarity", True), ("max-skips 4", "max-skips", 4),
+    ("motion-threshold 0.3", "motion-threshold", 0.3), ("motion-adaptive off", "motion-adaptive", False),
+    ("bypass", "bypass", None), ("blank on", "blank", True), ("MIRROR off", "mirror", False),
+    ("framing", "framing", None), ("overlay", "overlay", None), ("stats", "stats", None), ("q", "quit", None),
+    ("quit  # bye", "quit", None),
+])
+def test_parse_command(line: str, name: str, value) -> None:
+    cmd = parse_command(line)
+    assert cmd is not None and (cmd.name, cmd.value) == (name, value)
+
+
+@pytest.mark.parametrize("line, needle", [
+    ("dance", "unknown command"), ("strength high", "expected a number"), ("seed 1.5", "integer"),
+    ("mirror maybe", "on or off"), ("prompt", "needs a text"), ("strength", "needs a value"), ("quit now", "no value"),
+])
+def test_bad_command_lines_are_one_line_errors(line: str, needle: str) -> None:
+    with pytest.raises(UsageError, match=needle) as e:
+        parse_command(line)
+    assert "\n" not in str(e.value)
+
+
+def test_blank_lines_comments_and_window_keys() -> None:
+    assert parse_command("   ") is None and parse_command("# nothing") is None
+    for key, action in KEY_ACTIONS.items():
+        cmd = key_command(action)
+        assert cmd is not None and cmd.source == "window", key
+    assert key_command("next_style") == Command("style", "next", "window")
+    assert key_command("nonsense") is None
+
+
+def test_stdin_reader_queues_commands_and_skips_bad_lines(caplog: pytest.LogCaptureFixture) -> None:
+    reader = StdinCommands(io.StringIO("strength 0.5\nbogus\n\nstyle watercolor\n"))
+    reader._thread.join(5)
+    cmds = reader.poll()
+    assert [(c.name, c.value, c.source) for c in cmds] == [("strength", 0.5, "stdin"), ("style", "watercolor", "stdin")]
+    assert "unknown command 'bogus'" in caplog.text
+    assert reader.poll() == []
+
+
+# ------------------------------------------------------------------------------------------------- control file
+def test_control_file_toml_and_json(tmp_path: Path) -> None:
+    toml = tmp_path / "live.toml"
+    toml.write_text('strength = 0.6\nstyle = "cel-shaded"\nbypass = false\n[temporal]\nblend = 0.5\nmax_skips = 3\n')
+    cmds = read_control_file(toml)
+    assert [(c.name, c.value) for c in cmds] == [("style", "cel-shaded"), ("strength", 0.6), ("blend", 0.5),
+                                                 ("max-skips", 3), ("bypass", False)]
+    js = tmp_path / "live.json"
+    js.write_text(json.dumps({"prompt": "oil painting", "seed": 4, "similarity_filter": True,
+                              "similarity_threshold": 0.99}))
+    assert [(c.name, c.value) for c in read_control_file(js)] == [("prompt", "oil painting"), ("seed", 4),
+                                                                  ("similarity", True), ("similarity", 0.99)]
+    for text, needle in (('strenght = 0.5', "unknown key"), ('strength = "high"', "number"), ("seed = 1.5", "integer"),
+                         ("mirror = 1", "true or false"), ("[[x", "TOML")):
+        toml.write_text(text)
+        with pytest.raises(UsageError, match=needle):
+            read_control_file(toml)
+
+
+def test_control_file_is_reread_when_it_changes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "ctl.toml"
+    watch = ControlFile(path, interval_s=0)
+    assert watch.poll() == []  # not there yet
+    path.write_text("strength = 0.6\n")
+    assert [c.value for c in watch.poll()] == [0.6]
+    assert watch.poll() == []  # unchanged: nothing
+    path.write_text("strength = 0.65\n")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10_000_000))
+    assert [c.value for c in watch.poll()] == [0.65]
+    path.write_text("strength = [\n")
+    assert watch.poll() == [] and "ignored" in caplog.text  # invalid: logged, the run goes on
+    with pytest.raises(UsageError):
+        ControlFile(path, interval_s=-1)
+    with pytest.raises(OSError, match="does not exist"):
+        ControlFile(tmp_path / "missing" / "ctl.toml")
+
+
+# ------------------------------------------------------------------------------------------------- the session
+class RecordingStylizer:
+    """Remembers what the session did to it; inverts frames."""
+
+    def __init__(self, style: StyleConfig) -> None:
+        self.style, self.seeds, self.resets, self.encoded = style, [], 0, []
+
+    def __call__(self, image, control):
+        return 255 - image
+
+    def set_style(self, style: StyleConfig) -> None:
+        self.style = style
+
+    def set_seed(self, seed: int) -> None:
+        self.seeds.append(seed)
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def encode_prompt(self, prompt: str, negative: str = "", cfg: bool = False):
+        self.encoded.append((prompt, cfg))
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _session(style: StyleConfig | None = None, **kw) -> tuple[LiveSession, FrameProcessor, RecordingStylizer]:
+    style = style or load_style("anime")
+    s = RecordingStylizer(style)
+    proc = FrameProcessor(Size(64, 64), Size(64, 64), stylizer=s, style=style)
+    return LiveSession(proc, style, **kw), proc, s
+
+
+def _wait_pending(session: LiveSession) -> None:
+    for _ in range(500):
+        session.tick()
+        if session.pending_style is None:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the pending style was never switched in")
+
+
+def test_session_style_numbers_and_presets() -> None:
+    session, proc, s = _session(temporal_overrides={"similarity_filter": True, "max_skips": 2})
+    assert session.apply(Command("strength", 0.55)) and s.style.strength == 0.55
+    assert session.apply(Command("control", 1.3)) and s.style.control_scale == 1.3
+    assert session.apply(Command("prompt", "an oil painting")) and s.style.prompt == "an oil painting"
+    assert session.apply(Command("style", "cel-shaded"))
+    # A preset switch keeps the session's temporal settings (command line) and uses the preset's own Canny thresholds.
+    assert s.style.name == "cel-shaded" and s.style.temporal.similarity_filter and s.style.temporal.max_skips == 2
+    assert proc.edges.cfg.low == 60 and proc.similarity is not None
+    assert session.apply(Command("style", "next")) and s.style.name != "cel-shaded"
+    assert session.apply(Command("style", "prev")) and s.style.name == "cel-shaded"
+    assert not session.apply(Command("strength", 1.5))  # invalid: logged, nothing changes
+    assert not session.apply(Command("style", "nope"))
+    assert s.style.name == "cel-shaded"
+    assert session.apply(Command("seed", 9)) and s.seeds == [9]
+
+
+def test_session_blending_toggle_and_temporal_settings() -> None:
+    session, proc, s = _session()
+    assert s.style.temporal.blend == 0.6
+    session.apply(Command("blend"))
+    assert s.style.temporal.blend == 1.0
+    session.apply(Command("blend"))
+    assert s.style.temporal.blend == 0.6
+    session.apply(Command("blend", False))
+    session.apply(Command("blend", False))
+    assert s.style.temporal.blend == 1.0
+    session.apply(Command("blend", 0.4))
+    session.apply(Command("motion-threshold", 0.5))
+    session.apply(Command("motion-adaptive", False))
+    assert (s.style.temporal.blend, s.style.temporal.motion_threshold, s.style.temporal.motion_adaptive) == (0.4, 0.5, False)
+    session.apply(Command("similarity", 0.97))
+    assert proc.similarity is not None and proc.similarity.threshold == 0.97
+    session.apply(Command("similarity", False))
+    assert proc.similarity is None
+    session.apply(Command("style", "watercolor"))  # the blend set while running comes along
+    assert s.style.temporal.blend == 0.4 and s.style.temporal.motion_threshold == 0.5
+
+
+def test_session_refuses_lora_changes_and_needs_a_model_for_diffusion() -> None:
+    with_lora = dataclasses.replace(load_style("anime"), loras=(LoraSpec("a.safetensors", 0.8),))
+    session, proc, s = _session(with_lora)
+    assert session.apply(Command("style", "watercolor"))  # the preset has no LoRA: the running one is kept
+    assert s.style.loras == with_lora.loras
+    custom = dataclasses.replace(load_style("anime"), name="other", loras=(LoraSpec("b.safetensors"),))
+    with pytest.raises(UsageError, match="LoRA"):
+        proc.set_style(custom)
+    none_style = load_style("none")
+    bare = FrameProcessor(Size(64, 64), Size(64, 64), style=none_style)
+    framing_only = LiveSession(bare, none_style)
+    for cmd in (Command("style", "anime"), Command("strength", 0.5), Command("seed", 1), Command("style", "next")):
+        assert not framing_only.apply(cmd)
+    assert framing_only.style.name == "none"
+
+
+def test_guidance_switch_prepares_off_the_frame_path() -> None:
+    session, proc, s = _session()
+    session.apply(Command("guidance", 3.0))
+    assert session.pending_style is not None and s.style.guidance == 1.0  # the old style keeps running meanwhile
+    _wait_pending(session)
+    assert s.style.guidance == 3.0 and (s.style.prompt, True) in s.encoded
+
+
+def test_guidance_switch_after_a_prompt_change_on_the_real_stylizer(tiny_components, astronaut) -> None:
+    """Regression: a prompt encode still pending from an earlier change must not be swapped in after the step was
+    rebuilt for guidance on (its embeddings have the wrong batch)."""
+    import cv2
+
+    from realtime.stylizer import Stylizer
+
+    anime = load_style("anime")
+    st = Stylizer(tiny_components, anime, Size(64, 64), device=torch.device("cpu"), dtype=torch.float32)
+    proc = FrameProcessor(Size(64, 64), Size(64, 64), stylizer=st, style=anime)
+    frame = cv2.resize(astronaut, (64, 64), interpolation=cv2.INTER_AREA)
+    proc.process(frame)
+    changed = dataclasses.replace(anime, prompt="a cel shaded comic portrait")
+    proc.set_style(changed)
+    st._pending.result(timeout=30)  # the encode is done but not yet swapped in (no frame since)
+    guided = dataclasses.replace(changed, guidance=2.5)
+    st.encode_prompt(guided.prompt, guided.negative_prompt, True)  # what LiveSession prepares in the background
+    proc.set_style(guided)
+    out = proc.process(frame)  # would raise a size mismatch with the stale embeddings
+    assert out.shape == (64, 64, 3) and st.style.guidance == 2.5
+
+
+def test_switching_to_none_passes_through_and_back_starts_fresh() -> None:
+    session, proc, s = _session()
+    frame = np.full((64, 64, 3), 30, np.uint8)
+    assert proc.process(frame)[0, 0, 0] == 225
+    session.apply(Command("style", "none"))
+    assert proc.passthrough and proc.process(frame)[0, 0, 0] == 30
+    resets = s.resets
+    session.apply(Command("style", "anime"))
+    assert not proc.passthrough and proc.process(frame)[0, 0, 0] == 225 and s.resets == resets + 1
+
+
+def test_bypass_blank_mirror_and_framing(astronaut: np.ndarray) -> None:
+    from realtime.face import FaceFramer, FramingConfig
+
+    class Det:
+        def detect(self, rgb, t):
+            return []
+
+        def close(self):
+            pass
+
+    session, proc, s = _session()
+    proc.framer = FaceFramer(FramingConfig(), Size(512, 512), 1.0, detector=Det())
+    proc.framing = True
+    frame = np.ascontiguousarray(astronaut[:, :, :])
+    stylized = proc.process(frame)
+    session.apply(Command("bypass"))
+    bypassed = proc.process(frame)
+    assert proc.mode == "bypass" and np.array_equal(bypassed, 255 - stylized)  # the framed crop, unstylized
+    session.apply(Command("blank"))
+    assert proc.mode == "blank" and not proc.process(frame).any()
+    resets = s.resets
+    session.apply(Command("blank"))
+    assert proc.mode == "stylize" and s.resets == resets + 1  # back: no blending with stale latents
+    session.apply(Command("mirror"))
+    assert proc.mirror and np.array_equal(proc.process(frame), stylized[:, ::-1])  # no face: the whole frame, flipped
+    session.apply(Command("mirror", False))
+    assert not proc.mirror
+    session.apply(Command("framing"))
+    assert not proc.framing and not proc.framer.enabled
+    session.apply(Command("framing"))
+    assert proc.framing and proc.framer.enabled
+    session.apply(Command("overlay"))
+    assert session.overlay is False
+    session.apply(Command("quit"))
+    assert session.quit
+
+
+# ------------------------------------------------------------------------------------------------- mid-run changes
+def _run_with(argv: list[str], script: dict[int, list[Command]], frames: int, extra_sources=(), on_frame=None):
+    args = build_parser().parse_args(["live", *argv])
+    stack = contextlib.ExitStack()
+    with stack:
+        parts = build_live(args, stack)
+        stack.pop_all()
+    scripted = ScriptedCommands(script)
+    seen: list[StyleConfig] = []
+
+    def record(loop, frame, out):
+        seen.append(parts.processor.stylizer.stylizer.style)  # what the stylizer ran this frame with
+        if on_frame is not None:
+            on_frame(loop, frame, out)
+
+    loop = LiveLoop(parts.source, parts.processor, parts.sinks, parts.session,
+                    command_sources=[scripted, *extra_sources], frames=frames, on_frame=record)
+    scripted.loop = loop
+    try:
+        result = loop.run()
+    finally:
+        close_all(parts.sinks, [parts.source, parts.session, parts.processor])
+    return result, seen, parts
+
+
+def test_commands_mid_run_apply_on_the_next_frame(clip: Path) -> None:
+    script = {4: [Command("strength", 0.5, "stdin")], 7: [Command("style", "cel-shaded", "stdin")],
+              9: [Command("guidance", 2.0, "stdin")]}
+    result, seen, parts = _run_with(["--source", str(clip), "--no-pace", *TINY], script, frames=14)
+    assert result.delivered == 14 and parts.processor.passed_through == 0  # no frame failed on the way
+    assert [s.strength for s in seen[:4]] == [0.75] * 4 and seen[4].strength == 0.5
+    assert seen[6].name == "anime" and seen[7].name == "cel-shaded" and seen[7].strength == 0.8
+    # Guidance on rebuilds the step: prepared in the background, so it lands within a few frames, never crashes.
+    assert seen[-1].guidance == 2.0 and all(s.guidance == 1.0 for s in seen[:9])
+
+
+def test_stdin_and_control_file_mid_run(clip: Path, tmp_path: Path) -> None:
+    ctl = tmp_path / "live.toml"
+    r, w = os.pipe()
+    stdin = StdinCommands(os.fdopen(r, "r"))
+    writer = os.fdopen(w, "w")
+
+    def drive(loop, frame, out):
+        if loop.delivered == 3:  # after frame 3: a command on stdin, waited for until the reader queued it
+            writer.write("strength 0.55\n")
+            writer.flush()
+            for _ in range(1000):
+                if stdin.pending:
+                    break
+                time.sleep(0.005)
+        if loop.delivered == 6:  # after frame 6: the control file changes
+            ctl.write_text('style = "watercolor"\ncontrol_scale = 0.5\n[temporal]\nblend = 0.45\n')
+
+    argv = ["--source", str(clip), "--no-pace", *TINY, "--control-file", str(ctl)]
+    args = build_parser().parse_args(["live", *argv])
+    stack = contextlib.ExitStack()
+    with stack:
+        parts = build_live(args, stack)
+        stack.pop_all()
+    control = parts.command_sources[0]
+    control.interval_s = 0
+    seen: list[StyleConfig] = []
+
+    def record(loop, frame, out):
+        seen.append(parts.processor.stylizer.stylizer.style)
+        drive(loop, frame, out)
+
+    loop = LiveLoop(parts.source, parts.processor, parts.sinks, parts.session, command_sources=[stdin, control],
+                    frames=10, on_frame=record)
+    try:
+        loop.run()
+    finally:
+        close_all(parts.sinks, [parts.source, parts.session, parts.processor])
+        writer.close()
+    assert [s.strength for s in seen[:3]] == [0.75] * 3
+    assert seen[3].strength == 0.55  # the next frame
+    assert seen[5].name == "anime"
+    assert seen[6].name == "watercolor" and seen[6].control_scale == 0.5 and seen[6].temporal.blend == 0.45
+
+
+def test_quit_command_stops_the_loop(clip: Path) -> None:
+    result, seen, _ = _run_with(["--source", str(clip), "--no-pace", *TINY], {3: [Command("quit")]}, frames=50)
+    assert result.ended == "quit" and result.delivered == 3
