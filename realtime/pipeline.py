@@ -113,13 +113,15 @@ class FrameProcessor:
         self.framing = bool(on)
 
     def set_mirror(self, on: bool) -> None:
-        """Mirror the input (a selfie view). The face tracker starts afresh, easing in from the centre."""
+        """Mirror the input (a selfie view). A framer with ``mirror()`` (FaceFramer) flips its state with the picture,
+        so the window does not jump; another framer's tracker (if any) starts afresh."""
         if bool(on) == self.mirror:
             return
         self.mirror = bool(on)
-        tracker = getattr(self.framer, "tracker", None)
-        if tracker is not None and hasattr(tracker, "reset"):
-            tracker.reset()
+        if callable(getattr(self.framer, "mirror", None)):
+            self.framer.mirror()  # type: ignore[union-attr]
+        elif hasattr(getattr(self.framer, "tracker", None), "reset"):
+            self.framer.tracker.reset()  # type: ignore[union-attr]
 
     def set_temporal(self, cfg: TemporalConfig) -> None:
         """Apply the similarity-filter part of ``cfg`` (blending itself is the stylizer's, through its style)."""

@@ -355,6 +355,8 @@ def test_ctrl_c_is_a_normal_stop_with_a_finalized_file(clip: Path, tmp_path: Pat
     assert code == 0, err
     assert "Traceback" not in err and "stylecam: interrupted" not in err  # a normal stop, not an abort
     assert "stopping (Ctrl-C" in err and "fps; interrupted)" in err  # the summary at exit
+    # stderr holds our log lines only: no OpenCV/MediaPipe/absl spam.
+    assert all(ln.startswith(("INFO ", "WARNING ")) for ln in err.splitlines()), err
     frames = decode_all(out)
     assert 1 <= len(frames) < N_FRAMES and frames[0].shape == (96, 128, 3)
     assert leftovers(tmp_path) == []

@@ -385,3 +385,66 @@ def test_stdin_and_control_file_mid_run(clip: Path, tmp_path: Path) -> None:
 def test_quit_command_stops_the_loop(clip: Path) -> None:
     result, seen, _ = _run_with(["--source", str(clip), "--no-pace", *TINY], {3: [Command("quit")]}, frames=50)
     assert result.ended == "quit" and result.delivered == 3
+
+
+class FakeGui:
+    """OpenCV HighGUI stand-in: ``keys[k]`` is what waitKey returns while frame ``k`` (0-based) is shown."""
+
+    def __init__(self, keys: dict[int, str]) -> None:
+        self.keys, self.shown, self.overlays = keys, -1, []
+
+    def namedWindow(self, *a) -> None:
+        pass
+
+    def resizeWindow(self, *a) -> None:
+        pass
+
+    def imshow(self, title: str, bgr: np.ndarray) -> None:
+        self.shown += 1
+
+    def waitKey(self, ms: int) -> int:
+        key = self.keys.pop(self.shown, None)
+        return ord(key) if key else -1
+
+    def getWindowProperty(self, *a) -> float:
+        return 1.0
+
+    def destroyWindow(self, *a) -> None:
+        pass
+
+
+def test_window_keys_drive_the_session_and_stats_are_logged(clip: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from realtime.sinks import WindowSink
+
+    caplog.set_level(logging.INFO)
+    args = build_parser().parse_args(["live", "--source", str(clip), "--no-pace", "--style", "none",
+                                      "--output-size", "128x96", "--no-stdin", "--output", "none"])
+    stack = contextlib.ExitStack()
+    with stack:
+        parts = build_live(args, stack)
+        stack.pop_all()
+    gui = FakeGui({1: "m", 3: " ", 5: " ", 6: "k", 8: "q"})
+    window = WindowSink("stylecam", 128, 96, gui=gui)
+    overlays: list[list[str]] = []
+    window.set_overlay = lambda lines: overlays.append(list(lines or []))  # type: ignore[method-assign]
+    modes: list[tuple[str, bool]] = []
+    loop = LiveLoop(parts.source, parts.processor, [window], parts.session, stats_every_s=0.0,
+                    on_frame=lambda lp, f, o: modes.append((parts.processor.mode, parts.processor.mirror)))
+    window.on_key = loop.on_key
+    try:
+        result = loop.run()
+    finally:
+        close_all([window], [parts.source, parts.session, parts.processor])
+    # A key pressed while frame k is shown is applied before frame k+1.
+    assert result.ended == "quit" and result.delivered == 9
+    assert modes[1] == ("stylize", False) and modes[2] == ("stylize", True)
+    assert modes[4][0] == "bypass" and modes[6][0] == "stylize" and modes[7][0] == "blank"
+    assert overlays[0][0].startswith("none") and "fps" in overlays[0][0] and "mirror" in overlays[3][1]
+    stats = [r.getMessage() for r in caplog.records if r.getMessage().startswith("in ")]
+    assert stats and "out" in stats[0] and "dropped" in stats[0] and "face" in stats[0]
+    from realtime.live import log_summary
+
+    log_summary(result)  # what `stylecam live` logs at exit
+    assert "9 frames delivered" in caplog.text and "fps; quit)" in caplog.text and "per-stage means: face" in caplog.text
