@@ -118,15 +118,16 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
     warmup_s = None
     if model is not None:
         raw = build_stylizer(model, style, run_cfg)
-        stack.callback(raw.close)
-        warmup_s = warm_up(raw, run_cfg.size)
+        stylizer = GuardedStylizer(raw)
+        stack.callback(stylizer.close)
+        # On the stylizer's own thread, like every later frame (CUDA graph/compile state can be per thread).
+        warmup_s = stylizer.schedule(lambda: warm_up(raw, run_cfg.size)).result()
         device = getattr(raw, "device", None)
         if getattr(device, "type", "") == "cpu":
             log.warning("running on the CPU: %.2f s per frame at %s, expect about %.2g fps (a CUDA GPU gives real "
                         "time)", warmup_s, run_cfg.size, 1.0 / max(warmup_s, 1e-6))
         else:
             log.info("warm-up: %.1f ms per frame at %s", warmup_s * 1e3, run_cfg.size)
-        stylizer = GuardedStylizer(raw)
         stylizer.observe(warmup_s)
     processor = FrameProcessor(
         work_size, out_size, stylizer=stylizer, edges=EdgeDetector(canny_config(style)), framer=framer,
