@@ -13,11 +13,12 @@ failing file is reported on its own line and the others go on (exit 1 when any f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -83,7 +84,8 @@ class ClipResult:
     """What one file gave: ``frames`` written (undecodable ones repeated, so as many as the input range holds),
     ``bad_frames`` (undecodable), ``face_frames`` (frames framed on a tracked face), ``video_seconds`` (the output's
     video length), ``wall_seconds`` (processing time, models already loaded), ``stage_ms`` (mean milliseconds per frame
-    for each stage: decode wait, face, crop, canny, stylize, resize, encode)."""
+    for each stage: decode wait, face, crop, canny, stylize, resize, encode), ``skipped`` (frames the similarity
+    filter answered with the previous stylized image)."""
 
     input: Path
     output: Path
@@ -94,6 +96,7 @@ class ClipResult:
     video_seconds: float
     wall_seconds: float
     stage_ms: dict[str, float] = field(default_factory=dict)
+    skipped: int = 0
 
     @property
     def fps(self) -> float:
@@ -201,31 +204,42 @@ class _BatchDetector:
         pass
 
 
+def _face_model(explicit: str | None) -> Path:
+    """The face model (:func:`realtime.face.resolve_face_model`); its one-line error also names ``--no-face``."""
+    from .errors import ModelNotFound
+    from .face import resolve_face_model
+
+    try:
+        return resolve_face_model(explicit)
+    except ModelNotFound as e:
+        raise ModelNotFound(f"{e} (or --no-face to turn face framing off)") from e
+
+
 class ClipStylizer:
     """The models, loaded once, and the per-file loop.
 
     ``stylizer``: a :class:`~realtime.stylizer.Stylizer` or ``None`` (pass-through); ``model_size``: the size it runs
-    at (every file is framed in this aspect ratio); ``edges``: the Canny stage. With ``options.face`` a face detector
-    is created here (bad or missing face model: a one-line error before any file). :meth:`process` does one file;
-    :meth:`close` releases everything (the stylizer included).
+    at (every file is framed in this aspect ratio); ``None`` only without a stylizer: frames are cropped straight to
+    each file's output size, as live does for the ``none`` style. ``edges``: the Canny stage. ``style``: its temporal
+    settings turn on the similarity filter as in live. With ``options.face`` a face detector is created here (bad or
+    missing face model: a one-line error before any file). :meth:`process` does one file; :meth:`close` releases
+    everything (the stylizer included).
     """
 
-    def __init__(self, options: ClipOptions, model_size: Size, *, stylizer: Any | None = None,
-                 edges: Any | None = None) -> None:
+    def __init__(self, options: ClipOptions, model_size: Size | None, *, stylizer: Any | None = None,
+                 edges: Any | None = None, style: Any | None = None) -> None:
         from .edges import EdgeDetector
 
-        self.options, self.model_size, self.stylizer = options, model_size, stylizer
+        if model_size is None and stylizer is not None:
+            raise UsageError("ClipStylizer: a stylizer needs its model size")
+        self.options, self.model_size, self.stylizer, self.style = options, model_size, stylizer, style
         self.edges = edges or EdgeDetector()
         self._detector: _BatchDetector | None = None
         if options.face:
-            from .errors import ModelNotFound
             from .face import FaceDetector
             from .framing import FramingConfig
 
-            try:
-                det = FaceDetector(options.face_model, min_detection_confidence=FramingConfig().min_score)
-            except ModelNotFound as e:
-                raise ModelNotFound(f"{e} (or --no-face to turn face framing off)") from e
+            det = FaceDetector(_face_model(options.face_model), min_detection_confidence=FramingConfig().min_score)
             self._detector = _BatchDetector(det)
 
     # -- one file
@@ -240,7 +254,11 @@ class ClipStylizer:
         check_output_path(dst, overwrite=o.overwrite, inputs=(src,))
         with FileSource(src, start=o.start, end=o.end, queue_size=o.queue_size) as source:
             out_size = self._output_size(source.size, src)
-            framer = self._framer(source.size)
+            work = self.model_size or out_size
+            if work != out_size and abs(np.log(out_size.aspect / work.aspect)) > 0.05:
+                log.info("%s: output %s framed through a %s model window (cropped to fill; --size sets the model size)",
+                         src.name, out_size, work)
+            framer = self._framer(source.size, work.aspect)
             try:
                 sink = VideoFileSink(
                     dst, out_size.width, out_size.height, source.fps, codec=o.codec, crf=o.crf, pix_fmt=o.pix_fmt,
@@ -248,7 +266,7 @@ class ClipStylizer:
                     audio_from=src if source.has_audio else None, audio_start=o.start, audio_end=o.end,
                 )
                 try:
-                    return self._run(source, sink, framer, src, dst, out_size)
+                    return self._run(source, sink, framer, src, dst, work, out_size)
                 except BaseException as e:
                     sink.abort()
                     why = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
@@ -265,24 +283,26 @@ class ClipStylizer:
             if self.options.pix_fmt.startswith(_SUBSAMPLED) and (out.width % 2 or out.height % 2):
                 out = Size(max(out.width - out.width % 2, 2), max(out.height - out.height % 2, 2))
                 log.info("%s: %s needs even sides, writing %s (the input is %s)", src.name, self.options.pix_fmt, out, frame)
-        if abs(np.log(out.aspect / self.model_size.aspect)) > 0.05:
-            log.info("%s: output %s framed through a %s model window (cropped to fill; --size sets the model size)",
-                     src.name, out, self.model_size)
         return out
 
-    def _framer(self, frame: Size) -> Any | None:
+    def _framer(self, frame: Size, aspect: float) -> Any | None:
         if self._detector is None:
             return None
         from .face import FaceFramer
         from .framing import FramingConfig
 
         self._detector.next_file()
-        return FaceFramer(FramingConfig(), frame, self.model_size.aspect, detector=self._detector)
+        return FaceFramer(FramingConfig(), frame, aspect, detector=self._detector)
 
-    def _run(self, source: Any, sink: Any, framer: Any | None, src: Path, dst: Path, out_size: Size) -> ClipResult:
+    def _run(self, source: Any, sink: Any, framer: Any | None, src: Path, dst: Path, work: Size,
+             out_size: Size) -> ClipResult:
         from .pipeline import FrameProcessor
+        from .temporal import SimilarityFilter
 
-        proc = FrameProcessor(self.model_size, out_size, stylizer=self.stylizer, edges=self.edges, framer=framer)
+        temporal = getattr(self.style, "temporal", None)
+        similarity = SimilarityFilter.from_config(temporal) if temporal is not None and self.stylizer else None
+        proc = FrameProcessor(work, out_size, stylizer=self.stylizer, edges=self.edges, framer=framer,
+                              similarity=similarity, style=self.style)
         if self.stylizer is not None:
             self.stylizer.reset()  # a new clip: its first frame is not blended with the last one's
         frames = face_frames = 0
@@ -325,9 +345,11 @@ class ClipStylizer:
         wall = time.perf_counter() - t0
         bad = source.stats.bad_frames
         video_s = float(end_pts * source.time_base) if last_pts is not None else frames / source.fps
-        result = ClipResult(src, dst, out_size, frames, bad, face_frames, video_s, wall, proc.times.means())
+        result = ClipResult(src, dst, out_size, frames, bad, face_frames, video_s, wall, proc.times.means(),
+                            skipped=proc.skipped)
         faces = f", face framed in {face_frames} of them" if framer is not None else ""
         bads = f", {bad} undecodable frame(s) replaced by the previous one" if bad else ""
+        bads += f", {proc.skipped} similar frame(s) reused the previous stylized one" if proc.skipped else ""
         log.info("%s -> %s: %d frames (%.2f s, %s) in %.1f s, %.1f fps%s%s", src.name, dst, frames, video_s, out_size,
                  wall, result.fps, faces, bads)
         log.debug("%s stage means: %s", src.name, proc.times.summary())
@@ -349,52 +371,23 @@ class ClipStylizer:
         self.close()
 
 
-class _NoBar:
-    total: int | None = None
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def refresh(self) -> None:
-        pass
-
-    def __enter__(self) -> "_NoBar":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-
 # frames done / total, elapsed < ETA, always as frames per second (tqdm's default flips to s/frame when slow)
 _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"
 
 
-class _progress:
-    """A tqdm bar on stderr (frames done / total, elapsed < ETA, frames per second) with log lines routed around it;
-    a no-op when disabled."""
+@contextlib.contextmanager
+def _progress(name: str, total: int, *, enabled: bool) -> Iterator[Any]:
+    """A tqdm bar on stderr with log lines routed around it; disabled, a bar that does nothing."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    def __init__(self, name: str, total: int, *, enabled: bool) -> None:
-        self.name, self.total, self.enabled = name, total, enabled
-        self._stack: Any = None
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return _NoBar()
-        from contextlib import ExitStack
-
-        from tqdm import tqdm
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        self._stack = ExitStack()
-        bar = tqdm(total=self.total or None, desc=self.name, unit=" frames", file=sys.stderr, dynamic_ncols=True,
-                   leave=True, smoothing=0.1, bar_format=_BAR_FORMAT)
-        self._stack.enter_context(bar)
-        self._stack.enter_context(logging_redirect_tqdm())
-        return bar
-
-    def __exit__(self, *exc: object) -> None:
-        if self._stack is not None:
-            self._stack.__exit__(*exc)
+    with tqdm(total=total or None, desc=name, unit=" frames", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
+              bar_format=_BAR_FORMAT, disable=not enabled) as bar:
+        if not enabled:
+            yield bar
+            return
+        with logging_redirect_tqdm():
+            yield bar
 
 
 # ------------------------------------------------------------------------------------------------------ command line
@@ -457,11 +450,23 @@ def run(args: argparse.Namespace) -> int:
         src, dst = pairs[0]
         check_input_file(src)
         check_output_path(dst, overwrite=opts.overwrite, inputs=(src,))
-    run_cfg = run_from_args(args, _size_basis(args, opts, pairs, batch))
-    stylizer = build_stylizer(model, style, run_cfg)
+    if opts.face:
+        _face_model(opts.face_model)  # a missing face model fails here, before the models load
+    if style.passthrough and args.size == "auto":
+        run_cfg, work = None, None  # as live: no model, frames cropped straight to each output size
+    else:
+        run_cfg = run_from_args(args, _size_basis(args, opts, pairs, batch))
+        work = run_cfg.size
+    stylizer = build_stylizer(model, style, run_cfg) if run_cfg is not None else None
     failed: list[Path] = []
     written = 0
-    with ClipStylizer(opts, run_cfg.size, stylizer=stylizer, edges=EdgeDetector(canny_config(style))) as runner:
+    try:
+        runner = ClipStylizer(opts, work, stylizer=stylizer, edges=EdgeDetector(canny_config(style)), style=style)
+    except BaseException:
+        if stylizer is not None:
+            stylizer.close()
+        raise
+    with runner:
         for src, dst in pairs:
             try:
                 runner.process(src, dst)

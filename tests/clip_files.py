@@ -93,3 +93,4 @@ def has_display_matrix(path: Path) -> bool:
 def leftovers(directory: Path) -> list[str]:
     """Hidden files (the sinks' temporaries start with a dot) left in ``directory``."""
     return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+

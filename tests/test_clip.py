@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -79,6 +78,51 @@ def test_stylizer_is_really_applied(capsys, silent, tmp_path):
     a, b = video_frames(plain), video_frames(styled)
     assert len(a) == len(b) == 12
     assert np.abs(a[5].astype(int) - b[5].astype(int)).mean() > 10  # random weights: nothing like the input
+
+
+def test_passthrough_at_auto_size_keeps_the_picture(capsys, silent, tmp_path):
+    out = tmp_path / "same.mp4"
+    assert clip(capsys, str(silent), "-o", str(out), "--style", "none", "--no-face", "--quiet")[0] == 0
+    for a, b in zip(video_frames(out), video_frames(silent)):  # as live: cropped straight to the output size
+        assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() < 2
+
+
+class _CountingStylizer:
+    """Stands in for the Stylizer: the inverted crop, and how often it ran."""
+
+    def __init__(self) -> None:
+        self.calls = self.resets = 0
+        self.closed = False
+
+    def __call__(self, crop: np.ndarray, control: np.ndarray) -> np.ndarray:
+        assert control.shape == crop.shape[:2] and control.dtype == np.uint8
+        self.calls += 1
+        return 255 - crop
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_similarity_filter_reuses_the_stylized_frame_like_live(silent, tmp_path):
+    from realtime.config import load_style, override_style
+
+    src = silent  # 12 frames that differ only a little: the filter may skip any of them
+    style = override_style(load_style("anime"), temporal_similarity_filter=True, temporal_similarity_threshold=0.0,
+                           temporal_max_skips=3)
+    fake = _CountingStylizer()
+    with ClipStylizer(ClipOptions(progress=False, face=False), Size(64, 64), stylizer=fake, style=style) as runner:
+        result = runner.process(src, tmp_path / "a.mp4")
+        assert (fake.calls, result.skipped, result.frames) == (3, 9, 12)  # (1 stylized + 3 skipped) x 3
+        with ClipStylizer(ClipOptions(progress=False, face=False), Size(64, 64), stylizer=_CountingStylizer(),
+                          style=load_style("anime")) as plain:
+            assert plain.process(src, tmp_path / "b.mp4").skipped == 0 and plain.stylizer.calls == 12
+    assert fake.resets == 1 and fake.closed  # reset per file (no blending across clips), closed with the runner
+    frames = video_frames(tmp_path / "a.mp4")
+    diff = lambda a, b: np.abs(a.astype(int) - b.astype(int)).mean()  # noqa: E731
+    assert diff(frames[3], frames[0]) < 1.5 < diff(frames[4], frames[3])  # skipped frames repeat the stylized one
 
 
 def test_vfr_timestamps_survive(capsys, tmp_path):
@@ -291,6 +335,15 @@ def test_nvenc_is_used_when_available_else_one_line_error(capsys, silent, tmp_pa
     else:  # a machine with an NVIDIA encoder
         assert clip(capsys, str(silent), "-o", str(out), *FAST, "--codec", "h264_nvenc")[0] == 0
         assert len(video_pts(out)) == 12
+
+
+def test_missing_face_model_names_the_fix(capsys, silent, tmp_path, monkeypatch):
+    monkeypatch.setenv("STYLECAM_FACE_MODEL", str(tmp_path / "gone.tflite"))
+    code, err = clip(capsys, str(silent), "-o", str(tmp_path / "out.mp4"), *TINY)
+    assert_one_line_error(code, err, "gone.tflite")
+    code, err = clip(capsys, str(silent), "-o", str(tmp_path / "out.mp4"), *FAST, "--face-model", str(tmp_path / "x.tflite"))
+    assert_one_line_error(code, err, "--face-model")
+    assert clip(capsys, str(silent), "-o", str(tmp_path / "out.mp4"), *FAST, "--no-face")[0] == 0
 
 
 def test_existing_output_needs_overwrite(capsys, silent, tmp_path):
