@@ -96,6 +96,19 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return run_doctor(args)
 
 
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a service manager, `kill`) stops like Ctrl-C: temporary outputs removed, live sinks finalized."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -103,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     setup_logging(verbose=args.verbose, debug=args.debug, quiet=args.quiet)
+    _stop_on_sigterm()
     interrupted = getattr(args, "interrupted_code", 130)
     return run_main(lambda: args.func(args), debug=args.debug, interrupted_code=interrupted)
 
