@@ -303,7 +303,8 @@ def add_parser(subparsers: Any, add_global_options: Callable[[argparse.ArgumentP
                     "commands on stdin (type `help`) or --control-file.",
     )
     g = p.add_argument_group("input and output")
-    g.add_argument("--source", default="0", help="camera index (0), device path (/dev/video0) or a video file (default 0)")
+    g.add_argument("--source", default="0",
+                   help="camera index (0), device path (/dev/video0) or a video file (default 0)")
     g.add_argument("--output", action="append", metavar="vcam|window|PATH|none",
                    help="where frames go: vcam (virtual camera), window (preview), a video file, or none; repeatable "
                         "(default vcam)")

@@ -86,7 +86,7 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
     model = None if style.passthrough else model_from_args(args)
     out_size = parse_size(args.output_size, what="--output-size")
     if out_size.width % 2 or out_size.height % 2:
-        raise UsageError(f"--output-size {out_size}: width and height must be even (video encoders and cameras need it)")
+        raise UsageError(f"--output-size {out_size}: width and height must be even (encoders and cameras need it)")
     cam = parse_size(args.camera_size, what="--camera-size")
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames {args.frames}: must be at least 1")

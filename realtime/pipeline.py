@@ -58,7 +58,8 @@ MODES = ("stylize", "bypass", "blank")
 class FrameProcessor:
     """Turns one input frame into one output frame. ``stylizer=None`` is pass-through (the ``none`` style).
 
-    ``process(frame, timestamp_s)``: frame (H, W, 3) uint8 RGB of any size -> (output.height, output.width, 3) uint8 RGB.
+    ``process(frame, timestamp_s)``: frame (H, W, 3) uint8 RGB of any size -> (output.height, output.width, 3) uint8
+    RGB.
     The window of the last frame is in ``last_window``; per-stage times accumulate in ``times``.
 
     Live controls (all optional; ``image`` and ``clip`` use none of them):

@@ -48,7 +48,8 @@ def _log_failure(what: str) -> Callable[[Future[Any]], None]:
     def done(fut: Future[Any]) -> None:
         exc = None if fut.cancelled() else fut.exception()
         if exc is not None:
-            log.warning("%s not applied: %s", what, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            text = str(exc).strip()
+            log.warning("%s not applied: %s", what, text.splitlines()[0] if text else type(exc).__name__)
 
     return done
 
@@ -109,7 +110,8 @@ class GuardedStylizer:
             raise UsageError(f"watchdog deadline_s={deadline_s!r}: must be > 0 (or None for automatic)")
         self.stylizer = stylizer
         self.fixed_deadline_s = deadline_s
-        self.min_deadline_s, self.deadline_factor, self.first_deadline_s = min_deadline_s, deadline_factor, first_deadline_s
+        self.min_deadline_s, self.deadline_factor = min_deadline_s, deadline_factor
+        self.first_deadline_s = first_deadline_s
         self.cooldown_s, self.max_cooldown_s = cooldown_s, max_cooldown_s
         self._clock = clock
         self._worker = Worker("stylecam-stylizer")

@@ -18,7 +18,8 @@ def face_x(i: int, n: int) -> float:
     return 55.0 + 80.0 * i / max(n - 1, 1)
 
 
-def face_frame(astronaut: np.ndarray, i: int, n: int, size: tuple[int, int] = CLIP_SIZE, scale: float = 0.36) -> np.ndarray:
+def face_frame(astronaut: np.ndarray, i: int, n: int, size: tuple[int, int] = CLIP_SIZE,
+               scale: float = 0.36) -> np.ndarray:
     """Frame ``i``: a smooth background with the astronaut scaled by ``scale``, its face centre at ``(face_x, 60)``
     (none in :data:`FACELESS`). HxWx3 uint8 RGB."""
     import cv2

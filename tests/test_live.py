@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from live_clips import CLIP_FPS, CaptureSink, decode_all, face_x, leftovers, make_face_clip
-from realtime.capture import CameraLost
 from realtime.cli import build_parser, main
 from realtime.config import load_style
 from realtime.errors import UsageError
@@ -25,7 +24,6 @@ from realtime.geometry import Size
 from realtime.live import LiveLoop, close_all
 from realtime.livebuild import build_live
 from realtime.pipeline import FrameProcessor
-from realtime.session import LiveSession
 from realtime.watchdog import GuardedStylizer
 
 TINY = ["--model", "random:tiny", "--size", "64x64", "--output-size", "128x96", "--no-stdin"]
@@ -108,7 +106,8 @@ def test_first_frame_is_a_real_stylized_frame_of_that_input(clip: Path) -> None:
         first = src.read()
     fresh = FrameProcessor(
         Size(64, 64), Size(128, 96),
-        stylizer=build_stylizer(ModelConfig("random:tiny"), load_style("anime"), RunConfig(size=Size(64, 64), device="cpu")),
+        stylizer=build_stylizer(ModelConfig("random:tiny"), load_style("anime"),
+                                RunConfig(size=Size(64, 64), device="cpu")),
         edges=EdgeDetector(), framer=FaceFramer(FramingConfig(), Size(192, 144), 1.0),
     )
     with fresh:
@@ -130,8 +129,8 @@ def test_style_none_frames_the_moving_face(capsys, clip: Path, tmp_path: Path, a
     got = decode_all(out)
     assert len(got) == N_FRAMES
     expected, windows = [], []
-    with open_source(str(clip), paced=False) as src, \
-            FrameProcessor(Size(128, 96), Size(128, 96), framer=FaceFramer(FramingConfig(), src.size, 128 / 96)) as proc:
+    with open_source(str(clip), paced=False) as src, FrameProcessor(
+            Size(128, 96), Size(128, 96), framer=FaceFramer(FramingConfig(), src.size, 128 / 96)) as proc:
         while (f := src.read()) is not None:
             expected.append(proc.process(f.image, f.timestamp))
             windows.append(proc.last_window)
@@ -372,7 +371,8 @@ def test_devices_lists_cameras_and_virtual_cameras(capsys, monkeypatch: pytest.M
         CameraInfo(0, "/dev/video0", "Integrated Camera", (CameraMode(640, 480, 30.0), CameraMode(1280, 720, 30.0))),
         CameraInfo(10, "/dev/video10", "stylecam", (), True),
     ])
-    monkeypatch.setattr(sinks, "virtual_camera_status", lambda probe=None: (True, "v4l2loopback: /dev/video10 (stylecam)"))
+    monkeypatch.setattr(sinks, "virtual_camera_status",
+                        lambda probe=None: (True, "v4l2loopback: /dev/video10 (stylecam)"))
     assert main(["devices"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "camera 0: /dev/video0 Integrated Camera (640x480@30, 1280x720@30)"
@@ -384,7 +384,8 @@ def test_devices_lists_cameras_and_virtual_cameras(capsys, monkeypatch: pytest.M
     assert data["virtual_camera"]["available"] is True
 
     monkeypatch.setattr(capture, "list_cameras", lambda max_index=10, **k: [])
-    monkeypatch.setattr(sinks, "virtual_camera_status", lambda probe=None: (False, "no v4l2loopback device: sudo modprobe v4l2loopback"))
+    monkeypatch.setattr(sinks, "virtual_camera_status",
+                        lambda probe=None: (False, "no v4l2loopback device: sudo modprobe v4l2loopback"))
     assert main(["devices"]) == 0
     out = capsys.readouterr().out
     assert "camera: none found" in out and "virtual camera: unavailable" in out and "modprobe" in out

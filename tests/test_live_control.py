@@ -199,7 +199,8 @@ def test_session_blending_toggle_and_temporal_settings() -> None:
     session.apply(Command("blend", 0.4))
     session.apply(Command("motion-threshold", 0.5))
     session.apply(Command("motion-adaptive", False))
-    assert (s.style.temporal.blend, s.style.temporal.motion_threshold, s.style.temporal.motion_adaptive) == (0.4, 0.5, False)
+    t = s.style.temporal
+    assert (t.blend, t.motion_threshold, t.motion_adaptive) == (0.4, 0.5, False)
     session.apply(Command("similarity", 0.97))
     assert proc.similarity is not None and proc.similarity.threshold == 0.97
     session.apply(Command("similarity", False))
@@ -447,4 +448,5 @@ def test_window_keys_drive_the_session_and_stats_are_logged(clip: Path, caplog: 
     from realtime.live import log_summary
 
     log_summary(result)  # what `stylecam live` logs at exit
-    assert "9 frames delivered" in caplog.text and "fps; quit)" in caplog.text and "per-stage means: face" in caplog.text
+    assert "9 frames delivered" in caplog.text and "fps; quit)" in caplog.text
+    assert "per-stage means: face" in caplog.text
