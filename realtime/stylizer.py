@@ -231,6 +231,7 @@ class Stylizer:
             raise UsageError("a LoRA change needs the models reloaded (or an engine refit); restart with the new LoRAs")
         if style.uses_cfg != self._cfg:
             log.info("guidance %s: rebuilding the frame step", "on" if style.uses_cfg else "off")
+            self._pending = None  # an encode still pending for the old CFG shape must never be swapped in
             self.style = style
             self._build(style)
             return
