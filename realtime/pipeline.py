@@ -151,11 +151,6 @@ class FrameProcessor:
                 self.edges = EdgeDetector(canny_config(style))
             self.set_temporal(style.temporal)
             self.stylizer.set_style(style)
-            if self.style is not None and not self.style.passthrough and style.uses_cfg != self.style.uses_cfg:
-                # Guidance on/off rebuilds the step with the new prompt's embeddings, but Stylizer.set_style leaves a
-                # prompt encode still pending from an earlier change in place, and the next frame would swap in those
-                # (wrong-batch) embeddings. A second call with the same style replaces the pending encode (cached).
-                self.stylizer.set_style(style)
             if self.passthrough:
                 self._restart()
         self.passthrough = style.passthrough or self.stylizer is None
