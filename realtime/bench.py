@@ -63,6 +63,7 @@ def add_parser(subparsers: Any, add_global: Callable[[argparse.ArgumentParser], 
     g.add_argument("--json", default=None, metavar="PATH", help="write the result document here (atomically)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     g.add_argument("--label", default=None, help="a free label stored in the result (e.g. 'h100-tensorrt')")
+    g.add_argument("--note", action="append", default=[], metavar="TEXT", help="a note stored in the result (repeatable), e.g. 'machine shared with other jobs'")
     if add_global:
         add_global(p)
     p.set_defaults(func=run_bench)
@@ -113,6 +114,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         camera_size=parse_size(args.camera_size, what="--camera-size"),
         output_size=parse_size(args.output_size, what="--output-size"), face=not args.no_face,
         face_model=args.face_model, sink=args.sink, substages=not args.no_substages, label=args.label,
+        notes=tuple(args.note),
     )
     run = RunConfig(size=sizes[0], seed=args.seed, device=args.device, dtype=args.dtype, backend=backends[0],
                     cache_dir=getattr(args, "cache_dir", None))
@@ -203,3 +205,17 @@ def run_schema(args: argparse.Namespace) -> int:
 
     sys.stdout.write(json.dumps(SCHEMA, indent=2) + "\n")
     return 0
+
+
+def compare_main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/compare.py A.json B.json [--plot OUT.png]``: the same as ``stylecam bench compare``."""
+    from .console import run_main, setup_logging
+
+    parser = argparse.ArgumentParser(prog="compare.py", description="Print stylecam bench results side by side.")
+    parser.add_argument("results", nargs="+", metavar="RESULT.json")
+    parser.add_argument("--plot", default=None, metavar="OUT.png")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(debug=args.debug)
+    return run_main(lambda: run_compare(args), debug=args.debug)

@@ -34,9 +34,15 @@ def machine(doc: dict[str, Any]) -> str:
 
 
 def run_name(label: str, run: dict[str, Any]) -> str:
-    system = "" if run["system"] == "stylecam" else f"{run['system']} "
-    extra = f" {run['label']}" if run["system"] != "stylecam" or "ControlNet" in run["label"] else ""
-    return f"{label} [{system}{run['backend_used']} b{run['batch']}]{extra}".replace("  ", " ")
+    """``label [system backend bN variant]``: what tells runs apart in tables and plots."""
+    tags = [] if run["system"] == "stylecam" else [run["system"]]
+    tags += [run["backend_used"], f"b{run['batch']}"]
+    text = run["label"].lower()
+    if "no controlnet" in text:
+        tags.append("no CN")
+    elif "controlnet" in text:
+        tags.append("CN")
+    return f"{label} [{' '.join(tags)}]"
 
 
 def columns(docs: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[Column]:

@@ -44,6 +44,7 @@ class BenchSettings:
     sink: str = "null"
     substages: bool = True
     label: str | None = None
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from .geometry import check_model_size
@@ -168,6 +169,8 @@ def run_benchmark(settings: BenchSettings, model: Any, style: Any, run: Any, *, 
 
     if style.passthrough:
         raise UsageError("--style none loads no model: there is nothing to benchmark; choose a diffusion style")
+    if settings.batch > 1 and style.uses_cfg and "step" in settings.modes:
+        raise UsageError("--batch > 1 needs --guidance 1: the frame step's guidance path takes one frame per call")
     device = resolve_device(run.device)
     if ("live" in settings.modes) and cv2_missing():
         raise DeviceUnavailable(f"--mode live needs OpenCV for the camera thread: {cv2_missing()}")
@@ -175,7 +178,7 @@ def run_benchmark(settings: BenchSettings, model: Any, style: Any, run: Any, *, 
     camera_frames, source_name = _camera_frames(settings)
     edges = EdgeDetector(canny_config(style))
     runs: list[dict[str, Any]] = []
-    doc_notes: list[str] = []
+    doc_notes: list[str] = list(settings.notes)
     if device.type == "cpu":
         doc_notes.append("measured on the CPU: no GPU figures (GPU memory fields are null)")
     for size in settings.sizes:

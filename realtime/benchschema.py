@@ -159,7 +159,13 @@ def _errors(value: Any, schema: dict[str, Any], path: str) -> list[str]:
     if "anyOf" in schema:
         branches = [_errors(value, s, path) for s in schema["anyOf"]]
         if all(branches):
-            best = min(branches, key=len)
+            # The most telling branch: one whose type fits the value, then the one with the fewest complaints.
+            def rank(i: int) -> tuple[int, int]:
+                t = schema["anyOf"][i].get("type")
+                fits = t is None or any(_TYPES[x](value) for x in (t if isinstance(t, list) else [t]))
+                return (0 if fits else 1, len(branches[i]))
+
+            best = branches[min(range(len(branches)), key=rank)]
             return best if len(best) == 1 else [f"{where}: matches none of the allowed forms ({best[0]})"]
     if "const" in schema and value != schema["const"]:
         return [f"{where}: expected {schema['const']!r}, got {value!r}"]
@@ -207,8 +213,11 @@ def validate(doc: Any, *, use_jsonschema: bool | None = None) -> None:
             try:
                 jsonschema.validate(doc, SCHEMA)
             except jsonschema.ValidationError as e:
-                where = ".".join(str(p) for p in e.absolute_path) or "(document)"
-                raise BenchSchemaError(f"bench result does not match schema {SCHEMA_VERSION}: {where}: {e.message}") from e
+                # The same message as without jsonschema where the built-in validator finds the fault too.
+                errs = _errors(doc, SCHEMA, "")
+                where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path).lstrip(".")
+                first = errs[0] if errs else f"{where or '(document)'}: {e.message}"
+                raise BenchSchemaError(f"bench result does not match schema {SCHEMA_VERSION}: {first}") from e
             return
     errs = _errors(doc, SCHEMA, "")
     if errs:
