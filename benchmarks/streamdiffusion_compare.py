@@ -226,6 +226,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             "output_mean_abs_diff_uint8": diff, **info,
         },
         "notes": [
+            *args.note,
+            *(["measured on the CPU: no GPU figures (GPU memory fields are null)"] if device.type == "cpu" else []),
             "StreamDiffusion takes a float (1,3,H,W) image in [0,1] and returns its decoded float image in [-1,1]; "
             "stylecam takes a uint8 (1,H,W,3) image and returns uint8 plus two latents (blending state): both on the device",
             "output_mean_abs_diff_uint8: StreamDiffusion's output vs stylecam's (no ControlNet), same noise level; they "
@@ -254,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strength", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", default=None)
+    p.add_argument("--note", action="append", default=[], metavar="TEXT", help="a note stored in the result (repeatable)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the result document here (atomically)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--debug", action="store_true")

@@ -39,7 +39,8 @@ def add_parser(subparsers: Any, add_global: Callable[[argparse.ArgumentParser], 
         "bench", help="measure latency, fps and memory on this machine",
         description="Measure per-stage latency (p50/p95/p99/max), fps and peak memory of the stylizer on this machine "
                     "and write them as JSON with the device, driver, versions and git commit. Synthetic input by "
-                    "default (no camera or disk in the timing). Subcommands: compare, schema.",
+                    "default (no camera or disk in the timing). --size defaults to 512x512 here; --sizes sweeps several. "
+                    "Subcommands: compare (side by side, --plot), schema.",
     )
     add_common_options(p)
     p.set_defaults(size=DEFAULT_SIZE)

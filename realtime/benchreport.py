@@ -33,6 +33,10 @@ def machine(doc: dict[str, Any]) -> str:
     return str((env.get("cpu") or {}).get("model") or "cpu")
 
 
+def model_name(doc: dict[str, Any]) -> str:
+    return str(doc["settings"]["model"].get("model", "?"))
+
+
 def run_name(label: str, run: dict[str, Any]) -> str:
     """``label [system backend bN variant]``: what tells runs apart in tables and plots."""
     tags = [] if run["system"] == "stylecam" else [run["system"]]
@@ -96,7 +100,7 @@ def compare_text(docs: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
         names = [run_name(lbl, run) for lbl, run, _ in cols]
         per = [_rows(run) for _, run, _ in cols]
         keys = [k for k in dict.fromkeys(k for r in per for k in r) if any(r.get(k) is not None for r in per)]
-        cells = [[machine(doc) for _, _, doc in cols]]
+        cells = [[machine(doc) for _, _, doc in cols], [f"{model_name(doc)} {run['dtype']}" for _, run, doc in cols]]
         for k in keys:
             ref = per[0].get(k)
             row = []
@@ -105,7 +109,7 @@ def compare_text(docs: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
                 ratio = f" (x{v / ref:.2f})" if (i and v is not None and ref not in (None, 0)) else ""
                 row.append(_fmt(v) + ratio)
             cells.append(row)
-        heads = ["machine", *keys]
+        heads = ["machine", "model", *keys]
         w0 = max(len(h) for h in heads)
         widths = [max(len(n), *(len(c[i]) for c in cells)) for i, n in enumerate(names)]
         lines.append(f"== {mode} {size} (ratios to the first column) ==")
@@ -162,7 +166,7 @@ def plot_stages(docs: Sequence[dict[str, Any]], labels: Sequence[str], path: str
                    label=name if name not in seen else None)
             seen.add(name)
             bottom += ms
-        ax.text(x, bottom, f"{bottom:.3g}", ha="center", va="bottom", fontsize=8)
+        ax.text(x, bottom, _fmt(bottom), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(cols)))
     ax.set_xticklabels([f"{run_name(lbl, run)}\n{run['mode']} {size_text(run)}" for lbl, run, _ in cols],
                        rotation=20, ha="right", fontsize=7)
@@ -189,11 +193,11 @@ def _md(v: float | None, digits: int = 1) -> str:
 def markdown_report(docs: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
     """Markdown tables of every run (summary, stage p50s), StreamDiffusion comparisons and the stage glossary."""
     cols = columns(docs, labels)
-    out = ["| result | machine | mode | size | backend | dtype | batch | frame p50 ms | p95 | p99 | fps | GPU alloc peak MiB | GPU device peak MiB | peak RSS MiB |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| result | machine | model | mode | size | backend | dtype | batch | frame p50 ms | p95 | p99 | fps | GPU alloc peak MiB | GPU device peak MiB | peak RSS MiB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, run, doc in cols:
         m, f = run["memory"], run["frame"]
-        out.append(f"| {run_name(label, run)} | {machine(doc)} | {run['mode']} | {size_text(run)} | {run['backend_used']} | "
+        out.append(f"| {run_name(label, run)} | {machine(doc)} | {model_name(doc)} | {run['mode']} | {size_text(run)} | {run['backend_used']} | "
                    f"{run['dtype']} | {run['batch']} | {_md(f['p50_ms'])} | {_md(f['p95_ms'])} | {_md(f['p99_ms'])} | "
                    f"{_md(run['fps'], 2)} | {_md(m['gpu_allocated_peak_mb'], 0)} | {_md(m['gpu_device_used_peak_mb'], 0)} | "
                    f"{_md(m['rss_peak_mb'], 0)} |")
