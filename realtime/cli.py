@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Modules that register a subcommand (``add_parser(subparsers, add_global_options)``), in help order.
-_COMMAND_MODULES: tuple[str, ...] = ("clip", "engine_cmds", "live", "devices", "demo")
+_COMMAND_MODULES: tuple[str, ...] = ("clip", "engine_cmds", "live", "devices", "demo", "bench")
 
 
 def _cmd_image(args: argparse.Namespace) -> int:

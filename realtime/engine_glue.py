@@ -25,7 +25,7 @@ _DTYPE_NAMES = {"torch.float32": "float32", "torch.float16": "float16", "torch.b
 
 
 def engine_key_fields(model: ModelConfig, style: StyleConfig, run: RunConfig, comps: "Components", dtype: "torch.dtype",
-                      *, include_loras: bool) -> dict[str, Any]:
+                      *, include_loras: bool, batch: int = 1) -> dict[str, Any]:
     """Everything about the weights and shapes that changes a FrameStep engine (JSON values only)."""
     from .lora import lora_fingerprint
 
@@ -35,7 +35,7 @@ def engine_key_fields(model: ModelConfig, style: StyleConfig, run: RunConfig, co
         "prediction_type": comps.prediction_type,
         "cfg": style.uses_cfg,
         "size": [run.size.width, run.size.height],
-        "batch": 1,
+        "batch": batch,
         "dtype": _DTYPE_NAMES[str(dtype)],
     }
     if include_loras:
@@ -66,7 +66,8 @@ def runner_factory(model: ModelConfig, style: StyleConfig, run: RunConfig, comps
         # the module holds now (weights_tag names them). Every other backend, and `auto` (which may pick onnxruntime),
         # keys on the LoRA set, so a LoRA change can never reuse a stale engine.
         include_loras = not (run.backend == "tensorrt" and options.trt_refittable)
-        fields = engine_key_fields(model, style, run, comps, dtype, include_loras=include_loras)
+        fields = engine_key_fields(model, style, run, comps, dtype, include_loras=include_loras,
+                                   batch=int(example_inputs[0].shape[0]))
         runner = build_runner(
             module, example_inputs, backend=run.backend, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
             options=options, cache=cache, key_fields=fields, weights_tag=",".join(loras) or "base",

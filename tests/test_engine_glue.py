@@ -44,13 +44,14 @@ def test_engine_key_follows_what_changes_the_engine(tiny_components, tmp_path):
     style = load_style("anime")
     run = RunConfig(size=Size(64, 64))
 
-    def key(style=style, run=run, dtype=torch.float32, include_loras=True):
-        return engine_key_fields(model, style, run, tiny_components, dtype, include_loras=include_loras)
+    def key(style=style, run=run, dtype=torch.float32, include_loras=True, batch=1):
+        return engine_key_fields(model, style, run, tiny_components, dtype, include_loras=include_loras, batch=batch)
 
     base = key()
     assert key(style=dataclasses.replace(style, strength=0.3, control_scale=0.1, prompt="other")) == base  # tensor inputs
     assert key(run=RunConfig(size=Size(128, 64))) != base
     assert key(dtype=torch.float16) != base
+    assert key(batch=4) != base  # `stylecam bench --batch 4` builds its own engine
     assert key(style=dataclasses.replace(style, guidance=2.0)) != base  # CFG doubles the batch
     with_lora = key(style=dataclasses.replace(style, loras=(LoraSpec(str(lora), 0.5),)))
     assert with_lora != base
