@@ -22,13 +22,6 @@ PIPELINE_STAGES = ["capture", "face", "crop", "canny", "upload", "step", *STEP_P
 LIVE_STAGES = ["wait", "face", "crop", "canny", "stylize", "resize", "sink"]
 
 
-@pytest.fixture(autouse=True)
-def _bench_command(monkeypatch):
-    """Register `bench` with the CLI the way realtime.cli registers command modules (a no-op once it is wired)."""
-    if "bench" not in cli._COMMAND_MODULES:
-        monkeypatch.setattr(cli, "_COMMAND_MODULES", (*cli._COMMAND_MODULES, "bench"))
-
-
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     try:
         code = cli.main(list(argv))
@@ -42,14 +35,8 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def result(tmp_path_factory) -> tuple[Path, dict]:
     """One bench run of all three modes on random:tiny at 64x64, written as JSON (shared by the tests below)."""
     path = tmp_path_factory.mktemp("bench") / "tiny.json"
-    saved = cli._COMMAND_MODULES  # module scope: register the command for this one call
-    if "bench" not in saved:
-        cli._COMMAND_MODULES = (*saved, "bench")
-    try:
-        code = cli.main(["bench", *TINY, "--mode", "step,pipeline,live", "--fps", "60", "--json", str(path),
-                         "--label", "tiny", "--note", "test run"])
-    finally:
-        cli._COMMAND_MODULES = saved
+    code = cli.main(["bench", *TINY, "--mode", "step,pipeline,live", "--fps", "60", "--json", str(path),
+                     "--label", "tiny", "--note", "test run"])
     assert code == 0
     return path, json.loads(path.read_text())
 
