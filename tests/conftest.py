@@ -19,6 +19,18 @@ if SHARED_FACE_MODEL.is_file():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One torch thread: tiny models gain nothing from more, and two threads on two busy cores (other tests, CI
+    neighbours) make them many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("stylecam-cache")
     os.environ["STYLECAM_CACHE"] = str(cache)

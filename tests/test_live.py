@@ -30,15 +30,6 @@ TINY = ["--model", "random:tiny", "--size", "64x64", "--output-size", "128x96", 
 N_FRAMES = 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: two threads on two busy cores make tiny models hundreds of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray) -> Path:
     return make_face_clip(tmp_path_factory.mktemp("live") / "clip.mp4", astronaut, n=N_FRAMES)

@@ -30,14 +30,6 @@ from realtime.sinks import KEY_ACTIONS
 TINY = ["--model", "random:tiny", "--size", "64x64", "--output-size", "128x96", "--no-stdin", "--output", "none"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray) -> Path:
     return make_face_clip(tmp_path_factory.mktemp("ctl") / "clip.mp4", astronaut, n=16)

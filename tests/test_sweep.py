@@ -22,17 +22,6 @@ SCRIPT = ROOT / "scripts" / "sweep.py"
 TINY = ["--model", "random:tiny", "--size", "64x64"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (no oversubscription when other tests share the CPU)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def load_script():
     spec = importlib.util.spec_from_file_location("sweep_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)

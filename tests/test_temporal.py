@@ -23,15 +23,6 @@ SIZE = Size(64, 64)
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: two threads on two busy cores make tiny models hundreds of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def face64(astronaut: np.ndarray) -> np.ndarray:
     return cv2.resize(astronaut[20:340, 60:380], (64, 64), interpolation=cv2.INTER_AREA)

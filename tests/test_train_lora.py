@@ -24,15 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_lora.py"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models train fastest on one thread (no oversubscription when other tests share the CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return write_caption_dataset(tmp_path_factory.mktemp("data") / "style", n=4, size=80)
