@@ -66,6 +66,7 @@ def bench_files(results_dir: Path) -> tuple[list[Path], list[Path]]:
 
 def main(argv: list[str] | None = None) -> int:
     from realtime.console import run_main, setup_logging
+    from realtime.files import write_text_atomic
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of result JSON files (default: benchmarks/results)")
@@ -88,25 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_main(go, debug=args.debug)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    import contextlib
-    import os
-    import tempfile
-
-    from realtime.benchschema import default_mode
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        default_mode(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 if __name__ == "__main__":

@@ -7,16 +7,14 @@ matplotlib is imported only by :func:`plot_stages` (extra ``plot``).
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .benchschema import default_mode
 from .benchstats import STAGES, STEP_PARTS
 from .errors import OutputError, missing_extra
+from .files import atomic_output
 
 Column = tuple[str, dict[str, Any], dict[str, Any]]  # (result label, run, document)
 
@@ -128,16 +126,12 @@ def stage_breakdown(run: dict[str, Any]) -> list[tuple[str, float]]:
     return [(s["name"], float(s["mean_ms"])) for s in ok if not (has_parts and s["name"] == "step")]
 
 
-def _atomic_target(path: Path, overwrite: bool) -> tuple[Path, Path]:
+def _check_target(path: Path, overwrite: bool) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output directory does not exist: {parent}")
     if path.exists() and not overwrite:
         raise OutputError(f"output {path} exists: pass --overwrite to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=parent)
-    os.close(fd)
-    default_mode(Path(tmp))
-    return parent, Path(tmp)
 
 
 def plot_stages(docs: Sequence[dict[str, Any]], labels: Sequence[str], path: str | os.PathLike[str], *,
@@ -174,14 +168,9 @@ def plot_stages(docs: Sequence[dict[str, Any]], labels: Sequence[str], path: str
     ax.set_title("stylecam bench: stage breakdown")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    _, tmp = _atomic_target(target, overwrite)
-    try:
+    _check_target(target, overwrite)
+    with atomic_output(target) as tmp:
         fig.savefig(tmp, format=target.suffix.lstrip(".") or "png")
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     return target
 
 

@@ -7,15 +7,14 @@ uses the ``jsonschema`` package when it is installed and otherwise a small valid
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .benchstats import STAGES
 from .errors import BadInputFile, InputNotFound, OutputError
+from .files import write_text_atomic
 
 SCHEMA_VERSION = 1
 KINDS = ("stylecam-bench", "streamdiffusion-compare")
@@ -226,18 +225,6 @@ def validate(doc: Any, *, use_jsonschema: bool | None = None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- files
-def default_mode(path: Path) -> None:
-    """Give a temporary file (created 0600) the permissions a new file would get (0666 minus the umask; the umask is
-    read from /proc, never set, as setting it races with other threads; 022 where /proc has no answer)."""
-    mask = 0o022
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                mask = int(line.split()[1], 8)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o666 & ~mask)
-
-
 def write_json_atomic(path: str | os.PathLike[str], doc: Any, *, overwrite: bool = False) -> Path:
     """Write ``doc`` as indented JSON to ``path`` through a temporary file in the same directory, renamed over the
     target only when complete (nothing half-written is ever left, Ctrl-C included)."""
@@ -250,19 +237,7 @@ def write_json_atomic(path: str | os.PathLike[str], doc: Any, *, overwrite: bool
     if target.exists() and not overwrite:
         raise OutputError(f"output {target} exists: pass --overwrite to replace it")
     text = json.dumps(doc, indent=2, sort_keys=False, allow_nan=False) + "\n"
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=parent)
-    except OSError as e:
-        raise OutputError(f"cannot write in {parent}: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        default_mode(Path(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(target, text)
     return target
 
 

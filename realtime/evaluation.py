@@ -468,12 +468,10 @@ def check_writable(path: Path, what: str) -> Path:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory: never a partial file."""
-    from .image import atomic_output
+    """Write ``text`` to ``path`` atomically (never a partial file), after checking the target."""
+    from .files import write_text_atomic as write
 
-    path = check_writable(path, "output")
-    with atomic_output(path) as tmp:
-        tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    write(check_writable(path, "output"), text)
 
 
 def to_json(report: dict[str, Any]) -> str:

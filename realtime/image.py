@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
-from contextlib import contextmanager
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from .errors import BadInputFile, OutputError, UsageError
+from .files import atomic_output  # noqa: F401  (re-exported: commands write through it)
 from .geometry import Size
 
 log = logging.getLogger(__name__)
@@ -41,24 +38,6 @@ def image_format(path: Path) -> str:
     if fmt is None:
         raise UsageError(f"output {path}: unknown image type {path.suffix!r}; use one of {', '.join(sorted(IMAGE_SUFFIXES))}")
     return fmt
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path`` (same suffix); renamed onto ``path`` only if the block succeeds.
-    On any failure or Ctrl-C the temporary file is removed and ``path`` is untouched."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent or ".")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions a plain open() would
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_image(path: Path, rgb: np.ndarray) -> None:
