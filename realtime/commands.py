@@ -6,6 +6,7 @@ Both produce :class:`Command` objects that :class:`~realtime.session.LiveSession
 Command lines (stdin), one per line, ``#`` starts a comment::
 
     style NAME | next | prev        prompt TEXT        negative TEXT
+    lora PATH[:SCALE] [PATH[:SCALE] ...] | none   (loaded in the background; the running style keeps flowing)
     strength X    control X    guidance X    seed N
     blend [X | on | off]    motion-threshold X    motion-adaptive on|off
     similarity on | off | X (threshold)    max-skips N
@@ -16,6 +17,7 @@ The control file (TOML, or JSON when it ends in ``.json``) holds settings to app
 modification time or size changes, and its keys are applied in a fixed order (``style`` first)::
 
     style = "cel-shaded"
+    lora = ["ghibli.safetensors:0.8"]      # or one string, or "none" / []
     strength = 0.6
     [temporal]
     blend = 0.5
@@ -33,11 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from .config import LoraSpec
 from .errors import OutputError, UsageError
 
 log = logging.getLogger(__name__)
 
-HELP = ("commands: style NAME|next|prev, prompt TEXT, negative TEXT, strength X, control X, guidance X, seed N, "
+HELP = ("commands: style NAME|next|prev, lora PATH[:SCALE]...|none, prompt TEXT, negative TEXT, strength X, "
+        "control X, guidance X, seed N, "
         "blend [X|on|off], motion-threshold X, motion-adaptive on|off, similarity on|off|X, max-skips N, "
         "bypass, blank, mirror, framing, overlay (each [on|off]), stats, help, quit")
 
@@ -48,7 +52,8 @@ _BARE = {"stats", "help", "quit"}
 _ALIASES = {"control-scale": "control", "control_scale": "control", "negative-prompt": "negative",
             "negative_prompt": "negative", "motion_threshold": "motion-threshold", "motion_adaptive": "motion-adaptive",
             "max_skips": "max-skips", "exit": "quit", "q": "quit", "next": "style next", "prev": "style prev"}
-COMMAND_NAMES = tuple(sorted(_FLOAT | _TOGGLES | _TEXT | _BARE | {"style", "seed", "blend", "similarity", "max-skips"}))
+COMMAND_NAMES = tuple(sorted(_FLOAT | _TOGGLES | _TEXT | _BARE | {"style", "lora", "seed", "blend", "similarity",
+                                                                  "max-skips"}))
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,16 @@ class Command:
     source: str = ""
 
     def __str__(self) -> str:
+        if self.name == "lora":
+            return "lora " + (" ".join(map(str, self.value)) or "none")
         return self.name if self.value is None else f"{self.name} {self.value}"
+
+
+def parse_loras(items: list[str]) -> tuple[LoraSpec, ...]:
+    """``["a.safetensors:0.8", "b.safetensors"]`` -> LoRA specs; ``[]``, ``["none"]`` or ``["off"]`` -> no LoRA."""
+    if len(items) == 1 and items[0].strip().lower() in ("none", "off"):
+        return ()
+    return tuple(LoraSpec.parse(x.strip()) for x in items if x.strip())
 
 
 def _switch(word: str, name: str) -> bool:
@@ -107,6 +121,8 @@ def parse_command(line: str, source: str = "stdin") -> Command | None:
         raise UsageError(f"{name} needs a value" if name in COMMAND_NAMES else f"unknown command {name!r}; {HELP}")
     if name == "style":
         return Command(name, rest, source)
+    if name == "lora":  # paths with spaces: use the control file's list
+        return Command(name, parse_loras(rest.split()), source)
     if name in _FLOAT:
         return Command(name, _number(rest, name), source)
     if name in ("seed", "max-skips"):
@@ -201,7 +217,7 @@ def stdin_usable(stream: IO[str] | None = None) -> bool:
 
 # -------------------------------------------------------------------------------------------------- control file
 _FILE_KEYS: dict[str, str] = {
-    "style": "style", "prompt": "prompt", "negative_prompt": "negative", "negative": "negative",
+    "style": "style", "lora": "lora", "loras": "lora", "prompt": "prompt", "negative_prompt": "negative", "negative": "negative",
     "strength": "strength", "control_scale": "control", "control": "control", "guidance": "guidance", "seed": "seed",
     "blend": "blend", "motion_threshold": "motion-threshold", "motion_adaptive": "motion-adaptive",
     "similarity_filter": "similarity", "similarity_threshold": "similarity", "max_skips": "max-skips",
@@ -229,6 +245,11 @@ def commands_from_mapping(data: dict[str, Any], source: str = "control file") ->
         if name in _TOGGLES or key == "similarity_filter":
             if not isinstance(v, bool):
                 raise UsageError(f"{key} = {v!r}: expected true or false")
+        elif name == "lora":
+            items = [v] if isinstance(v, str) else v
+            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                raise UsageError(f"{key} = {v!r}: expected a string or a list of strings (PATH[:SCALE])")
+            v = parse_loras(items)
         elif name in ("style", "prompt", "negative"):
             if not isinstance(v, str):
                 raise UsageError(f"{key} = {v!r}: expected a string")

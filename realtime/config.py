@@ -59,9 +59,10 @@ class LoraSpec:
         head, sep, tail = text.rpartition(":")
         if sep and head:
             try:
-                return cls(head, float(tail))
+                scale = float(tail)
             except ValueError:
-                pass
+                return cls(text, 1.0)
+            return cls(head, scale)  # a number out of range is an error, not part of the path
         return cls(text, 1.0)
 
     def __str__(self) -> str:

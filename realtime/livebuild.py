@@ -135,7 +135,17 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
         style=style,
     )
     stack.callback(processor.close)
-    session = LiveSession(processor, style, temporal_overrides=temporal_overrides(args))
+    loader = None
+    if model is not None:
+        def loader(new_style: Any) -> Any:  # a LoRA change: on the session's background thread, while frames flow
+            fresh = build_stylizer(model, new_style, run_cfg)
+            try:
+                log.info("new LoRAs: warm-up %.1f ms per frame", warm_up(fresh, run_cfg.size) * 1e3)
+            except BaseException:
+                fresh.close()
+                raise
+            return fresh
+    session = LiveSession(processor, style, temporal_overrides=temporal_overrides(args), loader=loader)
     sources: list[Any] = []
     if not args.no_stdin and stdin_usable():
         sources.append(StdinCommands())

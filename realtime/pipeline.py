@@ -143,7 +143,8 @@ class FrameProcessor:
             if self.stylizer is None:
                 raise UsageError(f"style {style.name!r} needs a model, and none is loaded (started with --style none): "
                                  f"restart with --style {style.name}")
-            current = self.style.loras if self.style is not None else style.loras
+            running = getattr(self.stylizer, "style", None)  # not self.style: that may be the pass-through one
+            current = running.loras if running is not None else style.loras
             if style.loras != current:
                 raise UsageError(f"style {style.name!r} uses other LoRAs than the running one: restart with "
                                  f"--style {style.name} to load them")
@@ -158,6 +159,25 @@ class FrameProcessor:
         if self.similarity is not None:
             self.similarity.reset()  # the new look shows on the next frame
         self._last_out = None
+
+    def swap_stylizer(self, stylizer: Any, style: StyleConfig) -> None:
+        """Put ``stylizer`` (built for ``style``, e.g. with other LoRAs) in place of the running one; the next frame
+        uses it and starts afresh. The old one is closed once no frame runs on it (a
+        :class:`~realtime.watchdog.GuardedStylizer` swaps and closes on its own thread). While the ``none`` style
+        passes frames through, it keeps doing so: the new stylizer runs when a diffusion style is chosen."""
+        old = self.stylizer
+        if old is not None and hasattr(old, "replace"):
+            old.replace(stylizer)
+        else:
+            self.stylizer = stylizer
+            if old is not None:
+                old.close()
+        if not self.passthrough:
+            if canny_config(style) != self.edges.cfg:
+                self.edges = EdgeDetector(canny_config(style))
+            self.set_temporal(style.temporal)
+            self.style = style
+        self._restart()
 
     def _restart(self) -> None:
         """Forget the previous frame (stale latents after a pause) and the similarity reference."""

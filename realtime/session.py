@@ -6,7 +6,11 @@ is applied to the :class:`~realtime.pipeline.FrameProcessor` without stalling mo
   until the new prompt is ready.
 - A guidance on/off change (CFG doubles the batch: the frame step is rebuilt) first encodes the prompt pair on a
   background thread while the current style keeps running, then switches (logged).
-- A LoRA change cannot be done live (the weights are fused at load): it is refused with the fix (restart).
+- A LoRA change (the ``lora`` command, or a preset with other LoRAs) loads a second stylizer with the new LoRAs fused
+  into freshly loaded weights (never a delta on top of the fused ones, so A -> B -> A gives exactly A) on a background
+  thread, warms it up there, and swaps it in between two frames; the running style keeps flowing meanwhile, and the
+  old stylizer is closed after the swap. It needs memory for both copies during the switch (logged). Without a
+  ``loader`` (no way to load models) a LoRA change is refused with the fix (restart).
 - Switching to another preset keeps the session's LoRAs and its temporal settings (from the command line or changed
   while running).
 """
@@ -18,7 +22,7 @@ from concurrent.futures import Future
 from typing import Any, Callable
 
 from .commands import HELP, Command
-from .config import StyleConfig, builtin_style_names, load_style
+from .config import LoraSpec, StyleConfig, builtin_style_names, load_style
 from .errors import InputError, UsageError
 from .temporal import blend_toggled
 
@@ -32,10 +36,12 @@ class LiveSession:
     """Applies commands to ``processor``. ``style``: the running style; ``temporal_overrides``: TemporalConfig fields
     given on the command line (kept across preset switches); ``style_names``: the presets that ``style next/prev``
     (window keys n/p) cycle through (default: the built-in ones). Flags the loop reads: ``quit``, ``overlay``.
-    ``on_stats`` is called by the ``stats`` command."""
+    ``on_stats`` is called by the ``stats`` command. ``loader(style) -> stylizer``: builds and warms up a stylizer for
+    ``style`` (called on a background thread) for LoRA changes; None refuses them."""
 
     def __init__(self, processor: Any, style: StyleConfig, *, temporal_overrides: dict[str, Any] | None = None,
-                 style_names: list[str] | None = None, on_stats: Callable[[], None] | None = None) -> None:
+                 style_names: list[str] | None = None, on_stats: Callable[[], None] | None = None,
+                 loader: Callable[[StyleConfig], Any] | None = None) -> None:
         self.processor = processor
         self.style = style
         self.quit = False
@@ -48,6 +54,11 @@ class LiveSession:
         self._remembered_blend: float | None = None
         self._pending: tuple[Future[Any], StyleConfig] | None = None
         self._encoder: Any = None
+        self._loader = loader
+        self._loaded_loras = style.loras  # what the running stylizer has fused
+        self._reload: tuple[Future[Any], tuple[LoraSpec, ...]] | None = None
+        self._reload_target: StyleConfig | None = None  # the latest style asked for with the LoRAs being loaded
+        self._reloader: Any = None
 
     # -------------------------------------------------------------------------------------------------- helpers
     @property
@@ -57,7 +68,10 @@ class LiveSession:
 
     @property
     def pending_style(self) -> StyleConfig | None:
-        """A style waiting for its prompt encoding before it is switched in (guidance on/off), else None."""
+        """A style waiting to be switched in (its prompt encoding for guidance on/off, or its LoRAs loading), else
+        None."""
+        if self._reload is not None:
+            return self._reload_target
         return None if self._pending is None else self._pending[1]
 
     def _need_model(self, what: str) -> None:
@@ -84,7 +98,10 @@ class LiveSession:
         return True
 
     def tick(self) -> None:
-        """Called once per frame: switches in a style whose prompt finished encoding in the background."""
+        """Called once per frame: switches in a stylizer whose LoRAs finished loading, or a style whose prompt
+        finished encoding, in the background."""
+        if self._reload is not None and self._reload[0].done():
+            self._finish_reload()
         if self._pending is None or not self._pending[0].done():
             return
         fut, style = self._pending
@@ -127,6 +144,10 @@ class LiveSession:
             log.info("framing %s", "on" if proc.framing else "off")
         elif name == "style":
             self._preset(str(v))
+        elif name == "lora":
+            base = self._diffusion("lora")
+            self._loras = tuple(v)
+            self._switch(dataclasses.replace(base, loras=self._loras), str(cmd))
         elif name in _STYLE_FIELDS:
             base = self._diffusion(name)
             self._switch(dataclasses.replace(base, **{_STYLE_FIELDS[name]: v}), f"{name} {v}")
@@ -184,14 +205,20 @@ class LiveSession:
         self._switch(new, f"style {new.name}")
 
     def _switch(self, new: StyleConfig, what: str) -> None:
+        if not new.passthrough and self.processor.stylizer is not None:
+            wanted = self._reload[1] if self._reload is not None else self._loaded_loras
+            if new.loras != wanted:
+                self._start_reload(new, what)
+                return
+            if self._reload is not None:  # same LoRAs as the stylizer being loaded: it starts with this style
+                self._reload_target = new
+                self.style = new
+                log.info("%s: applied when the new LoRAs are loaded", what)
+                return
         raw = self._raw_stylizer
         running = getattr(raw, "style", None)
         if (not new.passthrough and raw is not None and running is not None and hasattr(raw, "encode_prompt")
                 and new.uses_cfg != running.uses_cfg):
-            running_loras = self.processor.style.loras if self.processor.style is not None else new.loras
-            if new.loras != running_loras:
-                raise UsageError(f"style {new.name!r} uses other LoRAs than the running one: restart with "
-                                 f"--style {new.name} to load them")
             from .watchdog import Worker
 
             if self._encoder is None:
@@ -207,7 +234,68 @@ class LiveSession:
         self.style = new
         log.info("%s applied", what)
 
+    # ------------------------------------------------------------------------------------------------- LoRAs
+    def _start_reload(self, new: StyleConfig, what: str) -> None:
+        if self._loader is None:
+            raise UsageError(f"{what}: a LoRA change needs the models loaded again; restart with the new --lora")
+        from .watchdog import Worker
+
+        if self._reloader is None:
+            self._reloader = Worker("stylecam-lora")
+        if self._reload is not None:  # superseded: never swapped in; its stylizer is closed as soon as it exists
+            old = self._reload[0]
+            if not old.cancel():
+                old.add_done_callback(_close_result)
+        loader = self._loader
+        self._reload = (self._reloader.submit(lambda: loader(new)), new.loras)
+        self._reload_target = new
+        self._pending = None  # a guidance switch being prepared is part of the new stylizer
+        self.style = new
+        log.info("%s: loading the models with LoRAs [%s] in the background while the current style keeps running "
+                 "(memory for a second copy is needed until the switch)", what, _loras_text(new.loras))
+
+    def _finish_reload(self) -> None:
+        assert self._reload is not None and self._reload_target is not None
+        fut, loras = self._reload
+        target = self._reload_target
+        self._reload = self._reload_target = None
+        exc = fut.exception()
+        if exc is not None:
+            text = str(exc).strip()
+            log.warning("LoRAs [%s] not loaded (%s): the running style stays", _loras_text(loras),
+                        text.splitlines()[0] if text else type(exc).__name__)
+            self._loras = self._loaded_loras
+            running = getattr(self.processor.stylizer, "style", None)
+            if not self.style.passthrough and running is not None:
+                self.style = running
+            return
+        stylizer = fut.result()
+        try:
+            if stylizer.style != target:  # changed while loading (same LoRAs): prompt, numbers, guidance
+                stylizer.set_style(target, wait=True)
+        except (UsageError, InputError) as e:
+            log.warning("style %r not applied to the new stylizer: %s", target.name, e)
+        self.processor.swap_stylizer(stylizer, stylizer.style)
+        self._loaded_loras = loras
+        log.info("LoRAs [%s] loaded: style %r switched in", _loras_text(loras), stylizer.style.name)
+
     def close(self) -> None:
         if self._encoder is not None:
             self._encoder.stop()
             self._encoder = None
+        if self._reload is not None:
+            self._reload[0].add_done_callback(_close_result)
+            self._reload = None
+        if self._reloader is not None:
+            self._reloader.stop()
+            self._reloader = None
+
+
+def _loras_text(loras: tuple[LoraSpec, ...]) -> str:
+    return " ".join(map(str, loras)) or "none"
+
+
+def _close_result(fut: Future[Any]) -> None:
+    """Close the stylizer a loader future produced (one that will never be used)."""
+    if not fut.cancelled() and fut.exception() is None:
+        fut.result().close()

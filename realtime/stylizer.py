@@ -228,7 +228,8 @@ class Stylizer:
         if style.passthrough:
             raise UsageError("cannot switch a running stylizer to the pass-through style")
         if style.loras != self.style.loras:
-            raise UsageError("a LoRA change needs the models reloaded (or an engine refit); restart with the new LoRAs")
+            raise UsageError("a LoRA change needs the models loaded again with the new LoRAs fused (build another "
+                             "Stylizer; `stylecam live` does it in the background on a `lora` command)")
         if style.uses_cfg != self._cfg:
             log.info("guidance %s: rebuilding the frame step", "on" if style.uses_cfg else "off")
             self._pending = None  # an encode still pending for the old CFG shape must never be swapped in

@@ -46,7 +46,9 @@ def clip(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarray) -> Pat
     ("motion-threshold 0.3", "motion-threshold", 0.3), ("motion-adaptive off", "motion-adaptive", False),
     ("bypass", "bypass", None), ("blank on", "blank", True), ("MIRROR off", "mirror", False),
     ("framing", "framing", None), ("overlay", "overlay", None), ("stats", "stats", None), ("q", "quit", None),
-    ("quit  # bye", "quit", None),
+    ("quit  # bye", "quit", None), ("lora none", "lora", ()), ("lora OFF", "lora", ()),
+    ("lora a.safetensors:0.8 owner/repo/b.safetensors", "lora",
+     (LoraSpec("a.safetensors", 0.8), LoraSpec("owner/repo/b.safetensors", 1.0))),
 ])
 def test_parse_command(line: str, name: str, value) -> None:
     cmd = parse_command(line)
@@ -56,6 +58,7 @@ def test_parse_command(line: str, name: str, value) -> None:
 @pytest.mark.parametrize("line, needle", [
     ("dance", "unknown command"), ("strength high", "expected a number"), ("seed 1.5", "integer"),
     ("mirror maybe", "on or off"), ("prompt", "needs a text"), ("strength", "needs a value"), ("quit now", "no value"),
+    ("lora", "needs a value"), ("lora a.safetensors:99", "scale"),
 ])
 def test_bad_command_lines_are_one_line_errors(line: str, needle: str) -> None:
     with pytest.raises(UsageError, match=needle) as e:
@@ -93,7 +96,12 @@ def test_control_file_toml_and_json(tmp_path: Path) -> None:
                               "similarity_threshold": 0.99}))
     assert [(c.name, c.value) for c in read_control_file(js)] == [("prompt", "oil painting"), ("seed", 4),
                                                                   ("similarity", True), ("similarity", 0.99)]
-    for text, needle in (('strenght = 0.5', "unknown key"), ('strength = "high"', "number"), ("seed = 1.5", "integer"),
+    toml.write_text('lora = ["a.safetensors:0.5", "b.safetensors"]\nstyle = "anime"\n')
+    assert [(c.name, c.value) for c in read_control_file(toml)] == [
+        ("style", "anime"), ("lora", (LoraSpec("a.safetensors", 0.5), LoraSpec("b.safetensors")))]
+    toml.write_text('lora = "none"\n')
+    assert [(c.name, c.value) for c in read_control_file(toml)] == [("lora", ())]
+    for text, needle in (('strenght = 0.5', "unknown key"), ("lora = 3", "list of strings"), ('strength = "high"', "number"), ("seed = 1.5", "integer"),
                          ("mirror = 1", "true or false"), ("[[x", "TOML")):
         toml.write_text(text)
         with pytest.raises(UsageError, match=needle):
@@ -128,7 +136,7 @@ class RecordingStylizer:
     def __call__(self, image, control):
         return 255 - image
 
-    def set_style(self, style: StyleConfig) -> None:
+    def set_style(self, style: StyleConfig, *, wait: bool = False) -> None:
         self.style = style
 
     def set_seed(self, seed: int) -> None:
@@ -201,11 +209,15 @@ def test_session_blending_toggle_and_temporal_settings() -> None:
     assert s.style.temporal.blend == 0.4 and s.style.temporal.motion_threshold == 0.5
 
 
-def test_session_refuses_lora_changes_and_needs_a_model_for_diffusion() -> None:
+def test_session_without_a_loader_refuses_lora_changes_and_needs_a_model_for_diffusion() -> None:
     with_lora = dataclasses.replace(load_style("anime"), loras=(LoraSpec("a.safetensors", 0.8),))
     session, proc, s = _session(with_lora)
     assert session.apply(Command("style", "watercolor"))  # the preset has no LoRA: the running one is kept
     assert s.style.loras == with_lora.loras
+    assert session.apply(Command("style", "none")) and session.apply(Command("style", "anime"))  # via pass-through
+    assert s.style.loras == with_lora.loras and not proc.passthrough
+    assert not session.apply(Command("lora", ()))  # no way to load models: refused, nothing changes
+    assert session.style.loras == with_lora.loras and session.pending_style is None
     custom = dataclasses.replace(load_style("anime"), name="other", loras=(LoraSpec("b.safetensors"),))
     with pytest.raises(UsageError, match="LoRA"):
         proc.set_style(custom)
@@ -215,6 +227,122 @@ def test_session_refuses_lora_changes_and_needs_a_model_for_diffusion() -> None:
     for cmd in (Command("style", "anime"), Command("strength", 0.5), Command("seed", 1), Command("style", "next")):
         assert not framing_only.apply(cmd)
     assert framing_only.style.name == "none"
+
+
+class BlockingLoader:
+    """A loader whose stylizers invert frames with an offset per LoRA set; each load waits for ``release``."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.built: list[RecordingStylizer] = []
+        self.fail_on = fail_on
+
+    def __call__(self, style: StyleConfig) -> RecordingStylizer:
+        from realtime.errors import LoraError
+
+        assert self.release.wait(10)
+        if self.fail_on and any(self.fail_on in spec.path for spec in style.loras):
+            raise LoraError(f"LoRA {self.fail_on} does not exist")
+        s = RecordingStylizer(style)
+        s.closed = False
+        s.close = lambda s=s: setattr(s, "closed", True)
+        self.built.append(s)
+        return s
+
+
+def _wait_switched(session: LiveSession) -> None:
+    _wait_pending(session)
+
+
+def test_lora_change_loads_in_the_background_and_swaps_between_frames() -> None:
+    loader = BlockingLoader()
+    session, proc, old = _session(loader=loader)
+    old.closed = False
+    old.close = lambda: setattr(old, "closed", True)
+    frame = np.full((64, 64, 3), 30, np.uint8)
+    lora = (LoraSpec("ghibli.safetensors", 0.8),)
+    assert session.apply(Command("lora", lora))
+    assert session.pending_style is not None and session.pending_style.loras == lora
+    # Meanwhile the old stylizer keeps stylizing, and a prompt change goes to the stylizer being loaded.
+    assert session.apply(Command("prompt", "a ghibli portrait"))
+    for _ in range(3):
+        session.tick()
+        assert proc.process(frame)[0, 0, 0] == 225 and proc.stylizer is old
+    assert old.style.prompt != "a ghibli portrait"
+    loader.release.set()
+    _wait_switched(session)
+    new = loader.built[-1]
+    assert proc.stylizer is new and old.closed and not new.closed
+    assert new.style.loras == lora and new.style.prompt == "a ghibli portrait" and session.style == new.style
+    assert proc.process(frame)[0, 0, 0] == 225
+    # The LoRAs stay with the session across presets; `lora none` goes back to no LoRA (loaded afresh).
+    assert session.apply(Command("style", "cel-shaded")) and new.style.name == "cel-shaded"
+    assert new.style.loras == lora and session.pending_style is None
+    assert session.apply(Command("lora", ()))
+    _wait_switched(session)
+    assert proc.stylizer is loader.built[-1] and loader.built[-1].style.loras == () and new.closed
+    assert loader.built[-1].style.name == "cel-shaded"
+
+
+def test_failed_or_superseded_lora_loads(caplog: pytest.LogCaptureFixture) -> None:
+    loader = BlockingLoader(fail_on="missing")
+    session, proc, old = _session(loader=loader)
+    assert session.apply(Command("lora", (LoraSpec("missing.safetensors"),)))
+    loader.release.set()
+    _wait_switched(session)
+    assert "not loaded" in caplog.text and "missing" in caplog.text
+    assert proc.stylizer is old and session.style.loras == () and session.style == old.style
+    # Two requests in a row: the first is never swapped in, and closed.
+    loader.release.clear()
+    session.apply(Command("lora", (LoraSpec("a.safetensors"),)))
+    session.apply(Command("lora", (LoraSpec("b.safetensors"),)))
+    loader.release.set()
+    _wait_switched(session)
+    assert proc.stylizer.style.loras == (LoraSpec("b.safetensors"),)
+    for _ in range(200):  # the superseded one (if its load had started) is closed when it finishes
+        if all(s.closed for s in loader.built[:-1]):
+            break
+        time.sleep(0.01)
+    assert all(s.closed for s in loader.built[:-1]) and not loader.built[-1].closed
+    session.close()
+
+
+def test_lora_a_b_a_on_the_real_stylizer_gives_exactly_a(tmp_path: Path, tiny_components, astronaut) -> None:
+    """Live LoRA switching through the watchdog: weights are fused into freshly loaded models, never a delta on a
+    delta, so going back to A reproduces A byte for byte."""
+    import cv2
+
+    from lora_files import write_diffusers_lora, write_kohya_lora
+    from realtime.config import ModelConfig, RunConfig
+    from realtime.pipeline import build_stylizer
+    from realtime.watchdog import GuardedStylizer
+
+    a = (LoraSpec(str(write_diffusers_lora(tiny_components.unet, tmp_path / "a.safetensors")), 0.8),)
+    b = (LoraSpec(str(write_kohya_lora(tiny_components.unet, tmp_path / "b.safetensors")), 1.0),)
+    run = RunConfig(size=Size(64, 64), device="cpu", dtype="fp32")
+    model = ModelConfig("random:tiny")
+    style_a = dataclasses.replace(load_style("anime"), loras=a)
+
+    def loader(style: StyleConfig):
+        return build_stylizer(model, style, run)
+
+    frame = cv2.resize(astronaut, (64, 64), interpolation=cv2.INTER_AREA)
+    guard = GuardedStylizer(loader(style_a))
+    proc = FrameProcessor(Size(64, 64), Size(64, 64), stylizer=guard, style=style_a)
+    session = LiveSession(proc, style_a, loader=loader)
+    first_a = proc.process(frame)
+    session.apply(Command("lora", b))
+    _wait_switched(session)
+    with_b = proc.process(frame)
+    session.apply(Command("lora", a))
+    _wait_switched(session)
+    again_a = proc.process(frame)
+    assert np.abs(with_b.astype(int) - first_a.astype(int)).max() > 0  # B is another look
+    assert np.array_equal(again_a, first_a)  # back to A: exactly A (a fresh start, same seed)
+    session.close()
+    proc.close()
 
 
 def test_guidance_switch_prepares_off_the_frame_path() -> None:
@@ -373,6 +501,45 @@ def test_stdin_and_control_file_mid_run(clip: Path, tmp_path: Path) -> None:
     assert seen[3].strength == 0.55  # the next frame
     assert seen[5].name == "anime"
     assert seen[6].name == "watercolor" and seen[6].control_scale == 0.5 and seen[6].temporal.blend == 0.45
+
+
+def test_lora_from_the_control_file_mid_run(clip: Path, tmp_path: Path, tiny_components) -> None:
+    """`stylecam live` loads new LoRAs in the background while frames keep flowing, then swaps the stylizer."""
+    from lora_files import write_kohya_lora
+
+    lora = write_kohya_lora(tiny_components.unet, tmp_path / "style.safetensors")
+    ctl = tmp_path / "live.toml"
+    args = build_parser().parse_args(["live", "--source", str(clip), "--no-pace", *TINY, "--control-file", str(ctl)])
+    stack = contextlib.ExitStack()
+    with stack:
+        parts = build_live(args, stack)
+        stack.pop_all()
+    parts.command_sources[0].interval_s = 0
+    first = parts.processor.stylizer.stylizer
+    seen: list[tuple[object, StyleConfig]] = []
+
+    def on_frame(loop, frame, out):
+        raw = parts.processor.stylizer.stylizer
+        seen.append((raw, raw.style))
+        if loop.delivered == 2:
+            ctl.write_text(f'lora = ["{lora}:0.7"]\n')
+        if loop.delivered == 4:  # hold the loop until the new stylizer is ready (the next frame swaps it in)
+            for _ in range(3000):
+                if parts.session.pending_style is None:
+                    break
+                parts.session.tick()
+                time.sleep(0.01)
+
+    loop = LiveLoop(parts.source, parts.processor, parts.sinks, parts.session, command_sources=parts.command_sources,
+                    frames=8, on_frame=on_frame)
+    try:
+        result = loop.run()
+    finally:
+        close_all(parts.sinks, [parts.source, *parts.command_sources, parts.session, parts.processor])
+    assert result.delivered == 8
+    assert all(raw is first and st.loras == () for raw, st in seen[:3])  # frames kept flowing with the old one
+    raw, st = seen[-1]
+    assert raw is not first and st.loras == (LoraSpec(str(lora), 0.7),)
 
 
 def test_quit_command_stops_the_loop(clip: Path) -> None:
