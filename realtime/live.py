@@ -196,7 +196,8 @@ class LiveLoop:
         lat = f"{1e3 * self._win.latencies[-1]:.0f} ms" if self._win.latencies else "-- ms"
         flags = [x for x, on in (("BYPASS", p.mode == "bypass"), ("BLANK", p.mode == "blank"),
                                  ("mirror", p.mirror), ("framing", p.framing),
-                                 ("blend", not s.style.passthrough and s.style.temporal.blend < 1.0)) if on]
+                                 ("blend", not s.style.passthrough and s.style.temporal.blend < 1.0),
+                                 ("switching...", s.pending_style is not None)) if on]
         return [f"{s.style.name}  {fps}  {lat}", " ".join(flags)]
 
     # ---------------------------------------------------------------------------------------------- statistics
