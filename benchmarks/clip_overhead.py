@@ -21,24 +21,14 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
-def _size(text: str) -> tuple[int, int]:
-    w, h = (int(v) for v in text.lower().split("x"))
-    return w, h
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,12 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     from realtime.demo import make_demo_clip
     from realtime.edges import EdgeDetector
     from realtime.filesource import FileSource
-    from realtime.geometry import Size
+    from realtime.benchenv import git_info
+    from realtime.geometry import parse_size
     from realtime.pipeline import FrameProcessor, build_stylizer, canny_config
 
     setup_logging(quiet=True)
-    fw, fh = _size(args.frame)
-    model_size = Size(*_size(args.size))
+    frame_size = parse_size(args.frame, what="--frame")
+    fw, fh = frame_size.width, frame_size.height
+    model_size = parse_size(args.size, model=True)
     style = load_style(args.style)
     run = RunConfig(size=model_size, device=args.device)
     stylizer = build_stylizer(ModelConfig(args.model), style, run) if not style.passthrough else None
@@ -134,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "av": av.__version__,
                      "numpy": np.__version__},
-        "commit": _git_commit(),
+        "commit": git_info()["commit"],
     }
     text = json.dumps(report, indent=2)
     sys.stdout.write(text + "\n")

@@ -42,19 +42,8 @@ def _scene(frame_w: int, frame_h: int, n: int, seed: int = 0) -> list[np.ndarray
     return frames
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    w, h = (int(v) for v in text.lower().split("x"))
-    return w, h
 
 
-def _git_commit() -> str | None:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,12 +61,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from realtime.edges import CannyConfig, canny_cpu
     from realtime.face import FaceDetector, FaceTracker, FramingConfig
-    from realtime.geometry import Size, cover_resize, crop_resize
+    from realtime.benchenv import git_info
+    from realtime.geometry import cover_resize, crop_resize, parse_size
 
-    fw, fh = _parse_size(args.frame)
-    model = Size(*_parse_size(args.size))
-    out_size = Size(*_parse_size(args.output_size))
-    frame = Size(fw, fh)
+    frame = parse_size(args.frame, what="--frame")
+    fw, fh = frame.width, frame.height
+    model = parse_size(args.size, model=True)
+    out_size = parse_size(args.output_size, what="--output-size")
     n = args.warmup + args.frames
     frames = _scene(fw, fh, n)
     cfg = FramingConfig()
@@ -143,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "opencv_threads": cv2.getNumThreads(), "python": sys.version.split()[0],
         "versions": {m: __import__(m).__version__ for m in ("numpy", "cv2", "mediapipe")},
-        "commit": _git_commit(),
+        "commit": git_info()["commit"],
     }
     text = json.dumps(result, indent=2)
     print(text)
