@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 
 class StageTimer:
@@ -70,11 +70,11 @@ class StageTimer:
         self._ms.clear()
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated percentile of an ascending list (numpy's default method)."""
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linearly interpolated percentile of an ascending sequence (numpy's default method)."""
     if not sorted_values:
         raise ValueError("percentile of an empty list")
     pos = (len(sorted_values) - 1) * q / 100.0
     lo = int(pos)
     hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))

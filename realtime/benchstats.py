@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from engines.timing import percentile
+
 log = logging.getLogger(__name__)
 
 MIB = float(1 << 20)
@@ -44,16 +46,6 @@ STAGES: dict[str, str] = {
 }
 #: The parts of ``step`` timed with forward hooks in eager mode (they add up to ``step`` with ``step_other``).
 STEP_PARTS = ("encode", "controlnet", "unet", "decode", "step_other")
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linearly interpolated percentile of an ascending sequence (numpy's default method)."""
-    if not sorted_values:
-        raise ValueError("percentile of an empty sequence")
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
 
 
 def summarize(values_ms: Sequence[float]) -> dict[str, float | int]:

@@ -248,23 +248,13 @@ def test_face_metrics_off_unresolvable_and_explicit_missing_model(tmp_path, monk
 # ------------------------------------------------------------------------------------------------------------------ CLIP
 
 
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2/CLIP's byte-to-unicode table (the base alphabet of a byte-level BPE vocabulary)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 @pytest.fixture(scope="module")
 def tiny_clip_dir(tmp_path_factory) -> Path:
     """A tiny random CLIPModel (32px images) with a byte-level tokenizer, saved like a hub snapshot."""
     import torch
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    from realtime.models import _bytes_to_unicode
 
     chars = _bytes_to_unicode()
     vocab = {c: i for i, c in enumerate(chars)}
