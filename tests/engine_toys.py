@@ -97,3 +97,15 @@ def lora_set(module: nn.Module, names: tuple[str, ...], seed: int, rank: int = 2
         up = torch.randn(out_f, rank, *([1, 1] if w.dim() == 4 else []), generator=g) * 0.5
         out[n] = LoraWeight(down=down, up=up, alpha=1.0)
     return out
+
+
+def assert_outputs_close(got, want, *, levels: int = 1, rel: float = 1e-3, floor: float = 1e-6) -> None:
+    """uint8 images within ``levels``; float outputs within ``rel`` of their scale; same dtypes and shapes."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        if w.dtype == torch.uint8:
+            assert (g.int() - w.int()).abs().max().item() <= levels
+        else:
+            err = (g.float() - w.float()).abs().max().item()
+            assert err <= rel * max(w.float().abs().max().item(), floor), err

@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from engine_toys import INPUT_NAMES, OUTPUT_NAMES, ToyWithUnused, Twins, lora_set, randomized, toy, toy_inputs
+from engine_toys import (INPUT_NAMES, OUTPUT_NAMES, ToyWithUnused, Twins, assert_outputs_close, lora_set, randomized, toy,
+                         toy_inputs)
 from onnx import TensorProto, numpy_helper
 
 import engines
@@ -19,18 +20,6 @@ from engines import (BackendUnavailable, EngineCache, EngineOptionError, EngineO
 from engines.base import BACKENDS
 
 NAMES = dict(input_names=INPUT_NAMES, output_names=OUTPUT_NAMES)
-
-
-def assert_outputs_close(got, want, *, levels: int = 1, rel: float = 1e-3) -> None:
-    """uint8 images within ``levels``; float outputs within ``rel`` of their scale; same dtypes and shapes."""
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.dtype == w.dtype and g.shape == w.shape
-        if w.dtype == torch.uint8:
-            assert (g.int() - w.int()).abs().max().item() <= levels
-        else:
-            err = (g.float() - w.float()).abs().max().item()
-            assert err <= rel * max(w.float().abs().max().item(), 1e-6), err
 
 
 def test_eager_runner_is_the_module():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engine_toys import INPUT_NAMES, OUTPUT_NAMES, lora_set, toy, toy_inputs
+from engine_toys import INPUT_NAMES, OUTPUT_NAMES, assert_outputs_close, lora_set, toy, toy_inputs
 
 import engines
 from engines.base import installed
@@ -37,18 +37,11 @@ _OK, _WHY = _trt_usable()
 requires_trt = pytest.mark.skipif(not _OK, reason=_WHY)
 
 
+FP16 = dict(levels=2, rel=2e-2, floor=1e-3)  # fp16 engines against the fp16 module
+
+
 def _cuda(xs):
     return tuple(t.cuda() for t in xs)
-
-
-def _close(got, want, levels=2, rel=2e-2):
-    for g, w in zip(got, want):
-        assert g.dtype == w.dtype and g.shape == w.shape
-        if w.dtype == torch.uint8:
-            assert (g.int() - w.int()).abs().max().item() <= levels
-        else:
-            err = (g.float() - w.float()).abs().max().item()
-            assert err <= rel * max(w.float().abs().max().item(), 1e-3), err
 
 
 @pytest.mark.tensorrt
@@ -62,13 +55,13 @@ def test_tensorrt_fp16_engine_matches_eager_and_is_cached(tmp_path, refittable):
     with engines.build_runner(m, x, backend="tensorrt", options=opts, cache=cache, key_fields={"m": "toy"},
                               input_names=INPUT_NAMES, output_names=OUTPUT_NAMES) as r:
         want = m(x[0], x[1].half(), x[2].half())
-        _close(r(*x), want)
+        assert_outputs_close(r(*x), want, **FP16)
         key = r.cache_key
     (entry,) = cache.entries()
     assert entry.key == key and {"engine.plan", "model.weights.json"} <= {p.name for p in entry.path.iterdir()}
     with engines.build_runner(toy().cuda(), x, backend="tensorrt", options=opts, cache=cache,
                               key_fields={"m": "toy"}, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES) as r2:
-        _close(r2(*x), want)
+        assert_outputs_close(r2(*x), want, **FP16)
 
 
 @pytest.mark.tensorrt
@@ -88,7 +81,7 @@ def test_tensorrt_refit_a_b_a():
         ref = toy()
         engines.eager.copy_weights(ref, with_a)
         ref = ref.cuda().half()
-        _close(first, ref(x[0].cuda(), x[1].cuda().half(), x[2].cuda().half()))
+        assert_outputs_close(first, ref(x[0].cuda(), x[1].cuda().half(), x[2].cuda().half()), **FP16)
         engines.refit(r, engines.fused_weights(base, [(b, 1.0)]))
         assert not torch.equal(r(*_cuda(x))[1], first[1])
         engines.refit(r, engines.fused_weights(base, [(a, 1.0)]))
