@@ -126,6 +126,8 @@ def check_output_path(path: Path, *, overwrite: bool, inputs: tuple[Path, ...] =
         if path.resolve() == src.resolve():
             raise OutputError(f"output {path} is the input: choose another name")
     if not parent.is_dir():
+        if parent.exists():
+            raise OutputError(f"output directory {parent} is a file, not a directory")
         raise OutputError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output directory is not writable: {parent}")

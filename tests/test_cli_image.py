@@ -122,6 +122,15 @@ def test_corrupt_and_mismatched_lora(capsys, photo, tmp_path):
     assert not (tmp_path / "o.png").exists()
 
 
+def test_output_dir_that_is_a_file(capsys, photo, tmp_path):
+    """Runs as root too (unlike the permission test below)."""
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    code, _, err = run(capsys, "image", str(photo), "-o", str(not_a_dir / "o.png"), *TINY)
+    assert_one_line_error(code, err, "is a file, not a directory")
+    assert not_a_dir.read_text() == ""
+
+
 def test_unwritable_output_dir(capsys, photo, tmp_path):
     if os.geteuid() == 0:
         pytest.skip("root can write anywhere: the permission check cannot fail here")
