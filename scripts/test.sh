@@ -27,7 +27,7 @@ pip_install() { python -m pip install -q --disable-pip-version-check "$@"; }
 pip_install "$TORCH_SPEC"
 if [ $latest = 1 ]; then
   echo "installing the newest versions pyproject.toml allows (no lock)" >&2
-  pip_install --upgrade --upgrade-strategy eager -e '.[dev]'
+  pip_install --upgrade --upgrade-strategy eager -e '.[dev]' "$TORCH_SPEC"   # torch stays what TORCH_SPEC says
 else
   echo "installing the locked versions of constraints.txt" >&2
   pip_install --constraint constraints.txt -e '.[dev]'
