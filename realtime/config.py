@@ -33,10 +33,19 @@ DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
 
 
 def _check_range(owner: str, name: str, value: float, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    interval = f"{'(' if lo_open else '['}{lo}, {hi}]"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # a TOML string must not reach a comparison
+        raise UsageError(f"{owner}.{name}={value!r}: must be a number in {interval}")
     ok = (lo < value if lo_open else lo <= value) and value <= hi and math.isfinite(value)
     if not ok:
-        interval = f"{'(' if lo_open else '['}{lo}, {hi}]"
         raise UsageError(f"{owner}.{name}={value!r}: must be in {interval}")
+
+
+def _check_type(owner: str, name: str, value: Any, kind: type | tuple[type, ...], allowed: str) -> None:
+    """``value`` is of ``kind`` (bools are not numbers), else a :class:`UsageError` naming field, value and type."""
+    bad_bool = isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
+    if bad_bool or not isinstance(value, kind):
+        raise UsageError(f"{owner}.{name}={value!r}: must be {allowed}")
 
 
 @dataclass(frozen=True)
@@ -47,10 +56,11 @@ class LoraSpec:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.path:
-            raise UsageError("lora.path: empty")
-        if not math.isfinite(self.scale) or abs(self.scale) > 10:
+        if not isinstance(self.path, str) or not self.path:
+            raise UsageError(f"lora.path={self.path!r}: must be a non-empty file name, hub file or URL")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale) or abs(self.scale) > 10:
             raise UsageError(f"lora {self.path!r} scale={self.scale!r}: must be a number in [-10, 10]")
+        object.__setattr__(self, "scale", float(self.scale))
 
     @classmethod
     def parse(cls, text: str) -> "LoraSpec":
@@ -88,10 +98,12 @@ class TemporalConfig:
     max_skips: int = 10
 
     def __post_init__(self) -> None:
+        for name in ("motion_adaptive", "similarity_filter"):
+            _check_type("temporal", name, getattr(self, name), bool, "true or false")
         _check_range("temporal", "blend", self.blend, 0.0, 1.0, lo_open=True)
         _check_range("temporal", "motion_threshold", self.motion_threshold, 0.0, 100.0, lo_open=True)
         _check_range("temporal", "similarity_threshold", self.similarity_threshold, 0.0, 1.0)
-        if not isinstance(self.max_skips, int) or not 0 <= self.max_skips <= 1000:
+        if isinstance(self.max_skips, bool) or not isinstance(self.max_skips, int) or not 0 <= self.max_skips <= 1000:
             raise UsageError(f"temporal.max_skips={self.max_skips!r}: must be an integer in [0, 1000]")
 
     @property
@@ -118,6 +130,13 @@ class StyleConfig:
     passthrough: bool = False
 
     def __post_init__(self) -> None:
+        owner = f"style[{self.name}]"
+        for name in ("prompt", "negative_prompt", "description"):
+            _check_type(owner, name, getattr(self, name), str, "a string")
+        _check_type(owner, "passthrough", self.passthrough, bool, "true or false")
+        for name in ("canny_low", "canny_high"):
+            if getattr(self, name) is not None:
+                _check_type(owner, name, getattr(self, name), int, "an integer in [0, 255]")
         _check_range(f"style[{self.name}]", "strength", self.strength, 0.0, 1.0, lo_open=True)
         _check_range(f"style[{self.name}]", "control_scale", self.control_scale, 0.0, 5.0)
         _check_range(f"style[{self.name}]", "guidance", self.guidance, 1.0, 30.0)
@@ -225,13 +244,19 @@ def style_from_dict(name: str, data: dict[str, Any], *, source: str = "") -> Sty
         raise UsageError(f"style {where}: [temporal] allows only {', '.join(sorted(_TEMPORAL_KEYS))}")
     if not isinstance(loras, list) or any(not isinstance(x, dict) or "path" not in x for x in loras):
         raise UsageError(f"style {where}: each [[lora]] needs a path (and optionally a scale)")
+    if any(set(x) - {"path", "scale"} for x in loras):
+        raise UsageError(f"style {where}: a [[lora]] allows only path and scale")
     try:
         return StyleConfig(
             name=name,
             temporal=TemporalConfig(**temporal),
-            loras=tuple(LoraSpec(str(x["path"]), float(x.get("scale", 1.0))) for x in loras),
+            loras=tuple(LoraSpec(x["path"], x.get("scale", 1.0)) for x in loras),
             **data,
         )
+    except UsageError as e:
+        if not source:
+            raise
+        raise UsageError(f"style file {where}: {e}") from e
     except TypeError as e:
         raise UsageError(f"style {where}: {e}") from e
 
