@@ -133,11 +133,11 @@ def run_bench(args: argparse.Namespace) -> int:
     """``stylecam bench``: measure, print a summary on stdout, write ``--json``."""
     from .benchrun import run_benchmark
     from .benchschema import write_json_atomic
-    from .options import check_output_path
+    from .preflight import bench_inputs
 
     settings, model, style, run = settings_from_args(args)
-    if args.json:
-        check_output_path(Path(args.json), overwrite=args.overwrite)  # fail before minutes of measuring, not after
+    # models, LoRAs, --source, --face-model, --json and every backend: fail before minutes of measuring, not after
+    bench_inputs(settings, model, style, run, json_path=args.json, overwrite=args.overwrite)
     doc = run_benchmark(settings, model, style, run, command=_command_line())
     sys.stdout.write(summary_text(doc))
     if args.json:

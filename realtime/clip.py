@@ -176,14 +176,6 @@ def plan_outputs(inputs: Sequence[str | os.PathLike[str]], output: str | os.Path
     return pairs
 
 
-def display_size(path: Path) -> Size:
-    """The display size (after rotation) of a video's first frame; bad input raises the usual one-line errors."""
-    from .filesource import FileSource
-
-    with FileSource(path, queue_size=1) as source:
-        return source.size
-
-
 # ------------------------------------------------------------------------------------------------------ the runner
 class _BatchDetector:
     """One MediaPipe detector for a whole batch: each file's timestamps are shifted past the previous file's (VIDEO
@@ -202,17 +194,6 @@ class _BatchDetector:
 
     def close(self) -> None:
         pass
-
-
-def _face_model(explicit: str | None) -> Path:
-    """The face model (:func:`realtime.face.resolve_face_model`); its one-line error also names ``--no-face``."""
-    from .errors import ModelNotFound
-    from .face import resolve_face_model
-
-    try:
-        return resolve_face_model(explicit)
-    except ModelNotFound as e:
-        raise ModelNotFound(f"{e} (or --no-face to turn face framing off)") from e
 
 
 class ClipStylizer:
@@ -238,8 +219,9 @@ class ClipStylizer:
         if options.face:
             from .face import FaceDetector
             from .framing import FramingConfig
+            from .preflight import face_model
 
-            det = FaceDetector(_face_model(options.face_model), min_detection_confidence=FramingConfig().min_score)
+            det = FaceDetector(face_model(options.face_model), min_detection_confidence=FramingConfig().min_score)
             self._detector = _BatchDetector(det)
 
     # -- one file
@@ -430,12 +412,12 @@ def options_from_args(args: argparse.Namespace) -> ClipOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``stylecam clip``: every check that needs no decoding first (exit 2 before any file starts), then the models
-    once, then each file. One input: its error is the command's. Several: 0 when all succeeded, else 1."""
+    """``stylecam clip``: every input checked first (:func:`realtime.preflight.clip_inputs`: exit 2 before any model
+    loads), then the models once, then each file. One input: its error is the command's. Several: each bad file is
+    reported on its own line and the others go on; 0 when all succeeded, else 1."""
     from .console import one_line
     from .options import model_from_args, run_from_args, style_from_args
-    from .pipeline import build_stylizer, canny_config
-    from .edges import EdgeDetector
+    from .preflight import clip_inputs
 
     opts = options_from_args(args)
     style = style_from_args(args)
@@ -444,21 +426,34 @@ def run(args: argparse.Namespace) -> int:
     check_encoder(opts.codec, opts.pix_fmt)
     pairs = plan_outputs(args.inputs, args.output)
     batch = len(pairs) > 1
-    if not batch:
-        from .options import check_input_file, check_output_path
+    checked, bad = clip_inputs(pairs, opts, style, model, batch=batch)
+    for src, e in bad:
+        log.error("%s failed: %s", src, one_line(e))
+    failed = [src for src, _ in bad]
+    written = 0
+    if checked:
+        written = _run_files(args, opts, style, model, checked, failed)
+    if batch:
+        log.info("%d of %d files written to %s%s", written, len(pairs), pairs[0][1].parent,
+                 f"; failed: {', '.join(p.name for p in failed)}" if failed else "")
+    return 1 if failed else 0
 
-        src, dst = pairs[0]
-        check_input_file(src)
-        check_output_path(dst, overwrite=opts.overwrite, inputs=(src,))
-    if opts.face:
-        _face_model(opts.face_model)  # a missing face model fails here, before the models load
+
+def _run_files(args: argparse.Namespace, opts: ClipOptions, style: Any, model: Any,
+               checked: list[tuple[Path, Path, Size]], failed: list[Path]) -> int:
+    """Load the models once and stylize each checked file; returns how many were written (failures appended)."""
+    from .console import one_line
+    from .edges import EdgeDetector
+    from .options import run_from_args
+    from .pipeline import build_stylizer, canny_config
+
+    batch = len(checked) + len(failed) > 1
     if style.passthrough and args.size == "auto":
         run_cfg, work = None, None  # as live: no model, frames cropped straight to each output size
-    else:
-        run_cfg = run_from_args(args, _size_basis(args, opts, pairs, batch))
+    else:  # --size auto: from --output-size, else the first input's display size
+        run_cfg = run_from_args(args, opts.output_size or checked[0][2])
         work = run_cfg.size
     stylizer = build_stylizer(model, style, run_cfg) if run_cfg is not None else None
-    failed: list[Path] = []
     written = 0
     try:
         runner = ClipStylizer(opts, work, stylizer=stylizer, edges=EdgeDetector(canny_config(style)), style=style)
@@ -467,36 +462,18 @@ def run(args: argparse.Namespace) -> int:
             stylizer.close()
         raise
     with runner:
-        for src, dst in pairs:
+        for src, dst, _ in checked:
             try:
                 runner.process(src, dst)
                 written += 1
             except KeyboardInterrupt:
                 if batch:
-                    log.warning("interrupted: %d of %d file(s) written before, the rest not started", written, len(pairs))
+                    log.warning("interrupted: %d of %d file(s) written before, the rest not started", written,
+                                len(checked) + len(failed))
                 raise
             except Exception as e:
                 if not batch:
                     raise
                 failed.append(src)
                 log.error("%s failed: %s", src, one_line(e))
-    if batch:
-        log.info("%d of %d files written to %s%s", written, len(pairs), pairs[0][1].parent,
-                 f"; failed: {', '.join(p.name for p in failed)}" if failed else "")
-    return 1 if failed else 0
-
-
-def _size_basis(args: argparse.Namespace, opts: ClipOptions, pairs: list[tuple[Path, Path]], batch: bool) -> Size:
-    """The output size that ``--size auto`` picks the model size from: ``--output-size``, else the first input that
-    opens (one input: its errors are the command's, before any model is loaded)."""
-    if args.size != "auto":
-        return Size(512, 512)  # unused: the explicit size wins
-    if opts.output_size is not None:
-        return opts.output_size
-    for src, _ in pairs:
-        try:
-            return display_size(src)
-        except Exception:
-            if not batch:
-                raise
-    return Size(512, 512)  # nothing opens: every file will fail on its own line
+    return written

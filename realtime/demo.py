@@ -85,16 +85,15 @@ def add_parser(sub: argparse._SubParsersAction, add_global: Callable[[argparse.A
 def run(args: argparse.Namespace) -> int:
     from .errors import OutputError, UsageError
 
+    from .cli import build_parser
+    from .geometry import Size
+    from .options import run_from_args
+    from .preflight import demo_inputs
+
     if not 0.5 <= args.seconds <= 120:
         raise UsageError(f"--seconds {args.seconds}: must be between 0.5 and 120")
     out_dir = Path(args.out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {out_dir}: {e.strerror}") from e
     clip = out_dir / "demo.mp4"
-    log.info("making the demo clip %s (%.0f s)", clip, args.seconds)
-    make_demo_clip(clip, args.seconds)
     target = out_dir / f"demo_{Path(args.style).stem}.mp4"
     argv = ["clip", str(clip), "-o", str(target), "--overwrite", "--style", args.style]
     for name in ("model", "size", "device", "dtype", "backend"):
@@ -102,9 +101,15 @@ def run(args: argparse.Namespace) -> int:
             argv += [f"--{name}", getattr(args, name)]
     if args.debug:
         argv.append("--debug")
-    from .cli import build_parser
-
     clip_args = build_parser().parse_args(argv)
+    run_from_args(clip_args, Size(1280, 720))  # --size, --device, --dtype: checked before seconds of clip making
+    demo_inputs(args, clip_args)  # style, model, face model, encoders, output directory
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {out_dir}: {e.strerror}") from e
+    log.info("making the demo clip %s (%.0f s)", clip, args.seconds)
+    make_demo_clip(clip, args.seconds)
     code = int(clip_args.func(clip_args) or 0)
     if code == 0:
         sys.stdout.write(f"demo clip: {clip}\nstylized:  {target}\n")

@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction, add_global: Callable[[argparse.A
 def run_build(args: argparse.Namespace) -> int:
     from .geometry import parse_size
     from .options import model_from_args, run_from_args, style_from_args
-    from .pipeline import build_stylizer
+    from .preflight import build_inputs
 
     style = style_from_args(args)
     if style.passthrough:
@@ -45,9 +45,13 @@ def run_build(args: argparse.Namespace) -> int:
     run = run_from_args(args, parse_size(args.output_size, what="--output-size"))
     if run.backend == "eager":
         raise UsageError("--backend eager has nothing to build: choose auto, compile, onnxruntime or tensorrt")
+    model = model_from_args(args)
+    build_inputs(style, model, run)  # models, LoRAs and the backend on this device, before anything loads
+    from .pipeline import build_stylizer
+
     t0 = time.perf_counter()
     log.info("building the %s engine for %s at %s (the first TensorRT build takes minutes)", run.backend, args.model, run.size)
-    stylizer = build_stylizer(model_from_args(args), style, run)
+    stylizer = build_stylizer(model, style, run)
     try:
         runner = stylizer.runner
         import numpy as np

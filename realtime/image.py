@@ -53,19 +53,15 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
 
 def stylize_image(args) -> int:  # noqa: ANN001 - argparse namespace from realtime.cli
     """Run ``stylecam image`` from parsed arguments; returns the exit code."""
-    from .options import check_input_file, check_output_path, model_from_args, output_size_arg, run_from_args, style_from_args
-    from .pipeline import FrameProcessor, build_stylizer, canny_config
-    from .edges import EdgeDetector
+    from .options import output_size_arg, run_from_args
+    from .preflight import image_inputs
 
-    src = check_input_file(args.input)
-    dst = Path(args.output)
-    image_format(dst)
-    check_output_path(dst, overwrite=args.overwrite, inputs=(src,))
-    style = style_from_args(args)
-    model = model_from_args(args)
-    frame = read_image(src)
+    _, dst, frame, style, model = image_inputs(args)  # every input checked before any model loads
     out_size = output_size_arg(args.output_size) or Size(frame.shape[1], frame.shape[0])
     run = run_from_args(args, out_size)
+    from .edges import EdgeDetector
+    from .pipeline import FrameProcessor, build_stylizer, canny_config
+
     t0 = time.perf_counter()
     stylizer = build_stylizer(model, style, run)
     t1 = time.perf_counter()

@@ -1,7 +1,8 @@
 """Building a live session from ``stylecam live``'s arguments (kept apart from the loop in :mod:`realtime.live`).
 
-Order: validate the options, open the source (no camera -> exit 2), open the sinks (no virtual camera device, no
-display, unwritable file -> exit 2), resolve the face model, load the stylizer (slow), then warm it up on a grey frame
+Order: validate the options, check the inputs (:func:`realtime.preflight.live_inputs`: a file source decodes, file
+outputs, the face model, model specs and LoRAs), open the source (no camera -> exit 2), open the sinks (no virtual
+camera device, no display, unwritable file -> exit 2), the face framer, load the stylizer (slow), then warm it up on a grey frame
 before the loop starts, so the first frame delivered is a real stylized frame. Everything opened is registered on the
 caller's :class:`contextlib.ExitStack`, so a failure half-way closes what was opened (file sinks leave nothing).
 """
@@ -76,6 +77,7 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
     from .face import FaceFramer, FramingConfig
     from .options import model_from_args, run_from_args, style_from_args
     from .pipeline import FrameProcessor, build_stylizer, canny_config
+    from .preflight import live_inputs
     from .session import LiveSession
     from .sinks import open_sinks
     from .temporal import SimilarityFilter
@@ -97,14 +99,13 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
     work_size = out_size if style.passthrough and args.size == "auto" else run_cfg.size
     specs = output_specs(args)
     control = ControlFile(args.control_file) if args.control_file else None
+    live_inputs(args, style, model, specs)  # files, encoders, face model, models and LoRAs: before anything opens
 
-    # --- devices
+    # --- devices (no log line before they are all open: a missing device is the only line the user sees)
     source = open_source(args.source, width=cam.width, height=cam.height, fps=args.fps or 30, mjpg=args.mjpg,
                          paced=not args.no_pace)
     stack.callback(source.close)
     fps = float(args.fps or source.fps or 30.0)
-    log.info("source %s: %s at %.3g fps%s", args.source, source.size, source.fps,
-             "" if not hasattr(source, "paced") else (" (paced)" if source.paced else " (as fast as possible)"))
     sinks = open_sinks(specs, out_size.width, out_size.height, fps, overwrite=args.overwrite,
                        vcam_backend=args.vcam_backend, vcam_device=args.vcam_device)
     for sink in reversed(sinks):  # on a failure below: file sinks are aborted (nothing left behind)
@@ -112,6 +113,8 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
 
     framer = FaceFramer(FramingConfig(enabled=not args.no_face), source.size, work_size.aspect, model=args.face_model)
     stack.callback(framer.close)
+    log.info("source %s: %s at %.3g fps%s", args.source, source.size, source.fps,
+             "" if not hasattr(source, "paced") else (" (paced)" if source.paced else " (as fast as possible)"))
 
     # --- the stylizer (slow), then its warm-up
     stylizer = None

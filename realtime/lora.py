@@ -20,6 +20,39 @@ from .models import Components, cache_dir, check_not_pickle, file_sha256, hub_of
 log = logging.getLogger(__name__)
 
 
+def _hub_file(spec: LoraSpec, allow_pickle: bool) -> tuple[str, str] | None:
+    """``(repo, filename)`` when ``spec`` names a hub file ``owner/repo/[dir/]file.safetensors``, else None."""
+    parts = spec.path.split("/")
+    suffixes = (".safetensors",) + ((".bin", ".pt", ".ckpt") if allow_pickle else ())
+    if len(parts) >= 3 and not spec.path.startswith((".", "/", "~")) and parts[-1].endswith(suffixes):
+        return "/".join(parts[:2]), "/".join(parts[2:])
+    return None
+
+
+def _url_target(url: str) -> Path:
+    """Where a LoRA downloaded from ``url`` is cached."""
+    name = url.rsplit("/", 1)[-1].split("?")[0] or "lora.safetensors"
+    return cache_dir() / "loras" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+
+
+def local_lora(spec: LoraSpec, allow_pickle: bool = False) -> Path | None:
+    """:func:`resolve_lora` without the network: the local path when the file is here (a local file, or a hub or URL
+    file already cached), ``None`` when it would have to be downloaded; the same errors as :func:`resolve_lora`."""
+    if Path(spec.path).expanduser().is_file() or hub_offline():
+        return resolve_lora(spec, allow_pickle)  # offline, resolve_lora looks only at the caches
+    if spec.path.startswith(("https://", "http://")):
+        target = _url_target(spec.path)
+        check_not_pickle(target, allow_pickle, "LoRA")
+        return target if target.is_file() else None
+    hub = _hub_file(spec, allow_pickle)
+    if hub is not None:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(*hub)
+        return Path(found) if isinstance(found, str) else None
+    return resolve_lora(spec, allow_pickle)  # not found: its one-line error
+
+
 def resolve_lora(spec: LoraSpec, allow_pickle: bool = False) -> Path:
     """A local file, a hub file ``owner/repo/[dir/]file.safetensors`` or an https URL -> a local path."""
     path = Path(spec.path).expanduser()
@@ -28,11 +61,11 @@ def resolve_lora(spec: LoraSpec, allow_pickle: bool = False) -> Path:
         return path
     if spec.path.startswith(("https://", "http://")):
         return _download_url(spec.path, allow_pickle)
-    parts = spec.path.split("/")
-    if len(parts) >= 3 and not spec.path.startswith((".", "/", "~")) and parts[-1].endswith((".safetensors",) + ((".bin", ".pt", ".ckpt") if allow_pickle else ())):
+    hub = _hub_file(spec, allow_pickle)
+    if hub is not None:
         from huggingface_hub import hf_hub_download
 
-        repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+        repo, filename = hub
         try:
             return Path(hf_hub_download(repo, filename, local_files_only=hub_offline()))
         except Exception as e:  # noqa: BLE001 - any hub failure is the same one-line error for the user
@@ -44,9 +77,8 @@ def resolve_lora(spec: LoraSpec, allow_pickle: bool = False) -> Path:
 
 
 def _download_url(url: str, allow_pickle: bool) -> Path:
-    name = url.rsplit("/", 1)[-1].split("?")[0] or "lora.safetensors"
-    check_not_pickle(Path(name), allow_pickle, "LoRA")
-    target = cache_dir() / "loras" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+    target = _url_target(url)
+    check_not_pickle(target, allow_pickle, "LoRA")
     if target.is_file():
         return target
     if hub_offline():

@@ -281,19 +281,14 @@ def build_stylizer(model: ModelConfig, style: StyleConfig, run: RunConfig) -> An
     from .models import load_components, resolve_device, resolve_dtype
     from .stylizer import Stylizer
 
+    from .preflight import check_backend
+
     device = resolve_device(run.device)
     dtype = resolve_dtype(run.dtype, device)
-    if run.backend not in ("eager", "auto"):
-        from engines import get_backend
-
-        ok, why = get_backend(run.backend).is_available(device)
-        if not ok:  # before any model loads: a missing extra is a one-line error, never a silent fallback
-            from engines import BackendUnavailable
-
-            raise BackendUnavailable(why)
-    if device.type == "cpu":
-        log.warning("running on the CPU: expect seconds per frame at real model sizes (a CUDA GPU gives real time)")
+    check_backend(run.backend, device)  # before any model loads: a missing extra is a one-line error, no fallback
     comps = load_components(model, device, dtype, seed=run.seed)
+    if device.type == "cpu":  # after loading: a bad input's one-line error is never preceded by this warning
+        log.warning("running on the CPU: expect seconds per frame at real model sizes (a CUDA GPU gives real time)")
     fuse_loras(comps, style.loras, allow_pickle=model.allow_pickle)
     runner_factory = None
     if run.backend != "eager":

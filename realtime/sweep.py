@@ -257,13 +257,18 @@ def output_paths(job: SweepJob) -> list[Path]:
     return paths + [job.out_dir / "settings.json", job.out_dir / "settings.csv"]
 
 
-def _prepare_out_dir(job: SweepJob) -> None:
+def check_out_dir(job: SweepJob) -> None:
+    """The outputs may be written: ``--out-dir`` is not a file, no output exists unless ``--overwrite``."""
     if job.out_dir.exists() and not job.out_dir.is_dir():
         raise OutputError(f"--out-dir {job.out_dir} is a file: give a directory")
     existing = [p for p in output_paths(job) if p.exists()]
     if existing and not job.overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputError(f"output {existing[0]} exists{more}: pass --overwrite to replace")
+
+
+def _prepare_out_dir(job: SweepJob) -> None:
+    check_out_dir(job)
     try:
         for p in job.inputs:
             (job.out_dir / Path(p).stem).mkdir(parents=True, exist_ok=True)
@@ -473,7 +478,10 @@ def job_from_args(args: argparse.Namespace) -> SweepJob:
 
 def sweep_main(args: argparse.Namespace) -> int:
     """Run a sweep from parsed options (exceptions are turned into exit codes by the caller)."""
+    from .preflight import sweep_inputs
+
     job = job_from_args(args)
+    sweep_inputs(job)  # images, outputs, models and LoRAs: before any model loads
     log.info("sweep: %d setting(s) x %d input(s) -> %s", len(job.settings), len(job.inputs), job.out_dir)
     report = run_sweep(job)
     log.info("wrote %d output(s), %d grid(s), %s and %s", len(report.records), len(report.grids),

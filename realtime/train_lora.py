@@ -299,9 +299,11 @@ def config_from_args(args: "argparse.Namespace") -> TrainConfig:
 def train(cfg: TrainConfig, components: Any = None) -> TrainResult:
     """Check the outputs, build the trainer (resuming if asked), train, write the LoRA."""
     from .lora_trainer import LoraTrainer
+    from .preflight import train_inputs
 
     check_outputs(cfg)
     checkpoint = find_checkpoint(cfg.resume) if cfg.resume is not None else None  # before any model is loaded
+    train_inputs(cfg, model=components is None)  # data images, validation image and style, model specs
     with LoraTrainer(cfg, components) as trainer:
         if checkpoint is not None:
             trainer.load_checkpoint(checkpoint)

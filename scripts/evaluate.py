@@ -112,6 +112,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--no-clip with --prompt/--clip-model: choose one")
     if args.no_face and args.face_model is not None:
         raise UsageError("--no-face with --face-model: choose one")
+    from realtime.preflight import evaluate_inputs
+
+    # both files decode (a clip: its first frame) before the face and CLIP models load
+    evaluate_inputs(args.mode, args.input, args.output, face=not args.no_face, face_model_path=args.face_model)
     settings = MetricSettings(edge_tolerance=args.edge_tolerance, canny_sigma=args.canny_sigma,
                               canny_blur=args.canny_blur, flow=args.flow,
                               static_threshold=args.static_threshold)

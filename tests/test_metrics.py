@@ -415,7 +415,11 @@ def test_script_missing_file_exits_2_with_one_line(tmp_path, astronaut):
     assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "nope.png: no such file" in lines[0]
+    # a still image is not a clip: found before any model (CLIP, face) is looked for
     r = run_script("clip", str(png), str(png), "--no-face", "--prompt", "a watercolor", "--clip-model", "stylecam-tests/no-clip")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "still image" in r.stderr
+    mp4 = write_mp4(tmp_path / "a.mp4", [astronaut[:64, :64]] * 2)
+    r = run_script("clip", str(mp4), str(mp4), "--no-face", "--prompt", "a watercolor", "--clip-model", "stylecam-tests/no-clip")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "no-clip" in r.stderr
 
 
