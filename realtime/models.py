@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import TAESD_REPO, ModelConfig
 from .errors import DeviceUnavailable, ModelNotFound, UsageError
+from .hubfiles import PIPELINE_PARTS, cached_snapshot, cached_weights, missing_parts
 
 if TYPE_CHECKING:
     import torch
@@ -27,7 +28,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
+# Full pickles: loading them may need unsafe unpickling, so only with --allow-pickle. ``.bin`` is not here: diffusers
+# 0.42.1 (diffusers/models/model_loading_utils.py, load_state_dict: ``torch.load(..., weights_only=True)``) and
+# transformers 5.23 (transformers/modeling_utils.py, load_state_dict(weights_only=True), the default of
+# from_pretrained's ``weights_only``, behind check_torch_load_is_safe: torch >= 2.6) read ``.bin`` weights with torch's
+# weights-only unpickler, which builds tensors and plain containers and runs no code; so does our LoRA reader.
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".pkl")
 
 # SD-Turbo's scheduler (EulerDiscreteScheduler config from stabilityai/sd-turbo); only the noise schedule and the
 # prediction type matter for a one-step frame.
@@ -275,25 +281,75 @@ def spec_kind(spec: str) -> str:
     raise ModelNotFound(f"model {spec!r} not found: not a local file or directory, a hub id (owner/name) or random:<arch>")
 
 
+def offline_not_cached(what: str, spec: str) -> ModelNotFound:
+    """The one-line error for a hub model that is not cached while offline: it names the model and the fix."""
+    pull = {"model": f"--model {spec}", "controlnet": f"--controlnet {spec}", "full vae": f"--model {spec} --vae full"}
+    return ModelNotFound(
+        f"{what} {spec!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: run `stylecam models pull "
+        f"{pull.get(what, f'--vae {spec}')}` on a connected machine (then copy its cache here and point HF_HOME at it), "
+        "or unset HF_HUB_OFFLINE"
+    )
+
+
 def hub_load(loader: Callable[..., Any], spec: str, what: str, **kwargs: Any) -> Any:
-    """Call a ``from_pretrained``-style ``loader``: the local cache first, then (unless offline) the hub."""
+    """Call a ``from_pretrained``-style ``loader``: the local cache first, then (unless offline) the hub.
+
+    Before a download the hub is asked once (a few seconds at most) whether it is reachable and has ``spec``, so no
+    network or a wrong id is one line at once instead of the libraries' retries.
+    """
     try:
         return loader(spec, local_files_only=True, **kwargs)
     except (OSError, ValueError) as e:
         if hub_offline():
-            raise ModelNotFound(
-                f"{what} {spec!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: run once online "
-                "(unset HF_HUB_OFFLINE) to download it, or pass a local directory"
-            ) from e
-    log.info("downloading %s %s from the Hugging Face hub (first run only)", what, spec)
+            raise offline_not_cached(what, spec) from e
+    from .modelpull import probe_repo
+
+    probe_repo(spec, what)
+    log.info("downloading %s %s from the Hugging Face hub (first run only; `stylecam models pull` fetches ahead of "
+             "time with the total size and a progress bar)", what, spec)
     try:
         return loader(spec, **kwargs)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelNotFound(
             f"{what} {spec!r} could not be loaded from the Hugging Face hub ({first}): check the id, your network and "
-            "that you accepted the model's licence (huggingface-cli login), or pass a local directory"
+            "that you accepted the model's licence (set HF_TOKEN), or pass a local directory"
         ) from e
+
+
+def hub_repos(cfg: ModelConfig) -> list[tuple[str, str, tuple[str, ...] | None]]:
+    """``(what, repo id, component folders or None for a model repo)`` for each hub repo that ``cfg`` loads."""
+    out: list[tuple[str, str, tuple[str, ...] | None]] = []
+    if spec_kind(cfg.model) == "hub":
+        out.append(("model", cfg.model, PIPELINE_PARTS))
+        if cfg.vae_spec == "full":
+            out.append(("full vae", cfg.model, ("vae",)))
+    if cfg.controlnet_spec and spec_kind(cfg.controlnet_spec) == "hub":
+        out.append(("controlnet", cfg.controlnet_spec, None))
+    vae = TAESD_REPO if cfg.vae_spec == "taesd" else cfg.vae_spec
+    if vae != "full" and spec_kind(vae) == "hub":
+        out.append(("vae", vae, None))
+    return out
+
+
+def check_models_available(cfg: ModelConfig) -> None:
+    """Pre-flight: raise what loading ``cfg`` would raise for a missing model, without loading anything.
+
+    Every spec must resolve (:func:`spec_kind`: a local path that exists, a hub id or ``random:<arch>``); when
+    ``HF_HUB_OFFLINE`` is set, every hub repo must be in the Hugging Face cache with the files the loaders read
+    (config and weights of each component), else the same one-line :class:`ModelNotFound` as :func:`hub_load`.
+    Online, hub repos that are not cached are left to the loaders (they download). Cheap: file-system look-ups only,
+    no torch, no network.
+    """
+    for spec in (cfg.model, cfg.controlnet_spec, cfg.vae_spec):
+        if spec and spec not in ("taesd", "full"):
+            spec_kind(spec)
+    if not hub_offline():
+        return
+    for what, repo, parts in hub_repos(cfg):
+        snap = cached_snapshot(repo)
+        if snap is None or missing_parts(snap, parts):
+            raise offline_not_cached(what, repo)
 
 
 def describe_source(spec: str) -> str:
@@ -327,6 +383,7 @@ def load_components(cfg: ModelConfig, device: "torch.device", dtype: "torch.dtyp
     """
     import torch
 
+    fp16 = dtype == torch.float16  # load the fp16 variant of hub/local weights where it is there (see _pretrained_kwargs)
     main_kind = spec_kind(cfg.model)
     if main_kind == "random":
         arch = random_arch(cfg.model)
@@ -339,10 +396,10 @@ def load_components(cfg: ModelConfig, device: "torch.device", dtype: "torch.dtyp
     elif main_kind == "file":
         unet, text_encoder, tokenizer, scheduler_config, full_vae = _load_single_file(Path(cfg.model), cfg.allow_pickle)
     else:
-        unet, text_encoder, tokenizer, scheduler_config, full_vae = _load_diffusers_model(cfg.model, cfg.allow_pickle)
+        unet, text_encoder, tokenizer, scheduler_config, full_vae = _load_diffusers_model(cfg.model, fp16)
 
-    controlnet = _load_controlnet(cfg.controlnet_spec, cfg.allow_pickle, seed, unet) if cfg.controlnet_spec else None
-    vae = _load_vae(cfg, full_vae, seed)
+    controlnet = _load_controlnet(cfg.controlnet_spec, cfg.allow_pickle, seed, unet, fp16) if cfg.controlnet_spec else None
+    vae = _load_vae(cfg, full_vae, seed, fp16)
     sources = {"model": describe_source(cfg.model), "vae": cfg.vae_spec if cfg.vae_spec.startswith(("taesd", "full")) else describe_source(cfg.vae_spec)}
     sources["controlnet"] = describe_source(cfg.controlnet_spec) if cfg.controlnet_spec else "none"
     if cfg.is_random:
@@ -356,17 +413,32 @@ def load_components(cfg: ModelConfig, device: "torch.device", dtype: "torch.dtyp
     return comps
 
 
-def _pretrained_kwargs(allow_pickle: bool) -> dict[str, Any]:
-    return {"use_safetensors": None if allow_pickle else True}
+def _pretrained_kwargs(spec: str, subfolder: str, fp16: bool) -> dict[str, Any]:
+    """``from_pretrained`` options for a hub id or local diffusers directory.
+
+    Safetensors where the folder has them, else ``.bin`` through the weights-only loader (no code runs; see
+    PICKLE_SUFFIXES), so no --allow-pickle is needed. ``variant="fp16"`` when the weights there (a local directory,
+    or the cached snapshot of a hub id) include the fp16 variant and the run is fp16, or the fp16 files are the only
+    ones; else the default files. Not cached yet: ``use_safetensors=None`` (the libraries prefer safetensors).
+    """
+    kw: dict[str, Any] = {"use_safetensors": None}
+    root = Path(spec).expanduser() if spec_kind(spec) == "dir" else cached_snapshot(spec)
+    found = cached_weights(root / subfolder, fp16) if root is not None else None
+    if found is not None:  # say which files, so the libraries do not log a failed safetensors look-up first
+        kw["use_safetensors"] = found[1] == "safetensors"
+        if found[0]:
+            kw["variant"] = found[0]
+    if subfolder:
+        kw["subfolder"] = subfolder
+    return kw
 
 
-def _load_diffusers_model(spec: str, allow_pickle: bool) -> tuple[Any, Any, Any, dict[str, Any], Any]:
+def _load_diffusers_model(spec: str, fp16: bool) -> tuple[Any, Any, Any, dict[str, Any], Any]:
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    kw = _pretrained_kwargs(allow_pickle)
-    unet = hub_load(UNet2DConditionModel.from_pretrained, spec, "model", subfolder="unet", **kw)
-    text_encoder = hub_load(CLIPTextModel.from_pretrained, spec, "model", subfolder="text_encoder", **kw)
+    unet = hub_load(UNet2DConditionModel.from_pretrained, spec, "model", **_pretrained_kwargs(spec, "unet", fp16))
+    text_encoder = hub_load(CLIPTextModel.from_pretrained, spec, "model", **_pretrained_kwargs(spec, "text_encoder", fp16))
     tokenizer = hub_load(CLIPTokenizer.from_pretrained, spec, "model", subfolder="tokenizer")
     scheduler_config = dict(hub_load(DDPMScheduler.load_config, spec, "model", subfolder="scheduler"))
     return unet, text_encoder, tokenizer, scheduler_config, spec
@@ -382,7 +454,7 @@ def _load_single_file(path: Path, allow_pickle: bool) -> tuple[Any, Any, Any, di
     return pipe.unet, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config), pipe.vae
 
 
-def _load_controlnet(spec: str, allow_pickle: bool, seed: int, unet: Any) -> Any:
+def _load_controlnet(spec: str, allow_pickle: bool, seed: int, unet: Any, fp16: bool = False) -> Any:
     import torch
     from diffusers import ControlNetModel
 
@@ -396,10 +468,10 @@ def _load_controlnet(spec: str, allow_pickle: bool, seed: int, unet: Any) -> Any
     if kind == "file":
         check_not_pickle(Path(spec), allow_pickle, "controlnet")
         return hub_load(ControlNetModel.from_single_file, spec, "controlnet")
-    return hub_load(ControlNetModel.from_pretrained, spec, "controlnet", **_pretrained_kwargs(allow_pickle))
+    return hub_load(ControlNetModel.from_pretrained, spec, "controlnet", **_pretrained_kwargs(spec, "", fp16))
 
 
-def _load_vae(cfg: ModelConfig, full_vae: Any, seed: int) -> Any:
+def _load_vae(cfg: ModelConfig, full_vae: Any, seed: int, fp16: bool = False) -> Any:
     import torch
     from diffusers import AutoencoderKL, AutoencoderTiny
 
@@ -409,9 +481,9 @@ def _load_vae(cfg: ModelConfig, full_vae: Any, seed: int) -> Any:
             raise UsageError("--vae full: a random: model has no full VAE; use --vae taesd or a VAE spec")
         if not isinstance(full_vae, str):
             return full_vae
-        return hub_load(AutoencoderKL.from_pretrained, full_vae, "vae", subfolder="vae", **_pretrained_kwargs(cfg.allow_pickle))
+        return hub_load(AutoencoderKL.from_pretrained, full_vae, "full vae", **_pretrained_kwargs(full_vae, "vae", fp16))
     if spec == "taesd":
-        return hub_load(AutoencoderTiny.from_pretrained, TAESD_REPO, "vae", **_pretrained_kwargs(cfg.allow_pickle))
+        return hub_load(AutoencoderTiny.from_pretrained, TAESD_REPO, "vae", **_pretrained_kwargs(TAESD_REPO, "", fp16))
     kind = spec_kind(spec)
     if kind == "random":
         arch = random_arch(spec)
@@ -422,4 +494,4 @@ def _load_vae(cfg: ModelConfig, full_vae: Any, seed: int) -> Any:
         check_not_pickle(Path(spec), cfg.allow_pickle, "vae")
         return hub_load(AutoencoderKL.from_single_file, spec, "vae")
     loader = AutoencoderTiny if "taesd" in spec.lower() else AutoencoderKL
-    return hub_load(loader.from_pretrained, spec, "vae", **_pretrained_kwargs(cfg.allow_pickle))
+    return hub_load(loader.from_pretrained, spec, "vae", **_pretrained_kwargs(spec, "", fp16))
