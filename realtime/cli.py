@@ -1,4 +1,4 @@
-"""``stylecam``: image | live | clip | bench | build | styles | devices | cache | doctor.
+"""``stylecam``: image | live | clip | bench | build | styles | devices | cache | doctor | models.
 
 Only this module (and the scripts' ``main``) configures logging and turns errors into exit codes (GUIDE 6.12).
 Heavy libraries are imported inside the commands, so ``stylecam --help`` is fast.
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Modules that register a subcommand (``add_parser(subparsers, add_global_options)``), in help order.
-_COMMAND_MODULES: tuple[str, ...] = ("clip", "engine_cmds", "live", "devices", "demo", "bench")
+_COMMAND_MODULES: tuple[str, ...] = ("clip", "engine_cmds", "live", "devices", "demo", "bench", "models_cmd")
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
