@@ -149,7 +149,7 @@ def check_model_spec(spec: str, what: str = "--model", allow_pickle: bool = Fals
     """A model spec that resolves: ``random:<arch>`` with a known arch, an existing file (not a pickle unless
     allowed) or directory, or a hub id. Returns its kind (:func:`realtime.models.spec_kind`).
 
-    Whether a hub id is in the cache while offline is found when it loads (it needs the hub client's view of it)."""
+    Whether a hub id is in the cache while offline: :func:`check_model` (``models.check_models_available``)."""
     from .models import check_not_pickle, random_arch, spec_kind
 
     try:
@@ -164,12 +164,16 @@ def check_model_spec(spec: str, what: str = "--model", allow_pickle: bool = Fals
 
 
 def check_model(model: ModelConfig) -> None:
-    """Every spec of ``model``: the model, its ControlNet and a VAE given as a spec (not ``taesd``/``full``)."""
+    """Every spec of ``model``: the model, its ControlNet and a VAE given as a spec (not ``taesd``/``full``); while
+    offline, every hub repo they need is in the Hugging Face cache (file-system look-ups only)."""
+    from .models import check_models_available
+
     check_model_spec(model.model, "--model", model.allow_pickle)
     if model.controlnet_spec is not None:
         check_model_spec(model.controlnet_spec, "--controlnet", model.allow_pickle)
     if model.vae_spec not in ("taesd", "full"):
         check_model_spec(model.vae_spec, "--vae", model.allow_pickle)
+    check_models_available(model)
 
 
 def check_style_models(style: StyleConfig, model: ModelConfig | None) -> None:

@@ -105,6 +105,8 @@ def _image_case(kind: str, f: dict[str, Path], out: Path) -> tuple[list[str], st
         "missing-model": ([str(f["png"]), "-o", dst, "--model", str(out.parent / "no-model")], "not found"),
         "unknown-random": ([str(f["png"]), "-o", dst, "--model", "random:huge"], "random:tiny"),
         "missing-controlnet": ([str(f["png"]), "-o", dst, "--controlnet", "./no-cnet"], "--controlnet"),
+        "hub-not-cached": ([str(f["png"]), "-o", dst, "--model", "stylecam-tests/not-cached", "--controlnet", "none"],
+                           "not in the Hugging Face cache"),
         "output-suffix": ([str(f["png"]), "-o", str(out / "x.xyz")], "unknown image type"),
         "output-is-input": ([str(f["png"]), "-o", str(f["png"]), "--overwrite"], "is the input"),
     }
@@ -113,8 +115,8 @@ def _image_case(kind: str, f: dict[str, Path], out: Path) -> tuple[list[str], st
 
 
 IMAGE_CASES = ["missing-input", "not-an-image", "missing-lora", "corrupt-lora", "truncated-lora", "no-lora-keys",
-               "pickle-lora", "bad-style", "missing-model", "unknown-random", "missing-controlnet", "output-suffix",
-               "output-is-input"]
+               "pickle-lora", "bad-style", "missing-model", "unknown-random", "missing-controlnet", "hub-not-cached",
+               "output-suffix", "output-is-input"]
 
 
 @pytest.mark.parametrize("kind", IMAGE_CASES)
