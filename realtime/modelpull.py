@@ -46,7 +46,7 @@ class RepoPlan:
         return {p: n for p, n in self.files.items() if not self.cached(p)}
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
+def transport_errors() -> tuple[type[BaseException], ...]:
     """The HTTP client's network-level errors (huggingface_hub 2.x uses httpx2, 1.x httpx, older requests)."""
     errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
     for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError")):
@@ -71,7 +71,7 @@ def hub_error(exc: BaseException, what: str, repo_id: str) -> ModelNotFound | No
                              "private repo needs HF_TOKEN)")
     if isinstance(exc, RevisionNotFoundError):
         return ModelNotFound(f"{what} {repo_id!r}: that revision does not exist on the hub ({first})")
-    if isinstance(exc, _transport_errors()):
+    if isinstance(exc, transport_errors()):
         return ModelNotFound(
             f"cannot reach the Hugging Face hub at {constants.ENDPOINT} for {what} {repo_id!r} ({type(exc).__name__}: "
             f"{first}): check the network or proxy (HTTPS_PROXY), or pull on a connected machine and point HF_HOME "
@@ -183,7 +183,7 @@ def download(plans: list[RepoPlan], *, progress: bool = True) -> None:
             try:
                 hf_hub_download(plan.repo_id, path, revision=plan.commit, tqdm_class=_Bar)  # type: ignore[arg-type]
             except Exception as e:  # noqa: BLE001 - network failures become one line; the rest propagates
-                if isinstance(e, _transport_errors()):
+                if isinstance(e, transport_errors()):
                     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                     raise ConnectionError(
                         f"download of {plan.repo_id}/{path} failed ({type(e).__name__}: {first}): run `stylecam "

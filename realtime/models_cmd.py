@@ -93,6 +93,13 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, str, tuple[str, ...] |
     return list(merged.values())
 
 
+def _all_cached(targets: list[tuple[str, str, tuple[str, ...] | None]]) -> bool:
+    from .hubfiles import cached_snapshot, missing_parts
+
+    snaps = [(cached_snapshot(repo), parts) for _, repo, parts in targets]
+    return all(snap is not None and not missing_parts(snap, parts) for snap, parts in snaps)
+
+
 def _pull(args: argparse.Namespace) -> int:
     from .errors import ModelNotFound
     from .models import hub_offline
@@ -104,10 +111,16 @@ def _pull(args: argparse.Namespace) -> int:
     if hub_offline():
         raise ModelNotFound("stylecam models pull needs the Hugging Face hub, but HF_HUB_OFFLINE is set: unset it "
                             "on a connected machine (models already cached load offline; see `stylecam models list`)")
-    from .modelpull import download, human_size, model_info, plan_repo
+    from .modelpull import download, human_size, model_info, plan_repo, transport_errors
 
     for what, repo, _ in targets:  # network and ids first: a failure is one line within seconds
-        model_info(repo, what)
+        try:
+            model_info(repo, what)
+        except ModelNotFound as e:
+            if not isinstance(e.__cause__, transport_errors()) or not _all_cached(targets):
+                raise
+            log.warning("%s; the cached copies are complete, so they stay as they are", e)
+            return 0
     fp16, why = _pull_dtype(args.dtype)
     log.info("%s", why)
     plans = [plan_repo(what, repo, parts, fp16) for what, repo, parts in targets]

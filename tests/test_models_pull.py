@@ -292,6 +292,11 @@ def test_pull_fp32_takes_the_default_files_and_skips_cached_ones(hub, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "to download 0 B in 0 files" in again.stderr, again.stderr
     assert [m for _, m, p, *_ in hub.requests()[n:] if "/resolve/" in p or m == "HEAD"] == []  # only the model info
+    closed = Hub.__new__(Hub)  # hub unreachable, everything asked for already cached: a warning, exit 0
+    closed.endpoint = hub.endpoint.rsplit(":", 1)[0] + ":9"
+    cut_off = stylecam(closed, hf_home, *argv)
+    assert cut_off.returncode == 0 and "cannot reach the Hugging Face hub" in cut_off.stderr, cut_off.stderr
+    assert "cached copies are complete" in cut_off.stderr
 
 
 def test_pull_errors_are_one_line(hub, tmp_path):
