@@ -302,9 +302,10 @@ def hub_load(loader: Callable[..., Any], spec: str, what: str, **kwargs: Any) ->
     except (OSError, ValueError) as e:
         if hub_offline():
             raise offline_not_cached(what, spec) from e
-    from .modelpull import probe_repo
+    if spec_kind(spec) == "hub":  # single files fetch only their config from the hub
+        from .modelpull import probe_repo
 
-    probe_repo(spec, what)
+        probe_repo(spec, what)
     log.info("downloading %s %s from the Hugging Face hub (first run only; `stylecam models pull` fetches ahead of "
              "time with the total size and a progress bar)", what, spec)
     try:
