@@ -28,6 +28,8 @@ def quiet_libraries(debug: bool = False) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # huggingface_hub sets its own logger level from this at import (after our levels below), so say it here too.
+    os.environ.setdefault("HF_HUB_VERBOSITY", "info" if debug else "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not debug:
         warnings.filterwarnings("ignore")

@@ -90,7 +90,7 @@ def _hub_lines() -> list[str]:
         cached = set()
     for repo in (DEFAULT_MODEL, DEFAULT_CONTROLNET, TAESD_REPO):
         ok = repo in cached
-        lines.append(_line(ok, "model", f"{repo}: " + ("cached" if ok else "not cached (downloaded on first use; accept its licence on the hub)")))
+        lines.append(_line(ok, "model", f"{repo}: " + ("cached" if ok else "not cached: stylecam models pull (or downloaded on first use; accept its licence on the hub)")))
     return lines
 
 

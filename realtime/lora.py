@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def _hub_file(spec: LoraSpec, allow_pickle: bool) -> tuple[str, str] | None:
     """``(repo, filename)`` when ``spec`` names a hub file ``owner/repo/[dir/]file.safetensors``, else None."""
     parts = spec.path.split("/")
-    suffixes = (".safetensors",) + ((".bin", ".pt", ".ckpt") if allow_pickle else ())
+    suffixes = (".safetensors", ".bin") + ((".pt", ".ckpt") if allow_pickle else ())  # .bin: weights-only loader
     if len(parts) >= 3 and not spec.path.startswith((".", "/", "~")) and parts[-1].endswith(suffixes):
         return "/".join(parts[:2]), "/".join(parts[2:])
     return None

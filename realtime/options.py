@@ -42,7 +42,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local directory or .safetensors file, or random:sd-turbo / random:tiny (random weights, no download); default {DEFAULT_MODEL}")
     g.add_argument("--controlnet", default="auto", help="ControlNet spec, or 'none' (default: thibaud/controlnet-sd21-canny-diffusers; the same random architecture for random: models)")
     g.add_argument("--vae", default="auto", help="'taesd' (fast, default), 'full' (the model's own VAE, slower) or a spec")
-    g.add_argument("--allow-pickle", action="store_true", help="allow loading pickle checkpoints (.ckpt/.bin/.pt): only for files you trust")
+    g.add_argument("--allow-pickle", action="store_true", help="allow loading full pickle checkpoints (.ckpt/.pt/.pth/.pkl, single-file models), which can run code: only for files you trust (.bin weights load through torch's weights-only loader without it)")
     g.add_argument("--seed", type=int, default=0, help="seed of the fixed noise (and of random: weights)")
     g.add_argument("--size", default="auto", help="model resolution WxH, multiples of 64 (default auto: near 512x512 in the output's aspect ratio)")
     g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (auto: CUDA, then MPS, then CPU)")
