@@ -1,10 +1,10 @@
 """What `stylecam clip` costs on top of the stylizer: decode + face framing + crop + resize + encode (+ audio copy).
 
-Makes the demo clip (``realtime.demo``: the astronaut swaying, H.264 + an AAC tone) at ``--frame`` size, then measures
+Makes the demo clip (``realtime.cli.demo``: the astronaut swaying, H.264 + an AAC tone) at ``--frame`` size, then measures
 on the same frames, models loaded once and warmed up:
 
 - ``stylizer``: the model part alone on ready model-size crops: Canny + the stylizer (``FrameProcessor.stylize``);
-- ``clip``: the whole clip path of ``stylecam clip`` (:class:`realtime.clip.ClipStylizer`: decode thread, face framing,
+- ``clip``: the whole clip path of ``stylecam clip`` (:class:`realtime.pipeline.clip.ClipStylizer`: decode thread, face framing,
   crop, Canny + stylizer, cover resize, encode, audio copy, atomic rename);
 
 alternately ``--repeats`` times (the best of each is kept), and reports frames per second of both, the overhead per frame (clip - stylizer) and the clip's stage means. Wall and
@@ -50,15 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from realtime.clip import ClipOptions, ClipStylizer
+    from realtime.pipeline.clip import ClipOptions, ClipStylizer
     from realtime.config import ModelConfig, RunConfig, load_style
-    from realtime.console import setup_logging
-    from realtime.demo import make_demo_clip
-    from realtime.edges import EdgeDetector
-    from realtime.filesource import FileSource
-    from realtime.benchenv import git_info
+    from realtime.cli.console import setup_logging
+    from realtime.cli.demo import make_demo_clip
+    from realtime.vision.edges import EdgeDetector
+    from realtime.io.videofile import FileSource
+    from realtime.bench.environment import git_info
     from realtime.geometry import parse_size
-    from realtime.pipeline import FrameProcessor, build_stylizer, canny_config
+    from realtime.pipeline.processor import FrameProcessor, build_stylizer, canny_config
 
     setup_logging(quiet=True)
     frame_size = parse_size(args.frame, what="--frame")

@@ -2,13 +2,13 @@
 
     python benchmarks/compare.py benchmarks/results/a.json benchmarks/results/b.json --plot stages.png
 
-The same as ``stylecam bench compare`` (the code is :func:`realtime.bench.run_compare`).
+The same as ``stylecam bench compare`` (the code is :func:`realtime.cli.bench.run_compare`).
 """
 from __future__ import annotations
 
 import sys
 
-from realtime.bench import compare_main
+from realtime.cli.bench import compare_main
 
 if __name__ == "__main__":
     sys.exit(compare_main(sys.argv[1:]))

@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import cv2
 
-    from realtime.edges import CannyConfig, canny_cpu
-    from realtime.face import FaceDetector, FaceTracker, FramingConfig
-    from realtime.benchenv import git_info
+    from realtime.vision.edges import CannyConfig, canny_cpu
+    from realtime.vision.face import FaceDetector, FaceTracker, FramingConfig
+    from realtime.bench.environment import git_info
     from realtime.geometry import cover_resize, crop_resize, parse_size
 
     frame = parse_size(args.frame, what="--frame")

@@ -3,7 +3,7 @@
     python benchmarks/make_table.py            # regenerate the README
     python benchmarks/make_table.py --check    # exit 1 when the README is not what the JSON files give (CI)
 
-Every file must validate against the ``stylecam bench`` schema (:mod:`realtime.benchschema`).
+Every file must validate against the ``stylecam bench`` schema (:mod:`realtime.bench.schema`).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def render(results_dir: Path = RESULTS) -> str:
     """The README text for the JSON files in ``results_dir`` (sorted by name)."""
-    from realtime.benchreport import machine, markdown_report, stage_glossary
-    from realtime.benchschema import load_result
+    from realtime.bench.report import machine, markdown_report, stage_glossary
+    from realtime.bench.schema import load_result
 
     files, _ = bench_files(results_dir)  # files in other formats (no schema_version) are not tabled here
     docs = [load_result(f) for f in files]
@@ -51,7 +51,7 @@ def render(results_dir: Path = RESULTS) -> str:
 
 def bench_files(results_dir: Path) -> tuple[list[Path], list[Path]]:
     """(files in the ``stylecam bench`` format, i.e. with a ``schema_version``; every other JSON file), sorted by name.
-    A file in the bench format must validate (:func:`realtime.benchschema.load_result` raises when it does not)."""
+    A file in the bench format must validate (:func:`realtime.bench.schema.load_result` raises when it does not)."""
     import json
 
     ours, others = [], []
@@ -65,7 +65,7 @@ def bench_files(results_dir: Path) -> tuple[list[Path], list[Path]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from realtime.console import run_main, setup_logging
+    from realtime.cli.console import run_main, setup_logging
     from realtime.files import write_text_atomic
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

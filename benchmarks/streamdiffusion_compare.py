@@ -103,11 +103,11 @@ def timed(fn: Callable[[], Any], device: Any) -> tuple[float, Any]:
 
 
 def _stylizer(comps: Any, model: Any, style: Any, run: Any, device: Any, dtype: Any) -> Any:
-    from realtime.stylizer import Stylizer
+    from realtime.diffusion.stylizer import Stylizer
 
     factory = None
     if run.backend != "eager":
-        from realtime.engine_glue import runner_factory
+        from realtime.diffusion.engine_select import runner_factory
 
         factory = runner_factory(model, style, run, comps, device, dtype)
     return Stylizer(comps, style, run.size, device=device, dtype=dtype, seed=run.seed, runner_factory=factory)
@@ -118,17 +118,17 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from realtime import __version__
-    from realtime.benchenv import environment
-    from realtime.benchmodes import MemoryProbe, model_inputs, synthetic_frames
-    from realtime.benchschema import KINDS, SCHEMA_VERSION, validate
-    from realtime.benchstats import stage_entry, summarize
+    from realtime.bench.environment import environment
+    from realtime.bench.modes import MemoryProbe, model_inputs, synthetic_frames
+    from realtime.bench.schema import KINDS, SCHEMA_VERSION, validate
+    from realtime.bench.stats import stage_entry, summarize
     from realtime.config import ModelConfig, RunConfig, load_style, override_style
-    from realtime.edges import EdgeDetector
+    from realtime.vision.edges import EdgeDetector
     from realtime.errors import UsageError
     from realtime.geometry import Size, parse_size
-    from realtime.models import load_components, resolve_device, resolve_dtype
-    from realtime.pipeline import canny_config
-    from realtime.stylizer import strength_timestep
+    from realtime.diffusion.models import load_components, resolve_device, resolve_dtype
+    from realtime.pipeline.processor import canny_config
+    from realtime.diffusion.stylizer import strength_timestep
 
     size = parse_size(args.size, model=True)
     device = resolve_device(args.device)
@@ -241,7 +241,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from realtime.console import run_main, setup_logging
+    from realtime.cli.console import run_main, setup_logging
 
     p = argparse.ArgumentParser(description="stylecam vs StreamDiffusion on the same weights (1-step img2img, TAESD).")
     p.add_argument("--model", default="random:sd-turbo", help="model spec (default random:sd-turbo: real architecture, random weights)")
@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> int:
         from pathlib import Path
 
-        from realtime.benchschema import write_json_atomic
-        from realtime.options import check_output_path
+        from realtime.bench.schema import write_json_atomic
+        from realtime.cli.options import check_output_path
 
         from realtime.errors import UsageError
 

@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import InputNotFound, UsageError
-from .geometry import Size
+from realtime.errors import InputNotFound, UsageError
+from realtime.geometry import Size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -208,7 +208,7 @@ class RunConfig:
     cache_dir: str | None = None  # engine cache: --cache-dir, else $STYLECAM_CACHE, else the user cache directory
 
     def __post_init__(self) -> None:
-        from .geometry import check_model_size
+        from realtime.geometry import check_model_size
 
         check_model_size(self.size)
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:

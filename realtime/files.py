@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import OutputError
+from realtime.errors import OutputError
 
 __all__ = ["atomic_output", "default_mode", "write_text_atomic"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UsageError
+from realtime.errors import UsageError
 
 MIN_SIDE, MAX_SIDE, MULTIPLE = 64, 2048, 64
 TARGET_AREA = 512 * 512

@@ -3,7 +3,7 @@
     python scripts/evaluate.py images INPUT OUTPUT [--json PATH] [--md PATH]
     python scripts/evaluate.py clip INPUT OUTPUT [--json PATH] [--md PATH]
 
-The logic lives in :mod:`realtime.evaluation` and :mod:`realtime.metrics`; this is the command line over it.
+The logic lives in :mod:`realtime.research.evaluation` and :mod:`realtime.research.metrics`; this is the command line over it.
 Exit codes: 0 done, 2 bad input or usage (missing file, not an image/video, a model asked for but unavailable), 1 any
 other failure, 130 interrupted. Errors are one line on stderr (a traceback with --debug).
 """
@@ -15,14 +15,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from realtime.console import run_main, setup_logging
+from realtime.cli.console import run_main, setup_logging
 from realtime.errors import UsageError
 
 log = logging.getLogger("scripts.evaluate")
 
 
 def _metric_help() -> str:
-    from realtime.evaluation import CLIP_METRICS, METRIC_DOCS
+    from realtime.research.evaluation import CLIP_METRICS, METRIC_DOCS
 
     rows = []
     for name in CLIP_METRICS:
@@ -32,8 +32,8 @@ def _metric_help() -> str:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from realtime.clipscore import DEFAULT_CLIP_MODEL
-    from realtime.evaluation import DEFAULT_PROMPT
+    from realtime.research.clip_score import DEFAULT_CLIP_MODEL
+    from realtime.research.evaluation import DEFAULT_PROMPT
 
     p.add_argument("input", type=Path, help="the original (what was stylized)")
     p.add_argument("output", type=Path, help="the stylized result (resized to the input's size if it differs)")
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from realtime.evaluation import (
+    from realtime.research.evaluation import (
         EvalOptions,
         check_writable,
         evaluate_clip,
@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
         to_markdown,
         write_text_atomic,
     )
-    from realtime.metrics import MetricSettings
+    from realtime.research.metrics import MetricSettings
 
     if args.json is not None:
         check_writable(args.json, "--json")
@@ -112,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--no-clip with --prompt/--clip-model: choose one")
     if args.no_face and args.face_model is not None:
         raise UsageError("--no-face with --face-model: choose one")
-    from realtime.preflight import evaluate_inputs
+    from realtime.pipeline.preflight import evaluate_inputs
 
     # both files decode (a clip: its first frame) before the face and CLIP models load
     evaluate_inputs(args.mode, args.input, args.output, face=not args.no_face, face_model_path=args.face_model)

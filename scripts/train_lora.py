@@ -2,18 +2,18 @@
 
     python scripts/train_lora.py --model SPEC --data DIR --steps N --grad-accum K --rank R --out FILE.safetensors [--resume DIR]
 
-The logic lives in :mod:`realtime.train_lora` and :mod:`realtime.lora_trainer`; this is the command line over it
+The logic lives in :mod:`realtime.research.train_lora` and :mod:`realtime.research.lora_trainer`; this is the command line over it
 (``--help`` explains the objective and every option).
 """
 from __future__ import annotations
 
 import sys
 
-from realtime.console import run_main, setup_logging
+from realtime.cli.console import run_main, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
-    from realtime.train_lora import build_parser, train_main
+    from realtime.research.train_lora import build_parser, train_main
 
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.debug, args.quiet)

@@ -57,7 +57,7 @@ def _tiny_components_master():
     import torch
 
     from realtime.config import ModelConfig
-    from realtime.models import load_components
+    from realtime.diffusion.models import load_components
 
     return load_components(ModelConfig("random:tiny"), torch.device("cpu"), torch.float32, seed=0)
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from realtime import cli
-from realtime.benchschema import SCHEMA, BenchSchemaError, load_result, validate
-from realtime.benchstats import STAGES, STEP_PARTS, FrameClock, summarize
+from realtime.bench.schema import SCHEMA, BenchSchemaError, load_result, validate
+from realtime.bench.stats import STAGES, STEP_PARTS, FrameClock, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "random:tiny", "--size", "64x64", "--frames", "3", "--warmup", "1"]
@@ -194,10 +194,10 @@ def test_frame_clock_and_percentiles():
 
 
 def test_batched_step_equals_single_frames(tiny_components):
-    from realtime.benchrun import batch_inputs
+    from realtime.bench.runner import batch_inputs
     from realtime.config import load_style
     from realtime.geometry import Size
-    from realtime.stylizer import Stylizer
+    from realtime.diffusion.stylizer import Stylizer
 
     st = Stylizer(tiny_components, load_style("anime"), Size(64, 64), device=torch.device("cpu"), dtype=torch.float32)
     rng = np.random.default_rng(0)
@@ -219,12 +219,12 @@ def test_batched_step_equals_single_frames(tiny_components):
 
 def test_gpu_host_without_mediapipe_opencv_or_pyav(tiny_components, monkeypatch):
     """A host without mediapipe, OpenCV and PyAV: the pipeline still runs; those stages are skipped with the reason."""
-    import realtime.pipeline as pipeline
-    from realtime.benchrun import BenchSettings, run_benchmark
+    import realtime.pipeline.processor as pipeline
+    from realtime.bench.runner import BenchSettings, run_benchmark
     from realtime.config import ModelConfig, RunConfig, load_style
     from realtime.errors import InputError
     from realtime.geometry import Size
-    from realtime.stylizer import Stylizer
+    from realtime.diffusion.stylizer import Stylizer
 
     for name in ("mediapipe", "cv2", "av"):
         monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError

@@ -22,10 +22,10 @@ from media_files import (
     make_vfr_clip,
     make_zero_frame_video,
 )
-from realtime.capture import CameraLost, CameraSource, FileSource, Frame, Source, list_cameras, open_source
+from realtime.io.camera import CameraLost, CameraSource, FileSource, Frame, Source, list_cameras, open_source
 from realtime.errors import BadInputFile, DeviceUnavailable, InputError, InputNotFound, UsageError
 from realtime.geometry import Size
-from realtime.media import _matrix_ops, apply_ops, display_ops
+from realtime.io.media import _matrix_ops, apply_ops, display_ops
 
 CAP_PROP_FRAME_WIDTH, CAP_PROP_FRAME_HEIGHT, CAP_PROP_FPS, CAP_PROP_FOURCC = 3, 4, 5, 6
 
@@ -384,7 +384,7 @@ def test_display_ops_rules() -> None:
 def test_file_corrupt_frame_is_repeated_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                     codec: str) -> None:
     clip, bad_pts = make_corrupt_middle(tmp_path / "bad.mkv", n=20, bad=10, codec=codec)
-    with caplog.at_level(logging.WARNING, logger="realtime.filesource"):
+    with caplog.at_level(logging.WARNING, logger="realtime.io.videofile"):
         with FileSource(clip) as src:
             frames = [f for f in iter(lambda: src.read(timeout=5), None)]
             assert src.stats.bad_frames == 1

@@ -17,7 +17,7 @@ from clip_files import (audio_packets, audio_seconds, has_display_matrix, leftov
 from media_files import (VFR_PTS, make_audio_only, make_clip, make_corrupt_middle, make_png, make_truncated,
                          make_vfr_clip, make_zero_frame_video)
 from realtime.cli import main
-from realtime.clip import ClipOptions, ClipStylizer, check_encoder, parse_seconds, plan_outputs
+from realtime.pipeline.clip import ClipOptions, ClipStylizer, check_encoder, parse_seconds, plan_outputs
 from realtime.errors import DeviceUnavailable, OutputError, UsageError
 from realtime.geometry import Size
 
@@ -148,7 +148,7 @@ def test_start_end_cut_frames_and_audio(capsys, toned, tmp_path):
 
 
 def test_rotation_is_applied_and_output_is_upright(capsys, tmp_path):
-    from realtime.filesource import FileSource
+    from realtime.io.videofile import FileSource
 
     src = make_clip(tmp_path / "rot.mp4", n=6, size=(128, 96), rotation=90)
     out = tmp_path / "out.mp4"
@@ -216,7 +216,7 @@ def test_corrupt_frame_is_repeated_and_counted(tmp_path, caplog):
 
 
 def test_models_load_once_for_a_batch(capsys, silent, tmp_path, monkeypatch):
-    import realtime.pipeline as pipeline
+    import realtime.pipeline.processor as pipeline
 
     calls = []
     real = pipeline.build_stylizer
@@ -357,7 +357,7 @@ def test_existing_output_needs_overwrite(capsys, silent, tmp_path):
 
 
 def test_failure_mid_clip_leaves_nothing_and_says_so(capsys, caplog, silent, tmp_path, monkeypatch):
-    from realtime.pipeline import FrameProcessor
+    from realtime.pipeline.processor import FrameProcessor
 
     calls = {"n": 0}
     real = FrameProcessor.process

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from realtime.edges import CannyConfig, EdgeDetector, auto_thresholds, canny_cpu, canny_torch, thresholds_for
+from realtime.vision.edges import CannyConfig, EdgeDetector, auto_thresholds, canny_cpu, canny_torch, thresholds_for
 from realtime.errors import UsageError
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from realtime.config import LoraSpec, ModelConfig, RunConfig, load_style
-from realtime.engine_glue import engine_key_fields, runner_factory
+from realtime.diffusion.engine_select import engine_key_fields, runner_factory
 from realtime.geometry import Size
-from realtime.stylizer import Stylizer
+from realtime.diffusion.stylizer import Stylizer
 
 from lora_files import write_kohya_lora
 

@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-import realtime.face as face_mod
+import realtime.vision.face as face_mod
 from realtime.errors import BadInputFile, InputNotFound, ModelNotFound, UsageError
-from realtime.face import FaceBox, FaceDetector, FaceFramer, FaceTracker, FramingConfig, OneEuroFilter
+from realtime.vision.face import FaceBox, FaceDetector, FaceFramer, FaceTracker, FramingConfig, OneEuroFilter
 from realtime.geometry import CropWindow, Size, centre_window
 
 FRAME = Size(640, 480)

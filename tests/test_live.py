@@ -21,10 +21,10 @@ from realtime.cli import build_parser, main
 from realtime.config import load_style
 from realtime.errors import UsageError
 from realtime.geometry import Size
-from realtime.live import LiveLoop, close_all
-from realtime.livebuild import build_live
-from realtime.pipeline import FrameProcessor
-from realtime.watchdog import GuardedStylizer
+from realtime.pipeline.live import LiveLoop, close_all
+from realtime.cli.live_setup import build_live
+from realtime.pipeline.processor import FrameProcessor
+from realtime.pipeline.watchdog import GuardedStylizer
 
 TINY = ["--model", "random:tiny", "--size", "64x64", "--output-size", "128x96", "--no-stdin"]
 N_FRAMES = 40
@@ -79,11 +79,11 @@ def test_live_clip_to_file_end_to_end(capsys, caplog, clip: Path, tmp_path: Path
 def test_first_frame_is_a_real_stylized_frame_of_that_input(clip: Path) -> None:
     """No warm-up placeholder and no n-1 delay: the first frame delivered is exactly what a fresh pipeline makes of
     the first input frame."""
-    from realtime.capture import open_source
+    from realtime.io.camera import open_source
     from realtime.config import ModelConfig, RunConfig
-    from realtime.edges import EdgeDetector
-    from realtime.face import FaceFramer, FramingConfig
-    from realtime.pipeline import build_stylizer
+    from realtime.vision.edges import EdgeDetector
+    from realtime.vision.face import FaceFramer, FramingConfig
+    from realtime.pipeline.processor import build_stylizer
 
     args, parts = parts_for(["--source", str(clip), "--output", "none", "--no-pace", *TINY, "--frames", "3"])
     sink = CaptureSink()
@@ -110,8 +110,8 @@ def test_first_frame_is_a_real_stylized_frame_of_that_input(clip: Path) -> None:
 def test_style_none_frames_the_moving_face(capsys, clip: Path, tmp_path: Path, astronaut: np.ndarray) -> None:
     """Framing only: the output is the framed crop (as FaceFramer + FrameProcessor make it), the face stays steady in
     the output while it crosses the input."""
-    from realtime.capture import open_source
-    from realtime.face import FaceDetector, FaceFramer, FramingConfig
+    from realtime.io.camera import open_source
+    from realtime.vision.face import FaceDetector, FaceFramer, FramingConfig
 
     out = tmp_path / "framed.mp4"
     code, err = run_cli(capsys, "live", "--source", str(clip), "--output", str(out), "--style", "none", "--no-pace",
@@ -142,7 +142,7 @@ def test_style_none_frames_the_moving_face(capsys, clip: Path, tmp_path: Path, a
 def test_vcam_without_a_device_is_a_one_line_hint(capsys, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pyvirtualcam
 
-    from realtime.sinks import _loopback_devices
+    from realtime.io.sinks import _loopback_devices
 
     if _loopback_devices():  # this machine has one: make the backend fail as it does without a device
         def no_device(*a, **k):
@@ -165,7 +165,7 @@ def test_window_without_a_display(capsys, clip: Path, monkeypatch: pytest.Monkey
 
 
 def test_bad_sources_and_outputs(capsys, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import realtime.capture as capture
+    import realtime.io.camera as capture
 
     class Closed:
         def isOpened(self) -> bool:
@@ -225,7 +225,7 @@ class FakeCamera:
 
 def test_camera_unplugged_mid_run_exits_1_and_keeps_the_recording(capsys, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import realtime.capture as capture
+    import realtime.io.camera as capture
 
     FakeCamera.opened = 0
     monkeypatch.setattr(capture, "_default_opener", lambda device: FakeCamera(good=12))
@@ -354,9 +354,9 @@ def test_ctrl_c_is_a_normal_stop_with_a_finalized_file(clip: Path, tmp_path: Pat
 
 # ------------------------------------------------------------------------------------------------- devices
 def test_devices_lists_cameras_and_virtual_cameras(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    import realtime.capture as capture
-    import realtime.sinks as sinks
-    from realtime.capture import CameraInfo, CameraMode
+    import realtime.io.camera as capture
+    import realtime.io.sinks as sinks
+    from realtime.io.camera import CameraInfo, CameraMode
 
     monkeypatch.setattr(capture, "list_cameras", lambda max_index=10, **k: [
         CameraInfo(0, "/dev/video0", "Integrated Camera", (CameraMode(640, 480, 30.0), CameraMode(1280, 720, 30.0))),

@@ -17,15 +17,15 @@ import torch
 
 from live_clips import ScriptedCommands, make_face_clip
 from realtime.cli import build_parser
-from realtime.commands import Command, ControlFile, StdinCommands, key_command, parse_command, read_control_file
+from realtime.pipeline.controls import Command, ControlFile, StdinCommands, key_command, parse_command, read_control_file
 from realtime.config import LoraSpec, StyleConfig, load_style
 from realtime.errors import UsageError
 from realtime.geometry import Size
-from realtime.live import LiveLoop, close_all
-from realtime.livebuild import build_live
-from realtime.pipeline import FrameProcessor
-from realtime.session import LiveSession
-from realtime.sinks import KEY_ACTIONS
+from realtime.pipeline.live import LiveLoop, close_all
+from realtime.cli.live_setup import build_live
+from realtime.pipeline.processor import FrameProcessor
+from realtime.pipeline.session import LiveSession
+from realtime.io.sinks import KEY_ACTIONS
 
 TINY = ["--model", "random:tiny", "--size", "64x64", "--output-size", "128x96", "--no-stdin", "--output", "none"]
 
@@ -316,8 +316,8 @@ def test_lora_a_b_a_on_the_real_stylizer_gives_exactly_a(tmp_path: Path, tiny_co
 
     from lora_files import write_diffusers_lora, write_kohya_lora
     from realtime.config import ModelConfig, RunConfig
-    from realtime.pipeline import build_stylizer
-    from realtime.watchdog import GuardedStylizer
+    from realtime.pipeline.processor import build_stylizer
+    from realtime.pipeline.watchdog import GuardedStylizer
 
     a = (LoraSpec(str(write_diffusers_lora(tiny_components.unet, tmp_path / "a.safetensors")), 0.8),)
     b = (LoraSpec(str(write_kohya_lora(tiny_components.unet, tmp_path / "b.safetensors")), 1.0),)
@@ -358,7 +358,7 @@ def test_guidance_switch_after_a_prompt_change_on_the_real_stylizer(tiny_compone
     rebuilt for guidance on (its embeddings have the wrong batch)."""
     import cv2
 
-    from realtime.stylizer import Stylizer
+    from realtime.diffusion.stylizer import Stylizer
 
     anime = load_style("anime")
     st = Stylizer(tiny_components, anime, Size(64, 64), device=torch.device("cpu"), dtype=torch.float32)
@@ -387,7 +387,7 @@ def test_switching_to_none_passes_through_and_back_starts_fresh() -> None:
 
 
 def test_bypass_blank_mirror_and_framing(astronaut: np.ndarray) -> None:
-    from realtime.face import FaceFramer, FramingConfig
+    from realtime.vision.face import FaceFramer, FramingConfig
 
     class Det:
         def detect(self, rgb, t):
@@ -576,7 +576,7 @@ class FakeGui:
 def test_window_keys_drive_the_session_and_stats_are_logged(clip: Path, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from realtime.sinks import WindowSink
+    from realtime.io.sinks import WindowSink
 
     caplog.set_level(logging.INFO)
     args = build_parser().parse_args(["live", "--source", str(clip), "--no-pace", "--style", "none",
@@ -604,7 +604,7 @@ def test_window_keys_drive_the_session_and_stats_are_logged(clip: Path, caplog: 
     assert overlays[0][0].startswith("none") and "fps" in overlays[0][0] and "mirror" in overlays[3][1]
     stats = [r.getMessage() for r in caplog.records if r.getMessage().startswith("in ")]
     assert stats and "out" in stats[0] and "dropped" in stats[0] and "face" in stats[0]
-    from realtime.live import log_summary
+    from realtime.pipeline.live import log_summary
 
     log_summary(result)  # what `stylecam live` logs at exit
     assert "9 frames delivered" in caplog.text and "fps; quit)" in caplog.text

@@ -1,4 +1,4 @@
-"""Quality metrics (realtime.metrics, realtime.evaluation, realtime.clipscore) and scripts/evaluate.py, offline on CPU.
+"""Quality metrics (realtime.research.metrics, realtime.research.evaluation, realtime.research.clip_score) and scripts/evaluate.py, offline on CPU.
 
 Constructed cases with known answers: identical images score perfectly; degraded ones score lower; a clip built by
 translating skimage's astronaut on a canvas (true motion known) has near-zero warp error for an output that moves with
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from realtime.errors import BadInputFile, InputNotFound, ModelNotFound, UsageError
-from realtime.metrics import (
+from realtime.research.metrics import (
     FlowEstimator,
     MetricSettings,
     box_iou,
@@ -204,7 +204,7 @@ def test_flicker_index_static_and_flickering(astronaut):
 
 
 def test_face_preservation_identical_and_faceless(astronaut, face_model):
-    from realtime.evaluation import EvalOptions, FacePairScorer, open_face_scorer
+    from realtime.research.evaluation import EvalOptions, FacePairScorer, open_face_scorer
 
     scorer, reason = open_face_scorer(EvalOptions(face_model=face_model))
     assert reason is None and isinstance(scorer, FacePairScorer)
@@ -228,7 +228,7 @@ def test_face_preservation_identical_and_faceless(astronaut, face_model):
 
 
 def test_face_metrics_off_unresolvable_and_explicit_missing_model(tmp_path, monkeypatch, astronaut):
-    from realtime.evaluation import EvalOptions, evaluate_images, open_face_scorer
+    from realtime.research.evaluation import EvalOptions, evaluate_images, open_face_scorer
 
     assert open_face_scorer(EvalOptions(face=False)) == (None, "turned off (--no-face)")
     with pytest.raises(ModelNotFound):
@@ -254,7 +254,7 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-    from realtime.models import _bytes_to_unicode
+    from realtime.diffusion.models import _bytes_to_unicode
 
     chars = _bytes_to_unicode()
     vocab = {c: i for i, c in enumerate(chars)}
@@ -275,7 +275,7 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
 
 
 def test_clip_score_with_tiny_model(tiny_clip_dir, astronaut):
-    from realtime.clipscore import ClipScorer, clip_preprocess
+    from realtime.research.clip_score import ClipScorer, clip_preprocess
 
     x = clip_preprocess(astronaut[:, :400], 32)
     assert x.shape == (3, 32, 32) and x.dtype == np.float32
@@ -287,8 +287,8 @@ def test_clip_score_with_tiny_model(tiny_clip_dir, astronaut):
 
 
 def test_clip_unavailable_is_error_when_asked_and_null_otherwise(monkeypatch, astronaut, tmp_path):
-    import realtime.clipscore as clipscore
-    from realtime.evaluation import EvalOptions, open_clip_scorer
+    import realtime.research.clip_score as clipscore
+    from realtime.research.evaluation import EvalOptions, open_clip_scorer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(clipscore, "DEFAULT_CLIP_MODEL", "stylecam-tests/no-such-clip")
@@ -387,7 +387,7 @@ def test_cli_clip_on_generated_videos(tmp_path, astronaut, face_model, capsys):
 
 
 def test_bad_inputs_raise_input_errors(tmp_path, astronaut):
-    from realtime.evaluation import EvalOptions, evaluate_clip, evaluate_images
+    from realtime.research.evaluation import EvalOptions, evaluate_clip, evaluate_images
 
     png = write_png(tmp_path / "a.png", astronaut)
     text = tmp_path / "notes.txt"

@@ -7,7 +7,7 @@ import torch
 from realtime.config import LoraSpec, ModelConfig, RunConfig, StyleConfig, TemporalConfig, builtin_style_names, load_style, override_style
 from realtime.errors import DeviceUnavailable, InputError, ModelNotFound, UsageError
 from realtime.geometry import Size, auto_model_size, parse_size
-from realtime.models import (
+from realtime.diffusion.models import (
     ARCHS, build_random_controlnet, build_random_taesd, build_random_text_encoder, build_random_unet,
     generated_tokenizer, load_components, resolve_device, spec_kind,
 )

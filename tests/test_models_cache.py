@@ -8,8 +8,8 @@ import torch
 
 from realtime.config import ModelConfig
 from realtime.errors import ModelNotFound, UsageError
-from realtime.hubfiles import wanted_files
-from realtime.models import (
+from realtime.diffusion.hubfiles import wanted_files
+from realtime.diffusion.models import (
     ARCHS, SD_TURBO_SCHEDULER, build_random_text_encoder, build_random_unet, check_models_available,
     generated_tokenizer, load_components,
 )

@@ -37,7 +37,7 @@ def build_repos(root: Path) -> dict[str, dict[str, bytes]]:
     """random:tiny components saved the way the real repos are laid out (``save_pretrained``)."""
     import torch
 
-    from realtime.models import (
+    from realtime.diffusion.models import (
         ARCHS, SD_TURBO_SCHEDULER, build_random_controlnet, build_random_taesd, build_random_text_encoder,
         build_random_unet, generated_tokenizer,
     )
@@ -254,7 +254,7 @@ def test_pull_fp16_resumes_lists_and_loads_offline(hub, tmp_path, astronaut):
 
     total = sum(len(src[f]) for f in want) + sum(len(hub.repos["tiny-org/cn-tiny"][f]) for f in ("config.json", "diffusion_pytorch_model.safetensors", "README.md"))
     total += sum(len(v) for v in hub.repos["tiny-org/taesd-tiny"].values())
-    from realtime.modelpull import human_size
+    from realtime.diffusion.pull import human_size
 
     assert f"total size {human_size(total)}; to download {human_size(total)} in {len(want) + 5} files" in r.stderr, r.stderr
     assert "stylecam models pull" in r.stderr and "100%" in r.stderr, r.stderr  # the progress bar (tqdm)

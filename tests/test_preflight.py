@@ -1,4 +1,4 @@
-"""Every input checked before any model loads (realtime.preflight): for each command and each bad input, exit 2, one
+"""Every input checked before any model loads (realtime.pipeline.preflight): for each command and each bad input, exit 2, one
 stderr line, the model loader never reached, nothing left in the output directory. A few cases run in a subprocess
 with the real logging set-up, so "nothing before the line" (no CPU warning, no INFO preamble) is checked for real."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ from media_files import make_audio_only, make_clip, make_truncated
 from realtime.cli import main
 from realtime.config import LoraSpec, load_style
 from realtime.errors import LoraError, UsageError
-from realtime import preflight
+from realtime.pipeline import preflight
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "random:tiny", "--size", "64x64"]
@@ -32,14 +32,14 @@ class ModelLoadReached(AssertionError):
 @pytest.fixture(autouse=True)
 def no_model_load(monkeypatch):
     """Loading a model is a test failure here: every error must come before it."""
-    import realtime.models
-    import realtime.pipeline
+    import realtime.diffusion.models
+    import realtime.pipeline.processor
 
     def boom(*a, **k):
         raise ModelLoadReached("a model load was reached before the bad input was reported")
 
-    monkeypatch.setattr(realtime.models, "load_components", boom)
-    monkeypatch.setattr(realtime.pipeline, "build_stylizer", boom)
+    monkeypatch.setattr(realtime.diffusion.models, "load_components", boom)
+    monkeypatch.setattr(realtime.pipeline.processor, "build_stylizer", boom)
 
 
 def _safetensors(path: Path, header: dict, data: bytes = b"") -> Path:
@@ -222,11 +222,11 @@ BENCH_CASES = {
 
 @pytest.mark.parametrize("kind", list(BENCH_CASES))
 def test_bench_bad_input_before_anything_is_measured(capsys, inputs, tmp_path, kind, monkeypatch):
-    import realtime.benchrun
+    import realtime.bench.runner
 
     if kind == "second-backend" and _trt_available():  # pragma: no cover - a machine with TensorRT
         pytest.skip("TensorRT is available here")
-    monkeypatch.setattr(realtime.benchrun, "run_benchmark", lambda *a, **k: pytest.fail("measuring started"))
+    monkeypatch.setattr(realtime.bench.runner, "run_benchmark", lambda *a, **k: pytest.fail("measuring started"))
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.json").write_text("{}")
@@ -311,10 +311,10 @@ def test_train_lora_bad_input(capsys, caplog, inputs, tmp_path, kind):
 
 
 def test_evaluate_clip_probes_both_files_before_the_models(capsys, inputs, tmp_path, monkeypatch):
-    import realtime.evaluation
+    import realtime.research.evaluation
 
-    monkeypatch.setattr(realtime.evaluation, "open_clip_scorer", lambda *a: pytest.fail("CLIP reached"))
-    monkeypatch.setattr(realtime.evaluation, "open_face_scorer", lambda *a: pytest.fail("face model reached"))
+    monkeypatch.setattr(realtime.research.evaluation, "open_clip_scorer", lambda *a: pytest.fail("CLIP reached"))
+    monkeypatch.setattr(realtime.research.evaluation, "open_face_scorer", lambda *a: pytest.fail("face model reached"))
     evaluate = _script("evaluate")
     js = tmp_path / "r.json"
     code, err = run_cli(capsys, ["clip", str(inputs["good"]), str(inputs["truncated"]), "--json", str(js)], evaluate)
@@ -357,7 +357,7 @@ def test_real_safetensors_file_passes(tmp_path):
 def test_hub_and_url_loras_checked_only_when_cached(monkeypatch, tmp_path, inputs):
     import huggingface_hub
 
-    import realtime.lora as lora
+    import realtime.diffusion.lora as lora
 
     hub = LoraSpec("someone/styles/anime.safetensors")
     with pytest.raises(LoraError, match="HF_HUB_OFFLINE"):  # offline and not cached
@@ -394,7 +394,7 @@ def test_style_file_errors_name_field_value_and_what_is_allowed(tmp_path, text, 
 
 
 # ------------------------------------------------------------------- the real logging set-up, in a subprocess
-_WRAPPER = ("import os, sys, realtime.models as m, realtime.pipeline as p\n"
+_WRAPPER = ("import os, sys, realtime.diffusion.models as m, realtime.pipeline.processor as p\n"
             "def boom(*a, **k): os._exit(99)\n"
             "m.load_components = boom; p.build_stylizer = boom\n"
             "from realtime.cli import main\n"

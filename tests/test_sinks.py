@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from media_files import VFR_PTS, frame_image, make_clip, make_vfr_clip
-from realtime.capture import FileSource
+from realtime.io.camera import FileSource
 from realtime.errors import DeviceUnavailable, InputError, OutputError, UsageError
-from realtime.sinks import (
+from realtime.io.sinks import (
     KEY_ACTIONS,
     NO_DISPLAY,
     NullSink,

@@ -10,8 +10,8 @@ import torch
 from realtime.config import LoraSpec, StyleConfig, TemporalConfig, load_style
 from realtime.errors import LoraError, UsageError
 from realtime.geometry import Size
-from realtime.lora import fuse_loras
-from realtime.stylizer import INPUT_NAMES, FrameStep, Stylizer, strength_timestep
+from realtime.diffusion.lora import fuse_loras
+from realtime.diffusion.stylizer import INPUT_NAMES, FrameStep, Stylizer, strength_timestep
 
 from lora_files import write_diffusers_lora, write_kohya_lora
 

@@ -1,4 +1,4 @@
-"""scripts/sweep.py and realtime.sweep / realtime.grid: outputs, labelled grid, settings files, LoRA scales fused into
+"""scripts/sweep.py and realtime.research.sweep / realtime.research.grid: outputs, labelled grid, settings files, LoRA scales fused into
 pristine weights, one-line errors. Offline, CPU, random:tiny at 64x64."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from realtime.geometry import Size
-from realtime.grid import band_height, cell_size, make_grid, plan_layout
+from realtime.research.grid import band_height, cell_size, make_grid, plan_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "sweep.py"

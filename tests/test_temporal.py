@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from realtime.config import StyleConfig, TemporalConfig, load_style
-from realtime.edges import canny_cpu
+from realtime.vision.edges import canny_cpu
 from realtime.errors import UsageError
 from realtime.geometry import Size
-from realtime.pipeline import FrameProcessor
-from realtime.stylizer import Stylizer
-from realtime.temporal import SimilarityFilter, blend_toggled, cosine_similarity, thumbnail, with_temporal
+from realtime.pipeline.processor import FrameProcessor
+from realtime.diffusion.stylizer import Stylizer
+from realtime.pipeline.temporal import SimilarityFilter, blend_toggled, cosine_similarity, thumbnail, with_temporal
 
 SIZE = Size(64, 64)
 CPU = torch.device("cpu")

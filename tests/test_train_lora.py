@@ -1,4 +1,4 @@
-"""LoRA training (realtime.lora_data, realtime.train_lora, realtime.lora_trainer, scripts/train_lora.py): captions, the
+"""LoRA training (realtime.research.lora_dataset, realtime.research.train_lora, realtime.research.lora_trainer, scripts/train_lora.py): captions, the
 denoising objective, loss going down, gradient accumulation == a bigger batch, exact resume, the saved file loading with
 ``--lora`` (scale 0 = no change), validation renders, one-line errors. Offline, CPU, random:tiny at 64x64."""
 from __future__ import annotations
@@ -30,7 +30,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def config(tmp: Path, data: Path, **kw):
-    from realtime.train_lora import TrainConfig
+    from realtime.research.train_lora import TrainConfig
 
     base = dict(data=data, out=tmp / "style.safetensors", model="random:tiny", resolution=64, device="cpu",
                 lr=1e-2, steps=2, progress=False)
@@ -38,7 +38,7 @@ def config(tmp: Path, data: Path, **kw):
 
 
 def trainer(cfg, master):
-    from realtime.lora_trainer import LoraTrainer
+    from realtime.research.lora_trainer import LoraTrainer
 
     return LoraTrainer(cfg, copy.deepcopy(master))
 
@@ -62,7 +62,7 @@ def load_script():
 
 # ----------------------------------------------------------------------------------------------------- data
 def test_captions_from_txt_or_metadata(tmp_path):
-    from realtime.lora_data import load_square, scan_dataset
+    from realtime.research.lora_dataset import load_square, scan_dataset
 
     a = scan_dataset(write_caption_dataset(tmp_path / "txt", n=3, size=72))
     b = scan_dataset(write_caption_dataset(tmp_path / "jsonl", n=3, size=72, captions="jsonl"))
@@ -91,11 +91,11 @@ def test_captions_from_txt_or_metadata(tmp_path):
 # ---------------------------------------------------------------------------------------------- objective
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_loss_is_the_denoising_mse_for_the_scheduler_target(tmp_path, dataset, _tiny_components_master, prediction_type):
-    from realtime.train_lora import default_timestep_range
+    from realtime.research.train_lora import default_timestep_range
 
     comps = copy.deepcopy(_tiny_components_master)
     comps.scheduler_config = {**comps.scheduler_config, "prediction_type": prediction_type}
-    from realtime.lora_trainer import LoraTrainer
+    from realtime.research.lora_trainer import LoraTrainer
 
     t = LoraTrainer(config(tmp_path, dataset), comps)
     assert t.t_range == default_timestep_range() == (599, 799)  # the presets' strengths 0.6 .. 0.8
@@ -109,8 +109,8 @@ def test_loss_is_the_denoising_mse_for_the_scheduler_target(tmp_path, dataset, _
     target = n if prediction_type == "epsilon" else abar.sqrt() * n - (1 - abar).sqrt() * z
     assert loss.item() == pytest.approx(((pred - target) ** 2).mean().item(), rel=1e-5)
     # the latents are the stylizer's: FrameStep.encode of the centre-cropped image
-    from realtime.lora_data import load_square
-    from realtime.stylizer import FrameStep
+    from realtime.research.lora_dataset import load_square
+    from realtime.diffusion.stylizer import FrameStep
 
     img = torch.from_numpy(load_square(t.examples[0].path, 64)).permute(2, 0, 1)[None].float() / 127.5 - 1
     with torch.no_grad():
@@ -138,7 +138,7 @@ def test_training_lowers_the_loss(trained):
 def test_saved_lora_is_the_trained_adapter_and_loads_with_lora_option(trained, tmp_path, capsys, astronaut, _tiny_components_master):
     from realtime.cli import main as stylecam
     from realtime.config import LoraSpec
-    from realtime.lora import fuse_loras
+    from realtime.diffusion.lora import fuse_loras
 
     t, result = trained
     fused = copy.deepcopy(_tiny_components_master)
@@ -185,7 +185,7 @@ def test_grad_accum_of_two_micro_batches_equals_a_batch_of_two(tmp_path, dataset
 
 
 def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tmp_path, dataset, _tiny_components_master):
-    from realtime.train_lora import train
+    from realtime.research.train_lora import train
 
     full_cfg = config(tmp_path / "a", dataset, steps=4, checkpoint_every=2)
     (tmp_path / "a").mkdir()
@@ -202,7 +202,7 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tmp_pa
 
     with pytest.raises(OutputError, match="--overwrite"):  # the first run's LoRA is there
         train(replace(first_cfg, steps=4, resume=first_cfg.workspace), copy.deepcopy(_tiny_components_master))
-    from realtime.lora_trainer import LoraTrainer
+    from realtime.research.lora_trainer import LoraTrainer
 
     resumed_cfg = replace(first_cfg, steps=4, resume=first_cfg.workspace, overwrite=True)  # the folder: latest checkpoint
     with LoraTrainer(resumed_cfg, copy.deepcopy(_tiny_components_master)) as t:
@@ -230,7 +230,7 @@ def test_text_encoder_lora_and_bf16_autocast(tmp_path, dataset, _tiny_components
     from safetensors.torch import load_file
 
     from realtime.config import LoraSpec
-    from realtime.lora import fuse_loras
+    from realtime.diffusion.lora import fuse_loras
 
     t = trainer(config(tmp_path, dataset, steps=2, train_text_encoder=True, mixed_precision="bf16"), _tiny_components_master)
     assert t.weight_dtype == torch.bfloat16 and all(p.dtype == torch.float32 for p in t.params.values())
@@ -247,7 +247,7 @@ def test_text_encoder_lora_and_bf16_autocast(tmp_path, dataset, _tiny_components
 
 
 def test_config_errors():
-    from realtime.train_lora import TrainConfig, parse_timesteps
+    from realtime.research.train_lora import TrainConfig, parse_timesteps
 
     ok = dict(data=Path("d"), out=Path("o.safetensors"))
     for bad, needle in [(dict(resolution=100), "multiple of 64"), (dict(out=Path("o.bin")), ".safetensors"),
@@ -260,7 +260,7 @@ def test_config_errors():
     assert parse_timesteps("all") == (0, 999) and parse_timesteps("auto") is None
     with pytest.raises(UsageError):
         parse_timesteps("high")
-    from realtime.lora_trainer import precision
+    from realtime.research.lora_trainer import precision
 
     with pytest.raises(DeviceUnavailable, match="fp16 needs a CUDA GPU"):
         precision("fp16", torch.device("cpu"))

@@ -1,0 +1,1 @@
+"""``stylecam bench``: runner, modes, measurement, schema, reports, environment."""

@@ -1,0 +1,275 @@
+"""Measuring for ``stylecam bench``: per-stage frame clocks, percentile summaries, memory probes (GUIDE 6.14).
+
+- :class:`FrameClock` times the stages of one frame: host stages with ``time.perf_counter``, device stages with CUDA
+  events on a CUDA device (``perf_counter`` elsewhere). Events are read once per frame, after one synchronisation,
+  so timing never serialises the stages it measures.
+- :func:`summarize` turns a list of milliseconds into ``n, mean_ms, min_ms, p50_ms, p95_ms, p99_ms, max_ms``.
+- :class:`MemoryProbe` reports peak GPU memory as the allocator sees it (``torch.cuda.max_memory_allocated``) and as
+  the device sees it (``torch.cuda.mem_get_info``: used = total - free, sampled once per frame), plus the process's
+  peak resident set size.
+
+Every time is in milliseconds, every memory figure in MiB (2**20 bytes).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from engines.timing import percentile
+
+log = logging.getLogger(__name__)
+
+MIB = float(1 << 20)
+
+#: Every stage name a result may contain, with what it measures. The unit of every stage is milliseconds per frame.
+STAGES: dict[str, str] = {
+    "capture": "camera conversion: BGR -> RGB of one camera-size frame (what the camera thread does per frame)",
+    "face": "MediaPipe face detection on the camera frame + the framing filter -> crop window",
+    "crop": "cut the crop window out of the camera frame and resize it to the model size",
+    "canny": "Canny edges of the model-size crop (OpenCV, CPU)",
+    "upload": "host -> device: the model-size image and Canny map become the frame step's input tensors",
+    "step": "the frame step through the engine: encode + ControlNet + UNet + decode, uint8 image in and out",
+    "encode": "part of step (eager only): TAESD encoder",
+    "controlnet": "part of step (eager only): ControlNet",
+    "unet": "part of step (eager only): UNet",
+    "decode": "part of step (eager only): TAESD decoder",
+    "step_other": "part of step (eager only): step minus its timed parts (uint8 <-> float, blending, noising, scheduler)",
+    "download": "device -> host: the stylized image back as a numpy array",
+    "resize": "scale the model-size image to cover the output size (centre crop)",
+    "sink": "hand the output frame to the sink (NullSink: nothing; file: encode with PyAV)",
+    "wait": "live: how long the newest frame waited before the loop took it",
+    "stylize": "live: the whole stylizer call (upload + step + download), host clock",
+}
+#: The parts of ``step`` timed with forward hooks in eager mode (they add up to ``step`` with ``step_other``).
+STEP_PARTS = ("encode", "controlnet", "unet", "decode", "step_other")
+
+
+def summarize(values_ms: Sequence[float]) -> dict[str, float | int]:
+    """``{n, mean_ms, min_ms, p50_ms, p95_ms, p99_ms, max_ms}`` of a non-empty list of milliseconds."""
+    s = sorted(float(v) for v in values_ms)
+    if not s:
+        raise ValueError("no values to summarize")
+    return {
+        "n": len(s), "mean_ms": sum(s) / len(s), "min_ms": s[0], "p50_ms": percentile(s, 50),
+        "p95_ms": percentile(s, 95), "p99_ms": percentile(s, 99), "max_ms": s[-1],
+    }
+
+
+class FrameClock:
+    """Per-frame stage timer.
+
+    ``begin()``; ``with clock.host("crop"): ...`` / ``with clock.device("step"): ...`` (or ``start``/``stop`` from
+    forward hooks); ``end(keep)`` synchronises once (CUDA), turns events into milliseconds and, when ``keep``, adds
+    them to the recorded frames. A stage run several times in one frame adds up. ``frame_ms`` holds the wall time of
+    each kept frame (``begin`` to the end of the synchronisation), ``stages`` each stage's per-frame times.
+    """
+
+    def __init__(self, device: Any = "cpu") -> None:
+        import torch
+
+        self.torch_device = torch.device(device)
+        self.cuda = self.torch_device.type == "cuda"
+        self.stages: dict[str, list[float]] = {}
+        self.frame_ms: list[float] = []
+        self.timer: dict[str, str] = {}
+        self._host: dict[str, float] = {}
+        self._events: dict[str, list[tuple[Any, Any]]] = {}
+        self._open: dict[str, Any] = {}
+        self._t0: float | None = None
+
+    def begin(self) -> None:
+        self._host.clear()
+        self._events.clear()
+        self._open.clear()
+        self._t0 = time.perf_counter()
+
+    def start(self, name: str, device: bool = True) -> None:
+        if device and self.cuda:
+            import torch
+
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self._open[name] = ev
+            self.timer.setdefault(name, "cuda_event")
+        else:
+            self._open[name] = time.perf_counter()
+            self.timer.setdefault(name, "perf_counter")
+
+    def stop(self, name: str) -> None:
+        begun = self._open.pop(name, None)
+        if begun is None:
+            raise RuntimeError(f"stage {name!r} stopped without being started")
+        if isinstance(begun, float):
+            self._host[name] = self._host.get(name, 0.0) + (time.perf_counter() - begun) * 1e3
+        else:
+            import torch
+
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self._events.setdefault(name, []).append((begun, ev))
+
+    @contextmanager
+    def host(self, name: str) -> Iterator[None]:
+        """A stage that runs on the CPU (timed with ``perf_counter``)."""
+        self.start(name, device=False)
+        try:
+            yield
+        finally:
+            self.stop(name)
+
+    @contextmanager
+    def device(self, name: str) -> Iterator[None]:
+        """A stage that runs on the device (CUDA events on CUDA, ``perf_counter`` elsewhere)."""
+        self.start(name, device=True)
+        try:
+            yield
+        finally:
+            self.stop(name)
+
+    def end(self, keep: bool = True) -> dict[str, float]:
+        """Close the frame: one synchronisation, then this frame's milliseconds per stage (recorded when ``keep``)."""
+        if self._t0 is None:
+            raise RuntimeError("FrameClock.end() without begin()")
+        if self._open:
+            raise RuntimeError(f"stages still open at the end of the frame: {', '.join(self._open)}")
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize(self.torch_device)
+        wall = (time.perf_counter() - self._t0) * 1e3
+        ms = dict(self._host)
+        for name, pairs in self._events.items():
+            ms[name] = ms.get(name, 0.0) + sum(a.elapsed_time(b) for a, b in pairs)
+        if keep:
+            self.frame_ms.append(wall)
+            for name, v in ms.items():
+                self.stages.setdefault(name, []).append(v)
+        self._t0 = None
+        return ms
+
+
+class StepHooks:
+    """Forward hooks on a FrameStep's parts (VAE encoder, ControlNet, UNet, VAE decoder) that time them on a
+    :class:`FrameClock`. Only for an eager step: a compiled engine runs the step as one graph. ``remove()`` (or
+    leaving the ``with`` block) takes the hooks off."""
+
+    def __init__(self, step: Any, clock: FrameClock) -> None:
+        self.clock = clock
+        self.handles: list[Any] = []
+        self.parts: dict[str, Any] = {}
+        vae = getattr(step, "vae", None)
+        for name, module in (("encode", getattr(vae, "encoder", None)), ("controlnet", getattr(step, "controlnet", None)),
+                             ("unet", getattr(step, "unet", None)), ("decode", getattr(vae, "decoder", None))):
+            if module is None:
+                continue
+            self.parts[name] = module
+            self.handles.append(module.register_forward_pre_hook(self._pre(name)))
+            self.handles.append(module.register_forward_hook(self._post(name)))
+
+    def _pre(self, name: str) -> Any:
+        def hook(module: Any, args: Any) -> None:
+            self.clock.start(name, device=True)
+
+        return hook
+
+    def _post(self, name: str) -> Any:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            self.clock.stop(name)
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def __enter__(self) -> "StepHooks":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+# ----------------------------------------------------------------------------------------------------------- memory
+def peak_rss_mb() -> float | None:
+    """The process's peak resident set size so far (MiB), or None where ``resource`` does not exist (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak / MIB if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, KiB on Linux
+
+
+class MemoryProbe:
+    """Peak memory over a run. ``start()`` before warm-up, ``sample()`` once per frame (outside timed regions),
+    ``report()`` at the end: allocator view, device view and peak RSS, all in MiB (GPU fields None on the CPU)."""
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.device_used_start: float | None = None
+        self.device_used_peak: float | None = None
+        self.allocated_start: float | None = None
+
+    def _device_used(self) -> float:
+        import torch
+
+        free, total = torch.cuda.mem_get_info(self.device)
+        return (total - free) / MIB
+
+    def start(self) -> None:
+        if not self.cuda:
+            return
+        import torch
+
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.allocated_start = torch.cuda.memory_allocated(self.device) / MIB
+        self.device_used_start = self.device_used_peak = self._device_used()
+
+    def sample(self) -> None:
+        if self.cuda:
+            used = self._device_used()
+            self.device_used_peak = used if self.device_used_peak is None else max(self.device_used_peak, used)
+
+    def report(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {
+            "gpu_allocated_start_mb": None, "gpu_allocated_peak_mb": None, "gpu_reserved_peak_mb": None,
+            "gpu_device_used_start_mb": None, "gpu_device_used_peak_mb": None, "gpu_device_total_mb": None,
+            "rss_peak_mb": peak_rss_mb(),
+        }
+        if self.cuda:
+            import torch
+
+            self.sample()
+            out.update(
+                gpu_allocated_start_mb=self.allocated_start,
+                gpu_allocated_peak_mb=torch.cuda.max_memory_allocated(self.device) / MIB,
+                gpu_reserved_peak_mb=torch.cuda.max_memory_reserved(self.device) / MIB,
+                gpu_device_used_start_mb=self.device_used_start,
+                gpu_device_used_peak_mb=self.device_used_peak,
+                gpu_device_total_mb=torch.cuda.mem_get_info(self.device)[1] / MIB,
+            )
+        return out
+
+
+def stage_entry(name: str, values: Sequence[float] | None, *, timer: str = "perf_counter", parent: str | None = None,
+                reason: str | None = None, impl: str | None = None) -> dict[str, Any]:
+    """One ``stages`` record of a result: ``status`` ``ok`` with a summary, or ``skipped`` with the reason."""
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}: add it to realtime.bench.stats.STAGES")
+    entry: dict[str, Any] = {"name": name, "unit": "ms", "parent": parent}
+    if reason is not None or not values:
+        entry.update(status="skipped", reason=reason or "not measured")
+        return entry
+    entry.update(status="ok", timer=timer, **summarize(values))
+    if impl:
+        entry["impl"] = impl
+    return entry

@@ -1,0 +1,33 @@
+"""``stylecam image``: one picture in, its stylized version out (the seed's single-image stylization)."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from realtime.geometry import Size
+from realtime.io.images import write_image
+
+log = logging.getLogger(__name__)
+
+
+def stylize_image(args) -> int:  # noqa: ANN001 - argparse namespace from realtime.cli
+    """Run ``stylecam image`` from parsed arguments; returns the exit code."""
+    from realtime.cli.options import output_size_arg, run_from_args
+    from realtime.pipeline.preflight import image_inputs
+
+    _, dst, frame, style, model = image_inputs(args)  # every input checked before any model loads
+    out_size = output_size_arg(args.output_size) or Size(frame.shape[1], frame.shape[0])
+    run = run_from_args(args, out_size)
+    from realtime.vision.edges import EdgeDetector
+    from realtime.pipeline.processor import FrameProcessor, build_stylizer, canny_config
+
+    t0 = time.perf_counter()
+    stylizer = build_stylizer(model, style, run)
+    t1 = time.perf_counter()
+    with FrameProcessor(run.size, out_size, stylizer=stylizer, edges=EdgeDetector(canny_config(style))) as proc:
+        result = proc.process(frame)
+    t2 = time.perf_counter()
+    write_image(dst, result)
+    log.info("wrote %s (%s, model %s, style %s): load %.1f s, frame %.2f s", dst, out_size, run.size, style.name, t1 - t0, t2 - t1)
+    return 0

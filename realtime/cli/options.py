@@ -1,0 +1,137 @@
+"""Command-line options shared by ``image``, ``live``, ``clip``, ``bench`` and ``build``, and their translation into
+the frozen configs (preset first, command-line values override it)."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from realtime.config import DEFAULT_MODEL, DEFAULT_STYLE, DEVICE_CHOICES, DTYPE_CHOICES, LoraSpec, ModelConfig, RunConfig, StyleConfig, load_style, override_style
+from realtime.errors import InputNotFound, OutputError, UsageError
+from realtime.geometry import Size, auto_model_size, parse_size
+
+BACKEND_CHOICES = ("auto", "eager", "compile", "onnxruntime", "tensorrt")
+
+
+def add_style_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("style (override the preset's values)")
+    g.add_argument("--style", default=DEFAULT_STYLE, help=f"preset name (see `stylecam styles`) or a .toml file (default {DEFAULT_STYLE}; 'none' = pass-through, no model)")
+    g.add_argument("--prompt", help="prompt text")
+    g.add_argument("--negative-prompt", help="negative prompt (used when --guidance > 1)")
+    g.add_argument("--strength", type=float, help="how far from the input, in (0, 1]: the one step's noise level")
+    g.add_argument("--control-scale", type=float, help="ControlNet (Canny) residual scale, 0 = off")
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 (SD-Turbo's default) = one UNet pass")
+    g.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]", help="LoRA file (diffusers or kohya .safetensors, a hub file owner/repo/file.safetensors, or a URL) with an optional scale; repeatable")
+    g.add_argument("--canny-low", type=int, help="Canny low threshold (with --canny-high; default automatic from the image median)")
+    g.add_argument("--canny-high", type=int, help="Canny high threshold")
+
+
+def add_temporal_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("temporal consistency")
+    g.add_argument("--blend", type=float, help="latent blending: weight of the current frame in (0, 1]; 1 = off")
+    g.add_argument("--no-blend", action="store_true", help="turn latent blending off (same as --blend 1)")
+    g.add_argument("--motion-threshold", type=float, help="latent change at which a moving region stops blending")
+    g.add_argument("--no-motion-adaptive", action="store_true", help="blend everywhere with the same weight")
+    g.add_argument("--similarity-filter", action="store_true", default=None, help="skip the stylizer when the input barely changed")
+    g.add_argument("--similarity-threshold", type=float, help="cosine similarity at or above which a frame is skipped")
+    g.add_argument("--max-skips", type=int, help="at most this many skipped frames in a row")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and device")
+    g.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local directory or .safetensors file, or random:sd-turbo / random:tiny (random weights, no download); default {DEFAULT_MODEL}")
+    g.add_argument("--controlnet", default="auto", help="ControlNet spec, or 'none' (default: thibaud/controlnet-sd21-canny-diffusers; the same random architecture for random: models)")
+    g.add_argument("--vae", default="auto", help="'taesd' (fast, default), 'full' (the model's own VAE, slower) or a spec")
+    g.add_argument("--allow-pickle", action="store_true", help="allow loading full pickle checkpoints (.ckpt/.pt/.pth/.pkl, single-file models), which can run code: only for files you trust (.bin weights load through torch's weights-only loader without it)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the fixed noise (and of random: weights)")
+    g.add_argument("--size", default="auto", help="model resolution WxH, multiples of 64 (default auto: near 512x512 in the output's aspect ratio)")
+    g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (auto: CUDA, then MPS, then CPU)")
+    g.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: fp16 on GPUs, fp32 on the CPU")
+    g.add_argument("--backend", default="eager", choices=BACKEND_CHOICES, help="engine backend: eager (default), compile (torch.compile + CUDA graphs), onnxruntime, tensorrt; auto picks the fastest available and says which")
+    g.add_argument("--cache-dir", default=None, help="engine cache directory (default $STYLECAM_CACHE, else the user cache directory)")
+
+
+def add_common_options(p: argparse.ArgumentParser, *, temporal: bool = False) -> None:
+    add_style_options(p)
+    if temporal:
+        add_temporal_options(p)
+    add_model_options(p)
+
+
+def _number_overrides(args: argparse.Namespace) -> dict[str, object]:
+    o: dict[str, object] = {
+        "prompt": args.prompt,
+        "negative_prompt": args.negative_prompt,
+        "strength": args.strength,
+        "control_scale": args.control_scale,
+        "guidance": args.guidance,
+        "loras": tuple(LoraSpec.parse(x) for x in args.lora),
+        "canny_low": args.canny_low,
+        "canny_high": args.canny_high,
+    }
+    if getattr(args, "no_blend", False) and getattr(args, "blend", None) is not None:
+        raise UsageError("--blend and --no-blend: give one")
+    blend = 1.0 if getattr(args, "no_blend", False) else getattr(args, "blend", None)
+    o.update(
+        temporal_blend=blend,
+        temporal_motion_threshold=getattr(args, "motion_threshold", None),
+        temporal_motion_adaptive=False if getattr(args, "no_motion_adaptive", False) else None,
+        temporal_similarity_filter=getattr(args, "similarity_filter", None),
+        temporal_similarity_threshold=getattr(args, "similarity_threshold", None),
+        temporal_max_skips=getattr(args, "max_skips", None),
+    )
+    return o
+
+
+def style_from_args(args: argparse.Namespace) -> StyleConfig:
+    style = load_style(args.style)
+    overrides = _number_overrides(args)
+    if style.passthrough:
+        model_given = [f"--{k}" for k, default in (("model", DEFAULT_MODEL), ("controlnet", "auto"), ("vae", "auto")) if getattr(args, k) != default]
+        if model_given:
+            raise UsageError(f"--style none loads no model: {', '.join(model_given)} cannot be used with it")
+    return override_style(style, **overrides)
+
+
+def model_from_args(args: argparse.Namespace) -> ModelConfig:
+    return ModelConfig(model=args.model, controlnet=args.controlnet, vae=args.vae, allow_pickle=args.allow_pickle)
+
+
+def model_size(args: argparse.Namespace, output: Size) -> Size:
+    return auto_model_size(output) if args.size == "auto" else parse_size(args.size, model=True)
+
+
+def run_from_args(args: argparse.Namespace, output: Size) -> RunConfig:
+    return RunConfig(size=model_size(args, output), seed=args.seed, device=args.device, dtype=args.dtype, backend=args.backend, cache_dir=args.cache_dir)
+
+
+def output_size_arg(text: str | None) -> Size | None:
+    return None if text in (None, "auto") else parse_size(text, what="--output-size")
+
+
+def check_input_file(path: str | os.PathLike[str], what: str = "input") -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFound(f"{what} not found: {p}")
+    if not p.is_file():
+        raise InputNotFound(f"{what} is not a file: {p}")
+    if not os.access(p, os.R_OK):
+        raise InputNotFound(f"{what} is not readable: {p}")
+    return p
+
+
+def check_output_path(path: Path, *, overwrite: bool, inputs: tuple[Path, ...] = ()) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    for src in inputs:
+        if path.resolve() == src.resolve():
+            raise OutputError(f"output {path} is the input: choose another name")
+    if not parent.is_dir():
+        if parent.exists():
+            raise OutputError(f"output directory {parent} is a file, not a directory")
+        raise OutputError(f"output directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output directory is not writable: {parent}")
+    if path.is_dir():
+        raise OutputError(f"output {path} is a directory: give a file name")
+    if path.exists() and not overwrite:
+        raise OutputError(f"output {path} exists: pass --overwrite to replace it")

@@ -1,0 +1,79 @@
+"""Between the stylizer and ``engines/``: the cache key of a FrameStep engine, its options, and the runner factory.
+
+``engines`` knows nothing about diffusion; this module tells it what identifies a FrameStep engine (GUIDE 6.6): the
+models that were loaded (hub snapshot or file hashes), ControlNet, VAE, the LoRA files' hashes and scales (left out for
+refittable TensorRT engines, which get the LoRA set by refit), model resolution, batch, dtype and CFG on/off. The
+backend, its version, torch, the GPU name and compute capability are added by ``engines.build_runner``.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from realtime.config import ModelConfig, RunConfig, StyleConfig
+from realtime.diffusion.stylizer import INPUT_NAMES, OUTPUT_NAMES
+
+if TYPE_CHECKING:
+    import torch
+
+    from realtime.diffusion.models import Components
+
+log = logging.getLogger(__name__)
+
+_DTYPE_NAMES = {"torch.float32": "float32", "torch.float16": "float16", "torch.bfloat16": "bfloat16"}
+
+
+def engine_key_fields(model: ModelConfig, style: StyleConfig, run: RunConfig, comps: "Components", dtype: "torch.dtype",
+                      *, include_loras: bool, batch: int = 1) -> dict[str, Any]:
+    """Everything about the weights and shapes that changes a FrameStep engine (JSON values only)."""
+    from realtime.diffusion.lora import lora_fingerprint
+
+    fields: dict[str, Any] = {
+        "graph": "stylecam.FrameStep/1",
+        "sources": dict(comps.sources),
+        "prediction_type": comps.prediction_type,
+        "cfg": style.uses_cfg,
+        "size": [run.size.width, run.size.height],
+        "batch": batch,
+        "dtype": _DTYPE_NAMES[str(dtype)],
+    }
+    if include_loras:
+        fields["loras"] = lora_fingerprint(style.loras, model.allow_pickle)
+    return fields
+
+
+def engine_options(run: RunConfig, dtype: "torch.dtype") -> Any:
+    from engines import EngineOptions
+
+    return EngineOptions(dtype=_DTYPE_NAMES[str(dtype)], trt_refittable=True)
+
+
+def runner_factory(model: ModelConfig, style: StyleConfig, run: RunConfig, comps: "Components", device: "torch.device",
+                   dtype: "torch.dtype") -> Callable[[Any, tuple[Any, ...]], Any]:
+    """A ``(module, example_inputs) -> Runner`` for :class:`~realtime.diffusion.stylizer.Stylizer` using ``run.backend``."""
+    from engines import EngineCache, build_runner
+
+    from realtime.diffusion.lora import lora_fingerprint
+
+    options = engine_options(run, dtype)
+    cache = EngineCache(run.cache_dir)
+    loras = lora_fingerprint(style.loras, model.allow_pickle)
+    description = f"{model.model} {run.size} {options.dtype} style={style.name}" + (f" loras={len(loras)}" if loras else "")
+
+    def build(module: Any, example_inputs: tuple[Any, ...]) -> Any:
+        # Refittable TensorRT engines leave the LoRA set out of the key: a cached engine is refitted to the fused weights
+        # the module holds now (weights_tag names them). Every other backend, and `auto` (which may pick onnxruntime),
+        # keys on the LoRA set, so a LoRA change can never reuse a stale engine.
+        include_loras = not (run.backend == "tensorrt" and options.trt_refittable)
+        fields = engine_key_fields(model, style, run, comps, dtype, include_loras=include_loras,
+                                   batch=int(example_inputs[0].shape[0]))
+        runner = build_runner(
+            module, example_inputs, backend=run.backend, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+            options=options, cache=cache, key_fields=fields, weights_tag=",".join(loras) or "base",
+            description=description,
+        )
+        log.info("frame step runs on the %s backend%s", runner.backend, f" ({runner.reason})" if runner.reason else "")
+        return runner
+
+    return build

@@ -1,0 +1,167 @@
+"""LoRA files: resolve, validate and fuse into the UNet and text encoder before anything runs.
+
+Several LoRAs at once, each with a scale, in diffusers or kohya format (diffusers' LoRA loader converts kohya keys),
+through peft. Fusing bakes ``W + scale * B @ A`` into the weights, so a frame costs the same with or without LoRAs and
+an engine export sees plain weights. Only ``.safetensors`` is loaded unless pickle files are explicitly allowed.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from realtime.config import LoraSpec
+from realtime.errors import LoraError
+from realtime.diffusion.models import Components, cache_dir, check_not_pickle, file_sha256, hub_offline
+
+log = logging.getLogger(__name__)
+
+
+def _hub_file(spec: LoraSpec, allow_pickle: bool) -> tuple[str, str] | None:
+    """``(repo, filename)`` when ``spec`` names a hub file ``owner/repo/[dir/]file.safetensors``, else None."""
+    parts = spec.path.split("/")
+    suffixes = (".safetensors", ".bin") + ((".pt", ".ckpt") if allow_pickle else ())  # .bin: weights-only loader
+    if len(parts) >= 3 and not spec.path.startswith((".", "/", "~")) and parts[-1].endswith(suffixes):
+        return "/".join(parts[:2]), "/".join(parts[2:])
+    return None
+
+
+def _url_target(url: str) -> Path:
+    """Where a LoRA downloaded from ``url`` is cached."""
+    name = url.rsplit("/", 1)[-1].split("?")[0] or "lora.safetensors"
+    return cache_dir() / "loras" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+
+
+def local_lora(spec: LoraSpec, allow_pickle: bool = False) -> Path | None:
+    """:func:`resolve_lora` without the network: the local path when the file is here (a local file, or a hub or URL
+    file already cached), ``None`` when it would have to be downloaded; the same errors as :func:`resolve_lora`."""
+    if Path(spec.path).expanduser().is_file() or hub_offline():
+        return resolve_lora(spec, allow_pickle)  # offline, resolve_lora looks only at the caches
+    if spec.path.startswith(("https://", "http://")):
+        target = _url_target(spec.path)
+        check_not_pickle(target, allow_pickle, "LoRA")
+        return target if target.is_file() else None
+    hub = _hub_file(spec, allow_pickle)
+    if hub is not None:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(*hub)
+        return Path(found) if isinstance(found, str) else None
+    return resolve_lora(spec, allow_pickle)  # not found: its one-line error
+
+
+def resolve_lora(spec: LoraSpec, allow_pickle: bool = False) -> Path:
+    """A local file, a hub file ``owner/repo/[dir/]file.safetensors`` or an https URL -> a local path."""
+    path = Path(spec.path).expanduser()
+    if path.is_file():
+        check_not_pickle(path, allow_pickle, "LoRA")
+        return path
+    if spec.path.startswith(("https://", "http://")):
+        return _download_url(spec.path, allow_pickle)
+    hub = _hub_file(spec, allow_pickle)
+    if hub is not None:
+        from huggingface_hub import hf_hub_download
+
+        repo, filename = hub
+        try:
+            return Path(hf_hub_download(repo, filename, local_files_only=hub_offline()))
+        except Exception as e:  # noqa: BLE001 - any hub failure is the same one-line error for the user
+            raise LoraError(
+                f"LoRA {spec.path!r} is not available ({type(e).__name__}): "
+                + ("it is not cached and HF_HUB_OFFLINE is set" if hub_offline() else "check the hub path and network")
+            ) from e
+    raise LoraError(f"LoRA file not found: {spec.path}")
+
+
+def _download_url(url: str, allow_pickle: bool) -> Path:
+    target = _url_target(url)
+    check_not_pickle(target, allow_pickle, "LoRA")
+    if target.is_file():
+        return target
+    if hub_offline():
+        raise LoraError(f"LoRA {url} is not cached and HF_HUB_OFFLINE is set: download it once online or pass a file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+            while block := r.read(1 << 20):
+                f.write(block)
+        tmp.replace(target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise LoraError(f"LoRA {url} could not be downloaded: {e}") from e
+    return target
+
+
+def _state_dict(path: Path, allow_pickle: bool) -> dict[str, Any]:
+    """Read a LoRA file; a corrupt or non-LoRA file is a :class:`LoraError`."""
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            sd = load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for corrupt files
+            raise LoraError(f"LoRA {path} is not a readable safetensors file ({type(e).__name__}: {e})") from e
+    else:
+        import torch
+
+        check_not_pickle(path, allow_pickle, "LoRA")
+        try:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise LoraError(f"LoRA {path} could not be read: {e}") from e
+    if not sd or not any("lora" in k.lower() for k in sd):
+        raise LoraError(f"LoRA {path} holds no LoRA weights (no 'lora' keys)")
+    return sd
+
+
+def lora_fingerprint(specs: Sequence[LoraSpec], allow_pickle: bool = False) -> list[str]:
+    """``sha256:scale`` per LoRA, for engine cache keys."""
+    return [f"{file_sha256(resolve_lora(s, allow_pickle))}:{s.scale:g}" for s in specs]
+
+
+def fuse_loras(comps: Components, specs: Sequence[LoraSpec], allow_pickle: bool = False) -> None:
+    """Load every LoRA, weight each by its scale and fuse them into ``comps.unet`` / ``comps.text_encoder`` in place.
+
+    Raises :class:`LoraError` for a missing/corrupt file, a file whose weights match nothing in the model, or one
+    whose shapes do not fit it.
+    """
+    if not specs:
+        return
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=None, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=comps.unet, scheduler=None,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    names = []
+    for i, spec in enumerate(specs):
+        path = resolve_lora(spec, allow_pickle)
+        sd = _state_dict(path, allow_pickle)
+        name = f"stylecam_{i}"
+        before = _adapter_count(pipe)
+        try:
+            pipe.load_lora_weights(sd, adapter_name=name)
+        except (RuntimeError, ValueError, KeyError) as e:
+            _unload(pipe)
+            first = str(e).strip().splitlines()[0][:200]
+            raise LoraError(f"LoRA {path} does not fit this model: {first}") from e
+        if _adapter_count(pipe) == before:
+            _unload(pipe)
+            raise LoraError(f"LoRA {path} has no weights that match this model's UNet or text encoder")
+        names.append(name)
+        log.info("LoRA %s (scale %g) loaded", path, spec.scale)
+    pipe.set_adapters(names, adapter_weights=[s.scale for s in specs])
+    pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
+    _unload(pipe)
+
+
+def _adapter_count(pipe: Any) -> int:
+    return sum(len(v) for v in pipe.get_list_adapters().values())
+
+
+def _unload(pipe: Any) -> None:
+    pipe.unload_lora_weights()

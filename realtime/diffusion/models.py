@@ -1,0 +1,498 @@
+"""Resolve model specs into loaded components (GUIDE 4).
+
+A spec is a hub id (``owner/name``), a local diffusers directory, a single ``.safetensors`` file, or ``random:<arch>``
+(the real architecture with random weights and no download: ``random:sd-turbo`` is SD-Turbo's UNet 865.9M, the SD2.1
+ControlNet 364.2M, TAESD 2.4M and the SD 2.x text encoder 340.4M parameters; ``random:tiny`` is a tiny one for tests).
+Hub models respect ``HF_HUB_OFFLINE``: the cache is always tried first, and a model that is not there while offline is
+a one-line :class:`~realtime.errors.ModelNotFound` naming it and the fix. Pickle checkpoints are refused unless allowed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from realtime.config import TAESD_REPO, ModelConfig
+from realtime.errors import DeviceUnavailable, ModelNotFound, UsageError
+from realtime.diffusion.hubfiles import PIPELINE_PARTS, cached_snapshot, cached_weights, missing_parts
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Full pickles: loading them may need unsafe unpickling, so only with --allow-pickle. ``.bin`` is not here: diffusers
+# 0.42.1 (diffusers/models/model_loading_utils.py, load_state_dict: ``torch.load(..., weights_only=True)``) and
+# transformers 5.23 (transformers/modeling_utils.py, load_state_dict(weights_only=True), the default of
+# from_pretrained's ``weights_only``, behind check_torch_load_is_safe: torch >= 2.6) read ``.bin`` weights with torch's
+# weights-only unpickler, which builds tensors and plain containers and runs no code; so does our LoRA reader.
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".pkl")
+
+# SD-Turbo's scheduler (EulerDiscreteScheduler config from stabilityai/sd-turbo); only the noise schedule and the
+# prediction type matter for a one-step frame.
+SD_TURBO_SCHEDULER = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "timestep_spacing": "trailing",
+}
+
+ARCHS: dict[str, dict[str, Any]] = {
+    "sd-turbo": {
+        "unet": dict(
+            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+        ),
+        "controlnet": dict(conditioning_embedding_out_channels=(16, 32, 96, 256)),
+        "taesd": {},
+        "text": dict(
+            vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+            num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=512,
+        ),
+    },
+    "tiny": {
+        "unet": dict(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=8,
+        ),
+        "controlnet": dict(conditioning_embedding_out_channels=(8, 8, 16, 16)),
+        "taesd": dict(
+            encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+            num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
+        ),
+        "text": dict(
+            vocab_size=1000, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+            max_position_embeddings=77, hidden_act="gelu", projection_dim=32,
+            bos_token_id=998, eos_token_id=999, pad_token_id=999,
+        ),
+    },
+}
+
+
+@dataclass
+class Components:
+    """Everything one frame needs, loaded and on the device (text encoder included; it runs once per prompt)."""
+
+    unet: Any
+    controlnet: Any | None
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)  # what was loaded (for engine cache keys and logs)
+
+    @property
+    def prediction_type(self) -> str:
+        return str(self.scheduler_config.get("prediction_type", "epsilon"))
+
+    def alphas_cumprod(self) -> "torch.Tensor":
+        """``abar_t`` for t = 0..T-1 (float64, CPU), from the scheduler config's beta schedule."""
+        from diffusers import DDPMScheduler
+
+        keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
+        cfg = {k: self.scheduler_config[k] for k in keys if self.scheduler_config.get(k) is not None}
+        return DDPMScheduler(**cfg).alphas_cumprod.double()
+
+
+# ------------------------------------------------------------------------------------------------ device and dtype
+def resolve_device(spec: str = "auto") -> "torch.device":
+    """``auto`` picks CUDA, then MPS, then CPU. A device that is not there is an error, never a silent fallback."""
+    import torch
+
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise DeviceUnavailable(
+                f"--device {spec}: no CUDA GPU is visible to torch {torch.__version__} ({build}); "
+                "install a CUDA build of torch and the NVIDIA driver, or use --device cpu"
+            )
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceUnavailable(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return torch.device("cuda", index)
+    if spec == "mps" and not has_mps:
+        raise DeviceUnavailable("--device mps: Metal (MPS) is not available here; use --device cpu")
+    return torch.device(spec)
+
+
+def resolve_dtype(spec: str, device: "torch.device") -> "torch.dtype":
+    """``auto``: fp16 on CUDA and MPS, fp32 on the CPU."""
+    import torch
+
+    if spec == "auto":
+        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[spec]
+
+
+# --------------------------------------------------------------------------------------------------- random models
+def random_arch(spec: str) -> str:
+    arch = spec.split(":", 1)[1]
+    if arch not in ARCHS:
+        raise ModelNotFound(f"unknown random architecture {spec!r}: choose one of {', '.join('random:' + a for a in ARCHS)}")
+    return arch
+
+
+def build_random_unet(arch: str) -> Any:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(**ARCHS[arch]["unet"])
+
+
+def build_random_controlnet(arch: str, unet: Any | None = None) -> Any:
+    from diffusers import ControlNetModel
+
+    unet = unet if unet is not None else build_random_unet(arch)
+    net = ControlNetModel.from_unet(unet, load_weights_from_unet=False, **ARCHS[arch]["controlnet"])
+    # diffusers zero-initialises the "zero convs" (a freshly trained ControlNet starts as a no-op). Random weights
+    # must exercise the ControlNet path, so give them torch's default init.
+    for module in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+        module.reset_parameters()
+    return net
+
+
+def build_random_taesd(arch: str) -> Any:
+    from diffusers import AutoencoderTiny
+
+    return AutoencoderTiny(**ARCHS[arch]["taesd"])
+
+
+def build_random_text_encoder(arch: str) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(**ARCHS[arch]["text"]))
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2/CLIP's reversible byte -> printable character table (256 entries)."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def generated_tokenizer(vocab_size: int, cache_root: Path | None = None) -> Any:
+    """An offline CLIP BPE tokenizer with a generated vocabulary of exactly ``vocab_size`` tokens.
+
+    No package here ships the CLIP vocabulary in a usable form, so ``random:`` specs get byte tokens plus generated
+    letter merges (``ab``, ``abc``, ...): real BPE behaviour, real vocabulary size, no download. Written once to the cache.
+    """
+    from transformers import CLIPTokenizer
+
+    root = (cache_root or cache_dir()) / "tokenizers" / f"generated-clip-{vocab_size}"
+    if not (root / "merges.txt").is_file():
+        base = _bytes_to_unicode()
+        tokens = base + [c + "</w>" for c in base]
+        letters = "etaoinshrdlcumwfgypbvkjxqz"
+        merges: list[tuple[str, str]] = []
+        frontier = list(letters)
+        budget = vocab_size - len(tokens) - 2
+        while len(merges) < budget:
+            grown = []
+            for a in frontier:
+                for b in letters:
+                    for right in (b, b + "</w>"):
+                        if len(merges) < budget:
+                            merges.append((a, right))
+                    grown.append(a + b)
+            frontier = grown
+        vocab = {t: i for i, t in enumerate(tokens)}
+        for a, b in merges:
+            vocab[a + b] = len(vocab)
+        vocab["<|startoftext|>"] = len(vocab)
+        vocab["<|endoftext|>"] = len(vocab)
+        tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+        (tmp / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+        (tmp / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}), encoding="utf-8")
+        try:
+            tmp.rename(root)
+        except OSError:  # another process won the race: use its copy
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    tok = CLIPTokenizer.from_pretrained(str(root))
+    tok.model_max_length = 77
+    return tok
+
+
+# --------------------------------------------------------------------------------------------------- hub and files
+def cache_dir() -> Path:
+    """``$STYLECAM_CACHE``, else the user cache directory (``$XDG_CACHE_HOME/stylecam`` or ``~/.cache/stylecam``)."""
+    if os.environ.get("STYLECAM_CACHE"):
+        return Path(os.environ["STYLECAM_CACHE"]).expanduser()
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "stylecam"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stylecam"
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_not_pickle(path: Path, allow_pickle: bool, what: str) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
+        raise UsageError(
+            f"{what} {path} is a pickle checkpoint, which can run arbitrary code: convert it to .safetensors, "
+            "or pass --allow-pickle if you trust it"
+        )
+
+
+def spec_kind(spec: str) -> str:
+    """``random``, ``file``, ``dir`` or ``hub``; a spec that is none of these is a :class:`ModelNotFound`."""
+    if spec.startswith("random:"):
+        return "random"
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return "file"
+    if path.is_dir():
+        return "dir"
+    if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return "hub"
+    raise ModelNotFound(f"model {spec!r} not found: not a local file or directory, a hub id (owner/name) or random:<arch>")
+
+
+def offline_not_cached(what: str, spec: str) -> ModelNotFound:
+    """The one-line error for a hub model that is not cached while offline: it names the model and the fix."""
+    pull = {"model": f"--model {spec}", "controlnet": f"--controlnet {spec}", "full vae": f"--model {spec} --vae full"}
+    return ModelNotFound(
+        f"{what} {spec!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: run `stylecam models pull "
+        f"{pull.get(what, f'--vae {spec}')}` on a connected machine (then copy its cache here and point HF_HOME at it), "
+        "or unset HF_HUB_OFFLINE"
+    )
+
+
+def hub_load(loader: Callable[..., Any], spec: str, what: str, **kwargs: Any) -> Any:
+    """Call a ``from_pretrained``-style ``loader``: the local cache first, then (unless offline) the hub.
+
+    Before a download the hub is asked once (a few seconds at most) whether it is reachable and has ``spec``, so no
+    network or a wrong id is one line at once instead of the libraries' retries.
+    """
+    try:
+        return loader(spec, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as e:
+        if hub_offline():
+            raise offline_not_cached(what, spec) from e
+    if spec_kind(spec) == "hub":  # single files fetch only their config from the hub
+        from realtime.diffusion.pull import probe_repo
+
+        probe_repo(spec, what)
+    log.info("downloading %s %s from the Hugging Face hub (first run only; `stylecam models pull` fetches ahead of "
+             "time with the total size and a progress bar)", what, spec)
+    try:
+        return loader(spec, **kwargs)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelNotFound(
+            f"{what} {spec!r} could not be loaded from the Hugging Face hub ({first}): check the id, your network and "
+            "that you accepted the model's licence (set HF_TOKEN), or pass a local directory"
+        ) from e
+
+
+def hub_repos(cfg: ModelConfig) -> list[tuple[str, str, tuple[str, ...] | None]]:
+    """``(what, repo id, component folders or None for a model repo)`` for each hub repo that ``cfg`` loads."""
+    out: list[tuple[str, str, tuple[str, ...] | None]] = []
+    if spec_kind(cfg.model) == "hub":
+        out.append(("model", cfg.model, PIPELINE_PARTS))
+        if cfg.vae_spec == "full":
+            out.append(("full vae", cfg.model, ("vae",)))
+    if cfg.controlnet_spec and spec_kind(cfg.controlnet_spec) == "hub":
+        out.append(("controlnet", cfg.controlnet_spec, None))
+    vae = TAESD_REPO if cfg.vae_spec == "taesd" else cfg.vae_spec
+    if vae != "full" and spec_kind(vae) == "hub":
+        out.append(("vae", vae, None))
+    return out
+
+
+def check_models_available(cfg: ModelConfig) -> None:
+    """Pre-flight: raise what loading ``cfg`` would raise for a missing model, without loading anything.
+
+    Every spec must resolve (:func:`spec_kind`: a local path that exists, a hub id or ``random:<arch>``); when
+    ``HF_HUB_OFFLINE`` is set, every hub repo must be in the Hugging Face cache with the files the loaders read
+    (config and weights of each component), else the same one-line :class:`ModelNotFound` as :func:`hub_load`.
+    Online, hub repos that are not cached are left to the loaders (they download). Cheap: file-system look-ups only,
+    no torch, no network.
+    """
+    for spec in (cfg.model, cfg.controlnet_spec, cfg.vae_spec):
+        if spec and spec not in ("taesd", "full"):
+            spec_kind(spec)
+    if not hub_offline():
+        return
+    for what, repo, parts in hub_repos(cfg):
+        snap = cached_snapshot(repo)
+        if snap is None or missing_parts(snap, parts):
+            raise offline_not_cached(what, repo)
+
+
+def describe_source(spec: str) -> str:
+    """A stable description of what a spec loaded, for cache keys: file hashes for files, the snapshot for hub ids."""
+    kind = spec_kind(spec)
+    if kind == "file":
+        return f"file:{file_sha256(spec)}"
+    if kind == "dir":
+        h = hashlib.sha256()
+        for p in sorted(Path(spec).rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p.relative_to(spec)}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+        return f"dir:{Path(spec).resolve()}:{h.hexdigest()[:16]}"
+    if kind == "hub":
+        try:
+            from huggingface_hub import snapshot_download
+
+            snap = snapshot_download(spec, local_files_only=True, allow_patterns=["model_index.json", "config.json"])
+            return f"hub:{spec}@{Path(snap).name}"
+        except Exception:  # noqa: BLE001 - a description only; an unknown revision is keyed by the id alone
+            return f"hub:{spec}"
+    return spec
+
+
+# ------------------------------------------------------------------------------------------------------- loading
+def load_components(cfg: ModelConfig, device: "torch.device", dtype: "torch.dtype", seed: int = 0) -> Components:
+    """Load (or build) UNet, ControlNet, VAE, text encoder, tokenizer and scheduler config, on ``device`` in ``dtype``.
+
+    ``random:`` components are initialised from ``seed`` (the same seed gives the same weights).
+    """
+    import torch
+
+    fp16 = dtype == torch.float16  # load the fp16 variant of hub/local weights where it is there (see _pretrained_kwargs)
+    main_kind = spec_kind(cfg.model)
+    if main_kind == "random":
+        arch = random_arch(cfg.model)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            unet, text_encoder = build_random_unet(arch), build_random_text_encoder(arch)
+        tokenizer = generated_tokenizer(ARCHS[arch]["text"]["vocab_size"])
+        scheduler_config = dict(SD_TURBO_SCHEDULER)
+        full_vae = None
+    elif main_kind == "file":
+        unet, text_encoder, tokenizer, scheduler_config, full_vae = _load_single_file(Path(cfg.model), cfg.allow_pickle)
+    else:
+        unet, text_encoder, tokenizer, scheduler_config, full_vae = _load_diffusers_model(cfg.model, fp16)
+
+    controlnet = _load_controlnet(cfg.controlnet_spec, cfg.allow_pickle, seed, unet, fp16) if cfg.controlnet_spec else None
+    vae = _load_vae(cfg, full_vae, seed, fp16)
+    sources = {"model": describe_source(cfg.model), "vae": cfg.vae_spec if cfg.vae_spec.startswith(("taesd", "full")) else describe_source(cfg.vae_spec)}
+    sources["controlnet"] = describe_source(cfg.controlnet_spec) if cfg.controlnet_spec else "none"
+    if cfg.is_random:
+        sources["seed"] = str(seed)
+    comps = Components(unet, controlnet, vae, text_encoder, tokenizer, scheduler_config, sources)
+    for name in ("unet", "controlnet", "vae", "text_encoder"):
+        module = getattr(comps, name)
+        if module is not None:
+            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    log.info("loaded %s", ", ".join(f"{k}={v}" for k, v in sources.items()))
+    return comps
+
+
+def _pretrained_kwargs(spec: str, subfolder: str, fp16: bool) -> dict[str, Any]:
+    """``from_pretrained`` options for a hub id or local diffusers directory.
+
+    Safetensors where the folder has them, else ``.bin`` through the weights-only loader (no code runs; see
+    PICKLE_SUFFIXES), so no --allow-pickle is needed. ``variant="fp16"`` when the weights there (a local directory,
+    or the cached snapshot of a hub id) include the fp16 variant and the run is fp16, or the fp16 files are the only
+    ones; else the default files. Not cached yet: ``use_safetensors=None`` (the libraries prefer safetensors).
+    """
+    kw: dict[str, Any] = {"use_safetensors": None}
+    root = Path(spec).expanduser() if spec_kind(spec) == "dir" else cached_snapshot(spec)
+    found = cached_weights(root / subfolder, fp16) if root is not None else None
+    if found is not None:  # say which files, so the libraries do not log a failed safetensors look-up first
+        kw["use_safetensors"] = found[1] == "safetensors"
+        if found[0]:
+            kw["variant"] = found[0]
+    if subfolder:
+        kw["subfolder"] = subfolder
+    return kw
+
+
+def _load_diffusers_model(spec: str, fp16: bool) -> tuple[Any, Any, Any, dict[str, Any], Any]:
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    unet = hub_load(UNet2DConditionModel.from_pretrained, spec, "model", **_pretrained_kwargs(spec, "unet", fp16))
+    text_encoder = hub_load(CLIPTextModel.from_pretrained, spec, "model", **_pretrained_kwargs(spec, "text_encoder", fp16))
+    tokenizer = hub_load(CLIPTokenizer.from_pretrained, spec, "model", subfolder="tokenizer")
+    scheduler_config = dict(hub_load(DDPMScheduler.load_config, spec, "model", subfolder="scheduler"))
+    return unet, text_encoder, tokenizer, scheduler_config, spec
+
+
+def _load_single_file(path: Path, allow_pickle: bool) -> tuple[Any, Any, Any, dict[str, Any], Any]:
+    """A single-file SD 2.x checkpoint. Unverified here: diffusers fetches the matching config from the hub (cached
+    after the first run), which this machine cannot reach."""
+    from diffusers import StableDiffusionPipeline
+
+    check_not_pickle(path, allow_pickle, "model")
+    pipe = hub_load(lambda p, **kw: StableDiffusionPipeline.from_single_file(p, safety_checker=None, **kw), str(path), "model")
+    return pipe.unet, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config), pipe.vae
+
+
+def _load_controlnet(spec: str, allow_pickle: bool, seed: int, unet: Any, fp16: bool = False) -> Any:
+    import torch
+    from diffusers import ControlNetModel
+
+    kind = spec_kind(spec)
+    if kind == "random":
+        arch = random_arch(spec)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            base = unet if unet.config.block_out_channels == ARCHS[arch]["unet"]["block_out_channels"] else None
+            return build_random_controlnet(arch, base)
+    if kind == "file":
+        check_not_pickle(Path(spec), allow_pickle, "controlnet")
+        return hub_load(ControlNetModel.from_single_file, spec, "controlnet")
+    return hub_load(ControlNetModel.from_pretrained, spec, "controlnet", **_pretrained_kwargs(spec, "", fp16))
+
+
+def _load_vae(cfg: ModelConfig, full_vae: Any, seed: int, fp16: bool = False) -> Any:
+    import torch
+    from diffusers import AutoencoderKL, AutoencoderTiny
+
+    spec = cfg.vae_spec
+    if spec == "full":
+        if full_vae is None:
+            raise UsageError("--vae full: a random: model has no full VAE; use --vae taesd or a VAE spec")
+        if not isinstance(full_vae, str):
+            return full_vae
+        return hub_load(AutoencoderKL.from_pretrained, full_vae, "full vae", **_pretrained_kwargs(full_vae, "vae", fp16))
+    if spec == "taesd":
+        return hub_load(AutoencoderTiny.from_pretrained, TAESD_REPO, "vae", **_pretrained_kwargs(TAESD_REPO, "", fp16))
+    kind = spec_kind(spec)
+    if kind == "random":
+        arch = random_arch(spec)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 2)
+            return build_random_taesd(arch)
+    if kind == "file":
+        check_not_pickle(Path(spec), cfg.allow_pickle, "vae")
+        return hub_load(AutoencoderKL.from_single_file, spec, "vae")
+    loader = AutoencoderTiny if "taesd" in spec.lower() else AutoencoderKL
+    return hub_load(loader.from_pretrained, spec, "vae", **_pretrained_kwargs(spec, "", fp16))

@@ -1,0 +1,301 @@
+"""The math of one frame (GUIDE 3) and the state around it.
+
+:class:`FrameStep` is a plain ``nn.Module`` with fixed shapes: RGB uint8 image + Canny map + previous latents + prompt
+embeddings + fixed noise + every per-frame number as a tensor in; RGB uint8 image + this frame's input and output latents
+out. Changing strength, blending or ControlNet scale never changes the module, so a compiled engine is never rebuilt for
+them. :class:`Stylizer` owns the state: prompt embedding cache (prompts encoded off the frame path), fixed noise from
+the seed, the previous frame's latents, and the runner (eager here; engines through the same inputs and outputs).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from realtime.config import StyleConfig
+from realtime.errors import UsageError
+from realtime.geometry import Size
+
+if TYPE_CHECKING:
+    from realtime.diffusion.models import Components
+
+log = logging.getLogger(__name__)
+
+#: FrameStep's inputs, in order (names are the ONNX graph's input names).
+INPUT_NAMES = (
+    "image",            # (1, H, W, 3) uint8 RGB
+    "control",          # (1, H, W) uint8 Canny map, 0 or 255
+    "prev_in_latent",   # (1, 4, H/8, W/8) previous frame's input latent z (motion estimate)
+    "prev_out_latent",  # (1, 4, H/8, W/8) previous frame's output latent z0 (blending)
+    "noise",            # (1, 4, H/8, W/8) fixed noise n
+    "prompt_embeds",    # (1, 77, D), or (2, 77, D) [negative, positive] with CFG
+    "timestep",         # (1,) t
+    "sqrt_alpha_bar",   # (1,) sqrt(abar_t)
+    "sqrt_one_minus_alpha_bar",  # (1,) sqrt(1 - abar_t)
+    "blend",            # (1,) weight a of the current frame; 1 = no blending
+    "motion_gain",      # (1,) a rises to 1 where |z - z_prev_in| * gain >= 1; 0 = not motion-adaptive
+    "control_scale",    # (1,) ControlNet residual scale; 0 = no ControlNet effect
+    "guidance_scale",   # (1,) CFG scale (used only when built with CFG)
+)
+OUTPUT_NAMES = ("image_out", "in_latent", "out_latent")
+
+
+class FrameStep(nn.Module):
+    """One SD-Turbo step with ControlNet and TAESD, uint8 image in, uint8 image out.
+
+    Args: ``unet``, ``controlnet`` (or None), ``vae`` (AutoencoderTiny or AutoencoderKL), ``prediction_type``
+    (``epsilon``, ``v_prediction`` or ``sample``), ``cfg`` (classifier-free guidance: doubles the UNet batch).
+    ``forward`` takes :data:`INPUT_NAMES` and returns :data:`OUTPUT_NAMES`; see their shapes there.
+    """
+
+    def __init__(self, unet: Any, controlnet: Any | None, vae: Any, prediction_type: str, cfg: bool = False):
+        super().__init__()
+        if prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise UsageError(f"prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample")
+        self.unet, self.controlnet, self.vae = unet, controlnet, vae
+        self.prediction_type, self.cfg = prediction_type, cfg
+        self.tiny_vae = type(vae).__name__ == "AutoencoderTiny"
+        self.vae_scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) in [-1, 1] -> scaled latent (B,4,H/8,W/8)."""
+        if self.tiny_vae:
+            return self.vae.encode(x).latents * self.vae_scale
+        return self.vae.encode(x).latent_dist.mode() * self.vae_scale
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latent -> (B,3,H,W) in [-1, 1]."""
+        return self.vae.decode(z / self.vae_scale).sample
+
+    def forward(
+        self, image: torch.Tensor, control: torch.Tensor, prev_in_latent: torch.Tensor,
+        prev_out_latent: torch.Tensor, noise: torch.Tensor, prompt_embeds: torch.Tensor, timestep: torch.Tensor,
+        sqrt_alpha_bar: torch.Tensor, sqrt_one_minus_alpha_bar: torch.Tensor, blend: torch.Tensor,
+        motion_gain: torch.Tensor, control_scale: torch.Tensor, guidance_scale: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        dtype = noise.dtype
+        x = image.to(dtype).permute(0, 3, 1, 2) / 127.5 - 1.0  # uint8 cast first: TensorRT wants it at the I/O edge
+        z = self.encode(x)
+        # Motion-adaptive latent blending: a -> 1 where the input latent moved.
+        moved = (z - prev_in_latent).abs().mean(dim=1, keepdim=True)
+        a = blend + (1.0 - blend) * (moved * motion_gain).clamp(0.0, 1.0)
+        z_in = a * z + (1.0 - a) * prev_out_latent
+        x_t = sqrt_alpha_bar * z_in + sqrt_one_minus_alpha_bar * noise
+
+        batch = 2 if self.cfg else 1
+        sample = x_t.expand(batch, -1, -1, -1) if self.cfg else x_t
+        t = timestep.expand(batch)
+        down, mid = None, None
+        if self.controlnet is not None:
+            cond = (control.to(dtype) / 255.0).unsqueeze(1).expand(-1, 3, -1, -1)
+            cond = cond.expand(batch, -1, -1, -1) if self.cfg else cond
+            down, mid = self.controlnet(
+                sample, t, encoder_hidden_states=prompt_embeds, controlnet_cond=cond, conditioning_scale=1.0,
+                return_dict=False,
+            )
+            down = [r * control_scale for r in down]
+            mid = mid * control_scale
+        pred = self.unet(
+            sample, t, encoder_hidden_states=prompt_embeds, down_block_additional_residuals=down,
+            mid_block_additional_residual=mid, return_dict=False,
+        )[0]
+        if self.cfg:
+            uncond, cond_pred = pred.chunk(2)
+            pred = uncond + guidance_scale * (cond_pred - uncond)
+        if self.prediction_type == "epsilon":
+            z0 = (x_t - sqrt_one_minus_alpha_bar * pred) / sqrt_alpha_bar
+        elif self.prediction_type == "v_prediction":
+            z0 = sqrt_alpha_bar * x_t - sqrt_one_minus_alpha_bar * pred
+        else:
+            z0 = pred
+        y = self.decode(z0)
+        out = ((y.clamp(-1.0, 1.0) + 1.0) * 127.5).round().permute(0, 2, 3, 1).to(torch.uint8)  # cast last
+        return out, z, z0
+
+
+
+@dataclass(frozen=True)
+class FrameNumbers:
+    """The per-frame numbers, as plain floats (turned into (1,) tensors for :class:`FrameStep`)."""
+
+    timestep: float
+    sqrt_alpha_bar: float
+    sqrt_one_minus_alpha_bar: float
+    blend: float
+    motion_gain: float
+    control_scale: float
+    guidance_scale: float
+
+
+def strength_timestep(strength: float, num_train_timesteps: int = 1000) -> int:
+    """The one-step timestep for an img2img ``strength`` in (0, 1]: 1 -> T-1 (pure noise), 0.5 -> T/2 - 1."""
+    if not 0 < strength <= 1:
+        raise UsageError(f"--strength {strength}: must be in (0, 1]")
+    return max(0, min(num_train_timesteps - 1, round(strength * num_train_timesteps) - 1))
+
+
+class Stylizer:
+    """Owns the per-stream state around :class:`FrameStep` and runs it (eagerly, or through an engine runner).
+
+    ``__call__(image, control)`` takes the model-size RGB uint8 image (H, W, 3) and its Canny map (H, W) uint8 and
+    returns the stylized RGB uint8 image (H, W, 3). The first frame is never blended (no brown warm-up frames), and the
+    output is this frame's own (no n-1 delay).
+    """
+
+    def __init__(
+        self, components: "Components", style: StyleConfig, size: Size, *, device: torch.device,
+        dtype: torch.dtype, seed: int = 0, runner_factory: Callable[[Any, tuple[Any, ...]], Callable[..., Any]] | None = None,
+    ) -> None:
+
+        if style.passthrough:
+            raise UsageError("style 'none' is pass-through: it has no stylizer")
+        if size.width % 64 or size.height % 64:
+            raise UsageError(f"model size {size}: sides must be multiples of 64")
+        self.components, self.size, self.device, self.dtype, self.seed = components, size, device, dtype, seed
+        self.style = style
+        self.prompt_encodes = 0  # how many times the text encoder ran (tests check it is once per prompt)
+        self._embeds: dict[tuple[str, str, bool], torch.Tensor] = {}
+        self._lock = threading.Lock()
+        self._pending: Future[Any] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylecam-prompt")
+        self._abar = components.alphas_cumprod()
+        self._runner_factory = runner_factory
+        latent_shape = (1, 4, size.height // 8, size.width // 8)
+        gen = torch.Generator("cpu").manual_seed(seed)
+        self.noise = torch.randn(latent_shape, generator=gen, dtype=torch.float32).to(device, dtype)
+        self._prev_in = torch.zeros(latent_shape, device=device, dtype=dtype)
+        self._prev_out = torch.zeros(latent_shape, device=device, dtype=dtype)
+        self._has_prev = False
+        self._build(style)
+
+    # ----------------------------------------------------------------------------------------------------- set-up
+    def _build(self, style: StyleConfig) -> None:
+        comps = self.components
+        self.step = FrameStep(comps.unet, comps.controlnet, comps.vae, comps.prediction_type, cfg=style.uses_cfg)
+        self._cfg = style.uses_cfg
+        self._prompt_embeds = self.encode_prompt(style.prompt, style.negative_prompt, style.uses_cfg)
+        self._numbers = self.frame_numbers(style)
+        self.runner = self.step if self._runner_factory is None else self._runner_factory(self.step, self.example_inputs())
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        close = getattr(self.runner, "close", None)
+        if callable(close) and self.runner is not self.step:
+            close()
+
+    def __enter__(self) -> "Stylizer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def frame_numbers(self, style: StyleConfig) -> FrameNumbers:
+        t = strength_timestep(style.strength, len(self._abar))
+        abar = float(self._abar[t])
+        return FrameNumbers(
+            timestep=float(t), sqrt_alpha_bar=abar**0.5, sqrt_one_minus_alpha_bar=(1 - abar) ** 0.5,
+            blend=style.temporal.blend, motion_gain=style.temporal.motion_gain, control_scale=style.control_scale,
+            guidance_scale=style.guidance,
+        )
+
+    # ---------------------------------------------------------------------------------------------------- prompts
+    def encode_prompt(self, prompt: str, negative: str = "", cfg: bool = False) -> torch.Tensor:
+        """Prompt embeddings (1, 77, D), or (2, 77, D) = [negative, positive] with CFG; cached per prompt."""
+
+        key = (prompt, negative if cfg else "", cfg)
+        with self._lock:
+            if key in self._embeds:
+                return self._embeds[key]
+        tok, enc = self.components.tokenizer, self.components.text_encoder
+        texts = [negative, prompt] if cfg else [prompt]
+        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+        with torch.inference_mode():
+            emb = enc(ids.to(enc.device))[0].to(self.device, self.dtype)
+        with self._lock:
+            self.prompt_encodes += 1
+            self._embeds[key] = emb
+        return emb
+
+    def set_style(self, style: StyleConfig, *, wait: bool = False) -> None:
+        """Switch style. Prompt-only and per-frame-number changes never stall a frame: the prompt is encoded on a
+        background thread and swapped in when ready. A guidance on/off change rebuilds the step (logged)."""
+        if style.passthrough:
+            raise UsageError("cannot switch a running stylizer to the pass-through style")
+        if style.loras != self.style.loras:
+            raise UsageError("a LoRA change needs the models loaded again with the new LoRAs fused (build another "
+                             "Stylizer; `stylecam live` does it in the background on a `lora` command)")
+        if style.uses_cfg != self._cfg:
+            log.info("guidance %s: rebuilding the frame step", "on" if style.uses_cfg else "off")
+            self._pending = None  # an encode still pending for the old CFG shape must never be swapped in
+            self.style = style
+            self._build(style)
+            return
+        self._numbers = self.frame_numbers(style)
+        self.style = style
+        future = self._executor.submit(self.encode_prompt, style.prompt, style.negative_prompt, style.uses_cfg)
+        if wait:
+            self._prompt_embeds = future.result()
+        else:
+            self._pending = future
+
+    def _swap_prompt(self) -> None:
+        if self._pending is not None and self._pending.done():
+            self._prompt_embeds = self._pending.result()
+            self._pending = None
+
+    def set_seed(self, seed: int) -> None:
+        """Re-draw the fixed noise from ``seed`` exactly as ``__init__`` does (the model weights stay as they are).
+        The next frame uses it; an engine takes the noise as an input, so nothing is rebuilt."""
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise UsageError(f"seed {seed!r}: must be a non-negative integer")
+        gen = torch.Generator("cpu").manual_seed(seed)
+        self.noise = torch.randn(tuple(self.noise.shape), generator=gen, dtype=torch.float32).to(self.device, self.dtype)
+        self.seed = seed
+
+    # ------------------------------------------------------------------------------------------------------ frames
+    def reset(self) -> None:
+        """Forget the previous frame: the next frame is not blended (use after a cut or a style jump)."""
+        self._has_prev = False
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        """A full set of FrameStep inputs for this stylizer's shapes (what an engine is built from)."""
+
+        h, w = self.size.height, self.size.width
+        image = torch.zeros((1, h, w, 3), dtype=torch.uint8, device=self.device)
+        control = torch.zeros((1, h, w), dtype=torch.uint8, device=self.device)
+        return (image, control, self._prev_in, self._prev_out, self.noise, self._prompt_embeds, *self._number_tensors(self._numbers, first=True))
+
+    def _number_tensors(self, n: FrameNumbers, first: bool) -> tuple[torch.Tensor, ...]:
+
+        values = [n.timestep, n.sqrt_alpha_bar, n.sqrt_one_minus_alpha_bar, 1.0 if first else n.blend,
+                  0.0 if first else n.motion_gain, n.control_scale, n.guidance_scale]
+        flat = torch.tensor(values, dtype=torch.float32).to(self.device, self.dtype)
+        return tuple(flat[i : i + 1] for i in range(len(values)))
+
+    def step_inputs(self, image: np.ndarray, control: np.ndarray) -> tuple[torch.Tensor, ...]:
+
+        h, w = self.size.height, self.size.width
+        if image.shape != (h, w, 3) or image.dtype != np.uint8:
+            raise UsageError(f"stylizer input must be {h}x{w}x3 uint8, got {image.shape} {image.dtype}")
+        if control.shape != (h, w) or control.dtype != np.uint8:
+            raise UsageError(f"control map must be {h}x{w} uint8, got {control.shape} {control.dtype}")
+        img = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0).to(self.device, non_blocking=True)
+        ctl = torch.from_numpy(np.ascontiguousarray(control)).unsqueeze(0).to(self.device, non_blocking=True)
+        first = not self._has_prev
+        return (img, ctl, self._prev_in, self._prev_out, self.noise, self._prompt_embeds, *self._number_tensors(self._numbers, first))
+
+    def __call__(self, image: np.ndarray, control: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB at the model size + (H, W) uint8 Canny -> (H, W, 3) uint8 RGB stylized."""
+
+        self._swap_prompt()
+        inputs = self.step_inputs(image, control)
+        with torch.inference_mode():
+            out, z, z0 = self.runner(*inputs)
+        self._prev_in, self._prev_out, self._has_prev = z, z0, True
+        return out[0].cpu().numpy()

@@ -1,0 +1,1 @@
+"""Frames and files in and out: camera and video-file sources, images, audio, media probing, sinks (virtual camera, window, video writer)."""

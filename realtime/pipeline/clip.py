@@ -1,0 +1,479 @@
+"""``stylecam clip IN [IN ...] -o OUT``: stylize video files, keeping their audio and timing, never leaving a broken file.
+
+One frame at a time (memory stays flat whatever the clip length): :class:`~realtime.io.videofile.FileSource` decodes on a
+thread (bounded queue, rotation applied, undecodable frames repeated), :class:`~realtime.pipeline.processor.FrameProcessor` does
+what live does (face framing -> crop to the model size -> Canny -> stylizer with its temporal blending -> cover the
+output size), :class:`~realtime.io.videowriter.VideoFileSink` encodes with the input's own timestamps into a temporary file
+next to the target, copies the audio (re-encoded only when the container needs it) and renames the file into place
+only when everything succeeded. Images between the stages are HxWx3 uint8 RGB numpy arrays.
+
+Several inputs go to a directory (``-o outdir/``): the models are loaded once, each file gets its own progress bar, a
+failing file is reported on its own line and the others go on (exit 1 when any failed, GUIDE 6.12).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from realtime.errors import DeviceUnavailable, OutputError, UsageError
+from realtime.geometry import Size
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PIX_FMT = "libx264", 18, "yuv420p"
+_HW_ENCODER_MARKERS = ("nvenc", "qsv", "amf", "vaapi", "videotoolbox", "v4l2m2m", "mediacodec")
+_SUBSAMPLED = ("yuv420", "yuvj420", "nv12", "nv21", "yuv422", "yuvj422", "p010", "p016")
+
+
+# ------------------------------------------------------------------------------------------------------ options
+@dataclass(frozen=True)
+class ClipOptions:
+    """How clips are cut and encoded.
+
+    start, end: seconds from the start of each input (``None``: its beginning / its end). output_size: ``None`` = the
+    input's display size (after rotation; rounded down to even sides for subsampled pixel formats). codec, crf,
+    pix_fmt: the video encoder (crf is ignored, with a log line, by encoders without one). overwrite: replace existing
+    outputs. face: follow the face like live; face_model: its MediaPipe ``.tflite`` (``None``: resolved as
+    :func:`realtime.vision.face.resolve_face_model`). progress: show a progress bar per file. queue_size: decoded frames
+    buffered ahead of the stylizer.
+    """
+
+    start: float | None = None
+    end: float | None = None
+    output_size: Size | None = None
+    codec: str = DEFAULT_CODEC
+    crf: int = DEFAULT_CRF
+    pix_fmt: str = DEFAULT_PIX_FMT
+    overwrite: bool = False
+    face: bool = True
+    face_model: str | None = None
+    progress: bool = True
+    queue_size: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0):
+                raise UsageError(f"--{name} {v!r}: must be a number of seconds >= 0")
+        if self.end is not None and self.end <= (self.start or 0.0):
+            raise UsageError(f"--end {self.end!r}: must be after --start ({self.start or 0})")
+        if self.output_size is not None and not isinstance(self.output_size, Size):
+            raise UsageError(f"output_size {self.output_size!r}: must be a Size or None")
+        if isinstance(self.crf, bool) or not isinstance(self.crf, int) or not 0 <= self.crf <= 63:
+            raise UsageError(f"--crf {self.crf!r}: must be an integer in 0..63 (lower is better; 18 is near lossless)")
+        for name in ("codec", "pix_fmt"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: must be a non-empty name")
+        if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 1:
+            raise UsageError(f"queue_size {self.queue_size!r}: must be an integer >= 1")
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    """What one file gave: ``frames`` written (undecodable ones repeated, so as many as the input range holds),
+    ``bad_frames`` (undecodable), ``face_frames`` (frames framed on a tracked face), ``video_seconds`` (the output's
+    video length), ``wall_seconds`` (processing time, models already loaded), ``stage_ms`` (mean milliseconds per frame
+    for each stage: decode wait, face, crop, canny, stylize, resize, encode), ``skipped`` (frames the similarity
+    filter answered with the previous stylized image)."""
+
+    input: Path
+    output: Path
+    size: Size
+    frames: int
+    bad_frames: int
+    face_frames: int
+    video_seconds: float
+    wall_seconds: float
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    skipped: int = 0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+def parse_seconds(text: str) -> float:
+    """``12.5``, ``1:02.5`` or ``1:00:02`` -> seconds (argparse type: bad text is a usage error, exit 2)."""
+    try:
+        parts = [float(p) for p in str(text).strip().split(":")]
+        if not 1 <= len(parts) <= 3 or any(p < 0 or not np.isfinite(p) for p in parts):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds >= 0 (12.5) or [HH:]MM:SS(.ms)") from None
+    seconds = 0.0
+    for p in parts:
+        seconds = seconds * 60 + p
+    return seconds
+
+
+def check_encoder(codec: str, pix_fmt: str) -> None:
+    """Fail before any work when ``codec`` is unknown (:class:`UsageError`), cannot take ``pix_fmt`` (same), or is a
+    hardware encoder this machine cannot open (:class:`DeviceUnavailable`, naming libx264 as the fix)."""
+    import av
+
+    from realtime.io.videowriter import check_video_codec
+
+    enc = check_video_codec(codec)
+    formats = [f.name for f in (enc.video_formats or [])]
+    if formats and pix_fmt not in formats:
+        raise UsageError(f"--pix-fmt {pix_fmt!r}: codec {enc.name} takes {', '.join(formats[:8])}")
+    if not any(m in enc.name for m in _HW_ENCODER_MARKERS):
+        return
+    ctx = av.CodecContext.create(enc.name, "w")
+    ctx.width, ctx.height, ctx.pix_fmt = 256, 256, pix_fmt
+    ctx.time_base, ctx.framerate = Fraction(1, 25), Fraction(25)
+    try:
+        ctx.open()
+    except av.error.FFmpegError as e:
+        raise DeviceUnavailable(
+            f"encoder {enc.name} cannot be opened on this machine (no GPU encoder or driver: "
+            f"{getattr(e, 'strerror', None) or e}): use --codec {DEFAULT_CODEC}"
+        ) from e
+    finally:
+        del ctx
+
+
+def plan_outputs(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
+    """Pair each input with its output. One input and a file name: that file. Several inputs, or an output that is a
+    directory (or ends with ``/``): ``output/<input name>``. Raises before any work for a missing or unwritable output
+    directory (:class:`OutputError`), two inputs with the same name, or an output that is its input."""
+    srcs = [Path(p).expanduser() for p in inputs]
+    if not srcs:
+        raise UsageError("give at least one input clip")
+    text = os.fspath(output)
+    out = Path(text).expanduser()
+    to_dir = len(srcs) > 1 or text.endswith(("/", os.sep)) or out.is_dir()
+    if not to_dir:
+        return [(srcs[0], out)]
+    if not out.is_dir():
+        if out.exists():
+            raise UsageError(f"-o {out}: with several inputs the output must be a directory")
+        raise OutputError(f"output directory does not exist: {out} (create it first)")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"output directory is not writable: {out}")
+    pairs: list[tuple[Path, Path]] = []
+    seen: dict[Path, Path] = {}
+    for src in srcs:
+        dst = out / src.name
+        key = dst.resolve()
+        if key == src.resolve():
+            raise OutputError(f"output {dst} would be its input {src}: choose another output directory")
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {src} would both be written to {dst}: process them separately")
+        seen[key] = src
+        pairs.append((src, dst))
+    return pairs
+
+
+# ------------------------------------------------------------------------------------------------------ the runner
+class _BatchDetector:
+    """One MediaPipe detector for a whole batch: each file's timestamps are shifted past the previous file's (VIDEO
+    mode needs increasing timestamps). ``close()`` is a no-op: :class:`ClipStylizer` closes the real detector."""
+
+    def __init__(self, detector: Any) -> None:
+        self.detector, self.offset, self.last = detector, 0.0, 0.0
+
+    def next_file(self) -> None:
+        self.offset = self.last + 1.0
+
+    def detect(self, rgb: np.ndarray, timestamp_s: float) -> list[Any]:
+        t = float(timestamp_s) + self.offset
+        self.last = max(self.last, t)
+        return self.detector.detect(rgb, t)
+
+    def close(self) -> None:
+        pass
+
+
+class ClipStylizer:
+    """The models, loaded once, and the per-file loop.
+
+    ``stylizer``: a :class:`~realtime.diffusion.stylizer.Stylizer` or ``None`` (pass-through); ``model_size``: the size it runs
+    at (every file is framed in this aspect ratio); ``None`` only without a stylizer: frames are cropped straight to
+    each file's output size, as live does for the ``none`` style. ``edges``: the Canny stage. ``style``: its temporal
+    settings turn on the similarity filter as in live. With ``options.face`` a face detector is created here (bad or
+    missing face model: a one-line error before any file). :meth:`process` does one file; :meth:`close` releases
+    everything (the stylizer included).
+    """
+
+    def __init__(self, options: ClipOptions, model_size: Size | None, *, stylizer: Any | None = None,
+                 edges: Any | None = None, style: Any | None = None) -> None:
+        from realtime.vision.edges import EdgeDetector
+
+        if model_size is None and stylizer is not None:
+            raise UsageError("ClipStylizer: a stylizer needs its model size")
+        self.options, self.model_size, self.stylizer, self.style = options, model_size, stylizer, style
+        self.edges = edges or EdgeDetector()
+        self._detector: _BatchDetector | None = None
+        if options.face:
+            from realtime.vision.face import FaceDetector
+            from realtime.vision.framing import FramingConfig
+            from realtime.pipeline.preflight import face_model
+
+            det = FaceDetector(face_model(options.face_model), min_detection_confidence=FramingConfig().min_score)
+            self._detector = _BatchDetector(det)
+
+    # -- one file
+    def process(self, src: Path, dst: Path) -> ClipResult:
+        """Stylize ``src`` into ``dst``. Nothing is left at ``dst`` (nor a temporary file) unless it succeeds."""
+        from realtime.io.videowriter import VideoFileSink
+        from realtime.io.videofile import FileSource
+        from realtime.cli.options import check_input_file, check_output_path
+
+        o = self.options
+        check_input_file(src)
+        check_output_path(dst, overwrite=o.overwrite, inputs=(src,))
+        with FileSource(src, start=o.start, end=o.end, queue_size=o.queue_size) as source:
+            out_size = self._output_size(source.size, src)
+            work = self.model_size or out_size
+            if work != out_size and abs(np.log(out_size.aspect / work.aspect)) > 0.05:
+                log.info("%s: output %s framed through a %s model window (cropped to fill; --size sets the model size)",
+                         src.name, out_size, work)
+            framer = self._framer(source.size, work.aspect)
+            try:
+                sink = VideoFileSink(
+                    dst, out_size.width, out_size.height, source.fps, codec=o.codec, crf=o.crf, pix_fmt=o.pix_fmt,
+                    overwrite=o.overwrite, time_base=source.time_base,
+                    audio_from=src if source.has_audio else None, audio_start=o.start, audio_end=o.end,
+                )
+                try:
+                    return self._run(source, sink, framer, src, dst, work, out_size)
+                except BaseException as e:
+                    sink.abort()
+                    why = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                    log.warning("%s %s: %s not written, no partial or temporary file left", src.name, why, dst)
+                    raise
+            finally:
+                if framer is not None:
+                    framer.close()
+
+    def _output_size(self, frame: Size, src: Path) -> Size:
+        out = self.options.output_size
+        if out is None:
+            out = frame
+            if self.options.pix_fmt.startswith(_SUBSAMPLED) and (out.width % 2 or out.height % 2):
+                out = Size(max(out.width - out.width % 2, 2), max(out.height - out.height % 2, 2))
+                log.info("%s: %s needs even sides, writing %s (the input is %s)", src.name, self.options.pix_fmt, out, frame)
+        return out
+
+    def _framer(self, frame: Size, aspect: float) -> Any | None:
+        if self._detector is None:
+            return None
+        from realtime.vision.face import FaceFramer
+        from realtime.vision.framing import FramingConfig
+
+        self._detector.next_file()
+        return FaceFramer(FramingConfig(), frame, aspect, detector=self._detector)
+
+    def _run(self, source: Any, sink: Any, framer: Any | None, src: Path, dst: Path, work: Size,
+             out_size: Size) -> ClipResult:
+        from realtime.pipeline.processor import FrameProcessor
+        from realtime.pipeline.temporal import SimilarityFilter
+
+        temporal = getattr(self.style, "temporal", None)
+        similarity = SimilarityFilter.from_config(temporal) if temporal is not None and self.stylizer else None
+        proc = FrameProcessor(work, out_size, stylizer=self.stylizer, edges=self.edges, framer=framer,
+                              similarity=similarity, style=self.style)
+        if self.stylizer is not None:
+            self.stylizer.reset()  # a new clip: its first frame is not blended with the last one's
+        frames = face_frames = 0
+        prev: np.ndarray | None = None
+        last_pts: int | None = None
+        end_pts = 0
+        t0 = time.perf_counter()
+        with _progress(src.name, source.frame_count, enabled=self.options.progress) as bar:
+            while True:
+                ta = time.perf_counter()
+                frame = source.read()
+                proc.times.add("decode wait", (time.perf_counter() - ta) * 1e3)
+                if frame is None:
+                    break
+                if frame.repeat and prev is not None:
+                    out = prev  # an undecodable frame: repeat the previous output, timing kept
+                else:
+                    out = proc.process(frame.image, frame.timestamp)
+                    if framer is not None and framer.tracker.tracked is not None:
+                        face_frames += 1
+                pts = None
+                if frame.pts is not None:
+                    pts = max(frame.pts - source.pts_offset, 0)
+                    if last_pts is not None and pts <= last_pts:
+                        pts = last_pts + 1
+                    last_pts = pts
+                    end_pts = pts + (frame.duration or 0)
+                tb = time.perf_counter()
+                sink.send(out, None if pts is not None else frame.timestamp, pts=pts, duration=frame.duration)
+                proc.times.add("encode", (time.perf_counter() - tb) * 1e3)
+                prev = out
+                frames += 1
+                bar.update(1)
+            bar.total = frames
+            bar.refresh()
+        tc = time.perf_counter()
+        sink.close()  # flush the encoder, finish the audio, rename into place
+        times = proc.times  # the flush belongs to the frames' encoding: add it to the total, not as one more frame
+        times.totals["encode"] = times.totals.get("encode", 0.0) + (time.perf_counter() - tc) * 1e3
+        wall = time.perf_counter() - t0
+        bad = source.stats.bad_frames
+        video_s = float(end_pts * source.time_base) if last_pts is not None else frames / source.fps
+        result = ClipResult(src, dst, out_size, frames, bad, face_frames, video_s, wall, proc.times.means(),
+                            skipped=proc.skipped)
+        faces = f", face framed in {face_frames} of them" if framer is not None else ""
+        bads = f", {bad} undecodable frame(s) replaced by the previous one" if bad else ""
+        bads += f", {proc.skipped} similar frame(s) reused the previous stylized one" if proc.skipped else ""
+        log.info("%s -> %s: %d frames (%.2f s, %s) in %.1f s, %.1f fps%s%s", src.name, dst, frames, video_s, out_size,
+                 wall, result.fps, faces, bads)
+        log.debug("%s stage means: %s", src.name, proc.times.summary())
+        return result
+
+    def close(self) -> None:
+        if self._detector is not None:
+            self._detector.detector.close()
+            self._detector = None
+        if self.stylizer is not None:
+            self.stylizer.close()
+            self.stylizer = None
+        self.edges.close()
+
+    def __enter__(self) -> "ClipStylizer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# frames done / total, elapsed < ETA, always as frames per second (tqdm's default flips to s/frame when slow)
+_BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"
+
+
+@contextlib.contextmanager
+def _progress(name: str, total: int, *, enabled: bool) -> Iterator[Any]:
+    """A tqdm bar on stderr with log lines routed around it; disabled, a bar that does nothing."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with tqdm(total=total or None, desc=name, unit=" frames", file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
+              bar_format=_BAR_FORMAT, disable=not enabled) as bar:
+        if not enabled:
+            yield bar
+            return
+        with logging_redirect_tqdm():
+            yield bar
+
+
+# ------------------------------------------------------------------------------------------------------ command line
+def add_parser(subparsers: Any, add_global_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register ``stylecam clip``."""
+    from realtime.cli.options import add_common_options
+
+    p = subparsers.add_parser(
+        "clip", help="stylize video files (audio and timing kept)",
+        description="Stylize video files frame by frame with the live look (face framing, Canny, temporal blending). "
+        "Audio is copied, timestamps and rotation kept; the output appears only when complete.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IN", help="input video(s)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output file; with several inputs a directory (each output keeps its input's name)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    g = p.add_argument_group("clip")
+    g.add_argument("--start", type=parse_seconds, help="start at this time (seconds or [HH:]MM:SS)")
+    g.add_argument("--end", type=parse_seconds, help="stop at this time (seconds or [HH:]MM:SS)")
+    g.add_argument("--output-size", default=None, help="output WxH (default: the input's display size)")
+    g.add_argument("--codec", default=DEFAULT_CODEC, help=f"video encoder (default {DEFAULT_CODEC}; h264_nvenc on NVIDIA GPUs, libx265, libvpx-vp9, ...)")
+    g.add_argument("--crf", type=int, default=DEFAULT_CRF, help=f"quality for CRF encoders, 0..63, lower is better (default {DEFAULT_CRF})")
+    g.add_argument("--pix-fmt", default=DEFAULT_PIX_FMT, help=f"encoder pixel format (default {DEFAULT_PIX_FMT}, the one every player takes)")
+    g = p.add_argument_group("face framing")
+    g.add_argument("--no-face", action="store_true", help="no face framing: the centred window of the model's aspect")
+    g.add_argument("--face-model", default=None, metavar="PATH", help="MediaPipe face detector .tflite (default: STYLECAM_FACE_MODEL, then the cache)")
+    add_common_options(p, temporal=True)
+    add_global_options(p)
+    p.set_defaults(func=run, interrupted_code=130)
+
+
+def options_from_args(args: argparse.Namespace) -> ClipOptions:
+    from realtime.cli.options import output_size_arg
+
+    return ClipOptions(
+        start=args.start, end=args.end, output_size=output_size_arg(args.output_size), codec=args.codec,
+        crf=args.crf, pix_fmt=args.pix_fmt, overwrite=args.overwrite, face=not args.no_face,
+        face_model=args.face_model, progress=not args.quiet,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """``stylecam clip``: every input checked first (:func:`realtime.pipeline.preflight.clip_inputs`: exit 2 before any model
+    loads), then the models once, then each file. One input: its error is the command's. Several: each bad file is
+    reported on its own line and the others go on; 0 when all succeeded, else 1."""
+    from realtime.cli.console import one_line
+    from realtime.cli.options import model_from_args, run_from_args, style_from_args
+    from realtime.pipeline.preflight import clip_inputs
+
+    opts = options_from_args(args)
+    style = style_from_args(args)
+    model = model_from_args(args)
+    run_from_args(args, Size(512, 512))  # --size, --seed, --device, --dtype checked before any file
+    check_encoder(opts.codec, opts.pix_fmt)
+    pairs = plan_outputs(args.inputs, args.output)
+    batch = len(pairs) > 1
+    checked, bad = clip_inputs(pairs, opts, style, model, batch=batch)
+    for src, e in bad:
+        log.error("%s failed: %s", src, one_line(e))
+    failed = [src for src, _ in bad]
+    written = 0
+    if checked:
+        written = _run_files(args, opts, style, model, checked, failed)
+    if batch:
+        log.info("%d of %d files written to %s%s", written, len(pairs), pairs[0][1].parent,
+                 f"; failed: {', '.join(p.name for p in failed)}" if failed else "")
+    return 1 if failed else 0
+
+
+def _run_files(args: argparse.Namespace, opts: ClipOptions, style: Any, model: Any,
+               checked: list[tuple[Path, Path, Size]], failed: list[Path]) -> int:
+    """Load the models once and stylize each checked file; returns how many were written (failures appended)."""
+    from realtime.cli.console import one_line
+    from realtime.vision.edges import EdgeDetector
+    from realtime.cli.options import run_from_args
+    from realtime.pipeline.processor import build_stylizer, canny_config
+
+    batch = len(checked) + len(failed) > 1
+    if style.passthrough and args.size == "auto":
+        run_cfg, work = None, None  # as live: no model, frames cropped straight to each output size
+    else:  # --size auto: from --output-size, else the first input's display size
+        run_cfg = run_from_args(args, opts.output_size or checked[0][2])
+        work = run_cfg.size
+    stylizer = build_stylizer(model, style, run_cfg) if run_cfg is not None else None
+    written = 0
+    try:
+        runner = ClipStylizer(opts, work, stylizer=stylizer, edges=EdgeDetector(canny_config(style)), style=style)
+    except BaseException:
+        if stylizer is not None:
+            stylizer.close()
+        raise
+    with runner:
+        for src, dst, _ in checked:
+            try:
+                runner.process(src, dst)
+                written += 1
+            except KeyboardInterrupt:
+                if batch:
+                    log.warning("interrupted: %d of %d file(s) written before, the rest not started", written,
+                                len(checked) + len(failed))
+                raise
+            except Exception as e:
+                if not batch:
+                    raise
+                failed.append(src)
+                log.error("%s failed: %s", src, one_line(e))
+    return written

@@ -1,0 +1,364 @@
+"""``stylecam live``: camera (or a clip standing in for one) -> face framing -> Canny -> stylizer -> virtual camera,
+window and/or file, with runtime control, a watchdog and statistics.
+
+:class:`LiveLoop` is the loop itself (no argparse; tests drive it directly): it reads the newest frame, applies the
+commands that came in (window keys, stdin, control file) between frames, processes the frame and sends it to every
+sink. :func:`run` builds everything from the command line. Frames are HxWx3 uint8 RGB numpy arrays throughout.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from realtime.pipeline.controls import Command, key_command
+from realtime.errors import OutputError, UsageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_SIZE = "1280x720"
+DEFAULT_CAMERA_SIZE = "1280x720"
+
+
+# ------------------------------------------------------------------------------------------------------- statistics
+@dataclass(frozen=True)
+class LiveResult:
+    """What a session did: frames ``delivered`` to the sinks, ``seconds`` of loop time, how it ``ended``
+    (``frames``, ``quit``, ``interrupted``, ``end of input``), and the counters of the source and the processor."""
+
+    delivered: int
+    seconds: float
+    ended: str
+    input_frames: int
+    dropped: int
+    skipped: int
+    passed_through: int
+    mean_latency_ms: float
+    stage_ms: dict[str, float]
+
+    @property
+    def output_fps(self) -> float:
+        return self.delivered / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Window:
+    """Counters over the last stats period (differences of running totals)."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.delivered = 0
+        self.totals: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.latencies: list[float] = []
+
+
+def _stage_line(totals: dict[str, float], counts: dict[str, int], prev: _Window | None = None) -> str:
+    parts = []
+    for k, total in totals.items():
+        n = counts.get(k, 0) - (prev.counts.get(k, 0) if prev else 0)
+        if n > 0:
+            parts.append(f"{k} {(total - (prev.totals.get(k, 0.0) if prev else 0.0)) / n:.1f}")
+    return ", ".join(parts) + " ms" if parts else "-"
+
+
+# ------------------------------------------------------------------------------------------------------------ loop
+class LiveLoop:
+    """The live loop.
+
+    source: a :class:`~realtime.io.camera.Source` (``read(timeout)`` -> Frame or None at the end). processor: a
+    :class:`~realtime.pipeline.processor.FrameProcessor`. sinks: objects with ``send(frame, timestamp)`` (windows also
+    ``set_overlay``/``poll``). session: a :class:`~realtime.pipeline.session.LiveSession` (commands are applied to it).
+    command_sources: objects with ``poll() -> list[Command]`` (stdin, control file). frames: stop after this many
+    frames delivered. fps: deliver at most this many frames per second. stats_every_s: period of the statistics log
+    line. on_frame(loop, frame, out): called after each delivered frame (tests, overlays).
+    """
+
+    def __init__(
+        self, source: Any, processor: Any, sinks: Sequence[Any], session: Any, *,
+        command_sources: Sequence[Any] = (), frames: int | None = None, fps: float | None = None,
+        stats_every_s: float = 5.0, read_timeout_s: float = 0.25,
+        on_frame: Callable[["LiveLoop", Any, np.ndarray], None] | None = None,
+    ) -> None:
+        if frames is not None and frames < 1:
+            raise UsageError(f"--frames {frames}: must be at least 1")
+        if fps is not None and not fps > 0:
+            raise UsageError(f"--fps {fps}: must be positive")
+        self.source, self.processor, self.sinks, self.session = source, processor, list(sinks), session
+        self.command_sources = list(command_sources)
+        self.frames, self.fps = frames, fps
+        self.stats_every_s, self.read_timeout_s = stats_every_s, read_timeout_s
+        self.on_frame = on_frame
+        self.delivered = 0
+        self.stop_requested = False
+        self.keys: deque[Command] = deque()  # window key commands (filled from the window's callback)
+        self._latency_total = 0.0
+        self._started = 0.0
+        self._first_at: float | None = None
+        self._last_send = 0.0
+        self._fps_ema: float | None = None
+        self._win = _Window()
+        self.session.on_stats = self.log_stats
+
+    def on_key(self, action: str) -> None:
+        """Window key callback (:class:`~realtime.io.sinks.WindowSink` ``on_key``)."""
+        cmd = key_command(action)
+        if cmd is not None:
+            self.keys.append(cmd)
+
+    def _commands(self) -> None:
+        while self.keys:
+            self.session.apply(self.keys.popleft())
+        for src in self.command_sources:
+            for cmd in src.poll():
+                self.session.apply(cmd)
+
+    def _pump_windows(self) -> None:
+        for sink in self.sinks:
+            poll = getattr(sink, "poll", None)
+            if callable(poll):
+                poll()  # its on_key callback already queued the actions
+
+    def _wait_for_slot(self) -> None:
+        if self.fps is None or self.delivered == 0:
+            return
+        due = self._last_send + 1.0 / self.fps
+        while not self.stop_requested and (left := due - time.perf_counter()) > 0:
+            time.sleep(min(left, 0.05))
+
+    def run(self) -> LiveResult:
+        self._started = time.perf_counter()
+        self._win = _Window()
+        ended = "quit"
+        while True:
+            if self.stop_requested:
+                ended = "interrupted"
+                break
+            if self.frames is not None and self.delivered >= self.frames:
+                ended = "frames"
+                break
+            self._commands()
+            if self.session.quit:
+                ended = "quit"
+                break
+            self._wait_for_slot()
+            try:
+                frame = self.source.read(timeout=self.read_timeout_s)
+            except TimeoutError:
+                self._pump_windows()
+                self._maybe_log()
+                continue
+            if frame is None:
+                ended = "end of input"
+                log.info("end of input")
+                break
+            self.session.tick()
+            out = self.processor.process(frame.image, frame.timestamp)
+            self._deliver(frame, out)
+            if self.on_frame is not None:
+                self.on_frame(self, frame, out)
+            self._maybe_log()
+        return self.result(ended)
+
+    def _deliver(self, frame: Any, out: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        overlay = self._overlay_lines() if self.session.overlay else []
+        for sink in self.sinks:
+            if hasattr(sink, "set_overlay"):
+                sink.set_overlay(overlay)
+            sink.send(out, frame.timestamp)
+        now = time.perf_counter()
+        self.processor.times.add("output", (now - t0) * 1e3)
+        latency = now - max(frame.arrived, self._started)  # a frame waiting since before the loop: from the start
+        self._latency_total += latency
+        self._win.latencies.append(latency)
+        if self.delivered:
+            dt = now - self._last_send
+            if dt > 0:
+                self._fps_ema = 1 / dt if self._fps_ema is None else 0.9 * self._fps_ema + 0.1 / dt
+        else:
+            self._first_at = now
+            log.info("first frame delivered (%.2f s after the loop started)", now - self._started)
+        self._last_send = now
+        self.delivered += 1
+
+    def _overlay_lines(self) -> list[str]:
+        p, s = self.processor, self.session
+        fps = f"{self._fps_ema:.1f} fps" if self._fps_ema else "-- fps"
+        lat = f"{1e3 * self._win.latencies[-1]:.0f} ms" if self._win.latencies else "-- ms"
+        flags = [x for x, on in (("BYPASS", p.mode == "bypass"), ("BLANK", p.mode == "blank"),
+                                 ("mirror", p.mirror), ("framing", p.framing),
+                                 ("blend", not s.style.passthrough and s.style.temporal.blend < 1.0),
+                                 ("switching...", s.pending_style is not None)) if on]
+        return [f"{s.style.name}  {fps}  {lat}", " ".join(flags)]
+
+    # ---------------------------------------------------------------------------------------------- statistics
+    def _maybe_log(self) -> None:
+        if time.perf_counter() - self._win.t >= self.stats_every_s:
+            self.log_stats()
+
+    def log_stats(self) -> None:
+        """One line: input and output fps, dropped/skipped/pass-through frames, latency, per-stage milliseconds
+        since the last line."""
+        now = time.perf_counter()
+        w = self._win
+        span = max(now - w.t, 1e-9)
+        st = self.source.stats
+        lat = w.latencies
+        lat_txt = f"latency {1e3 * sum(lat) / len(lat):.0f} ms (max {1e3 * max(lat):.0f})" if lat else "latency -"
+        times = self.processor.times
+        log.info("in %.1f fps, out %.1f fps, dropped %d, skipped %d, passed through %d, %s; %s",
+                 st.fps, (self.delivered - w.delivered) / span, st.dropped, self.processor.skipped,
+                 self.processor.passed_through, lat_txt, _stage_line(times.totals, times.counts, w))
+        nw = _Window()
+        nw.t, nw.delivered = now, self.delivered
+        nw.totals, nw.counts = dict(times.totals), dict(times.counts)
+        self._win = nw
+
+    def result(self, ended: str) -> LiveResult:
+        secs = (self._last_send - self._first_at) if self._first_at is not None and self.delivered > 1 else 0.0
+        secs = secs * self.delivered / (self.delivered - 1) if self.delivered > 1 else secs
+        st = self.source.stats
+        return LiveResult(
+            delivered=self.delivered, seconds=secs, ended=ended, input_frames=st.frames, dropped=st.dropped,
+            skipped=self.processor.skipped, passed_through=self.processor.passed_through,
+            mean_latency_ms=1e3 * self._latency_total / self.delivered if self.delivered else 0.0,
+            stage_ms=self.processor.times.means(),
+        )
+
+
+def log_summary(r: LiveResult) -> None:
+    log.info("%d frames delivered in %.1f s (%.1f fps; %s), input frames %d, dropped %d, skipped %d, "
+             "passed through %d, mean latency %.0f ms", r.delivered, r.seconds, r.output_fps, r.ended,
+             r.input_frames, r.dropped, r.skipped, r.passed_through, r.mean_latency_ms)
+    if r.stage_ms:
+        log.info("per-stage means: %s", ", ".join(f"{k} {v:.1f} ms" for k, v in r.stage_ms.items()))
+
+
+@contextlib.contextmanager
+def graceful_sigint(loop: LiveLoop) -> Any:
+    """First Ctrl-C asks the loop to stop after the current frame (sinks are then closed normally); a second one
+    raises KeyboardInterrupt at once. Only in the main thread (elsewhere signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if loop.stop_requested:
+            raise KeyboardInterrupt
+        loop.stop_requested = True
+        log.info("stopping (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def close_all(sinks: Sequence[Any], others: Sequence[Any]) -> None:
+    """Close sinks (file sinks finalized and kept), then ``others``; Ctrl-C is ignored meanwhile. A file that cannot
+    be finalized is raised after everything else is closed (a file with no frames is only a warning)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    error: BaseException | None = None
+    try:
+        for obj in [*sinks, *others]:
+            if obj is None:
+                continue
+            try:
+                obj.close()
+            except OutputError as e:
+                if "no frames were written" in str(e):
+                    log.warning("%s", e)
+                elif error is None:
+                    error = e
+            except Exception as e:  # keep closing the rest; report the first failure
+                log.debug("closing %s failed", type(obj).__name__, exc_info=True)
+                if error is None:
+                    error = e
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    if error is not None:
+        raise error
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+def add_parser(subparsers: Any, add_global_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    from realtime.cli.options import add_common_options
+
+    p = subparsers.add_parser(
+        "live", help="stylize a camera live into a virtual camera, a window or a file",
+        description="Stylize a camera (or a clip standing in for one) live: face framing, Canny, one-step SD-Turbo, "
+                    "out to a virtual camera (video calls), a preview window and/or a video file. Ctrl-C or q stops "
+                    "(exit 0; files are finalized and kept). While running, change settings with window keys, "
+                    "commands on stdin (type `help`) or --control-file.",
+    )
+    g = p.add_argument_group("input and output")
+    g.add_argument("--source", default="0",
+                   help="camera index (0), device path (/dev/video0) or a video file (default 0)")
+    g.add_argument("--output", action="append", metavar="vcam|window|PATH|none",
+                   help="where frames go: vcam (virtual camera), window (preview), a video file, or none; repeatable "
+                        "(default vcam)")
+    g.add_argument("--output-size", default=DEFAULT_OUTPUT_SIZE, help=f"output WxH (default {DEFAULT_OUTPUT_SIZE})")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    g.add_argument("--mirror", action="store_true", help="mirror the picture (a selfie view)")
+    g.add_argument("--fps", type=float, help="frame rate asked of the camera and given to the outputs; at most this "
+                                             "many frames per second are delivered (default: the source's rate)")
+    g.add_argument("--frames", type=int, metavar="N", help="stop after N frames delivered to the outputs")
+    g.add_argument("--no-pace", action="store_true", help="read a file source as fast as possible instead of at "
+                                                          "its own frame rate")
+    g.add_argument("--control-file", metavar="PATH", help="TOML/JSON file of settings, applied whenever it changes")
+    g.add_argument("--no-stdin", action="store_true", help="do not read commands from stdin")
+    g = p.add_argument_group("camera")
+    g.add_argument("--camera-size", default=DEFAULT_CAMERA_SIZE, help=f"resolution asked of the camera (default "
+                                                                     f"{DEFAULT_CAMERA_SIZE})")
+    g.add_argument("--mjpg", action=argparse.BooleanOptionalAction, default=True,
+                   help="ask the camera for MJPG (higher rates at high resolutions; default on)")
+    g = p.add_argument_group("face framing")
+    g.add_argument("--no-face", action="store_true", help="no face framing: the centred window (key f turns it on)")
+    g.add_argument("--face-model", metavar="PATH", help="MediaPipe face detector .tflite (default: "
+                                                        "STYLECAM_FACE_MODEL, then the cache, then a download)")
+    g = p.add_argument_group("virtual camera")
+    g.add_argument("--vcam-backend", help="pyvirtualcam backend (v4l2loopback, obs, unitycapture)")
+    g.add_argument("--vcam-device", help="virtual camera device (/dev/video10, 'OBS Virtual Camera')")
+    add_common_options(p, temporal=True)
+    add_global_options(p)
+    p.set_defaults(func=run, interrupted_code=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``stylecam live`` from parsed arguments; returns the exit code (0 also for Ctrl-C and q)."""
+    from realtime.cli.live_setup import build_live
+
+    stack = contextlib.ExitStack()
+    with stack:
+        parts = build_live(args, stack)
+        loop = LiveLoop(parts.source, parts.processor, parts.sinks, parts.session,
+                        command_sources=parts.command_sources, frames=args.frames, fps=args.fps)
+        for sink in parts.sinks:
+            if hasattr(sink, "on_key"):
+                sink.on_key = loop.on_key
+        stack.pop_all()  # from here on close_all() closes everything, sinks first
+        result: LiveResult | None = None
+        try:
+            with graceful_sigint(loop):
+                try:
+                    result = loop.run()
+                except KeyboardInterrupt:
+                    log.info("stopped at once (second Ctrl-C)")
+                    result = loop.result("interrupted")
+        finally:
+            close_all(parts.sinks, [parts.source, *parts.command_sources, parts.session, parts.processor])
+        if result is not None:
+            log_summary(result)
+    return 0

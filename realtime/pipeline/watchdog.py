@@ -1,0 +1,260 @@
+"""The live loop's watchdog around the stylizer: a stall or a failure never freezes the picture.
+
+:class:`GuardedStylizer` runs a stylizer on its own (daemon) thread and waits for each frame up to a deadline. When the
+stylizer stalls past the deadline, or fails with a runtime error (CUDA out of memory, a driver error), the frame passes
+through unstylized (the framed camera crop), a note is logged, and the stylizer is retried: at once when a stalled call
+finally returns, after a cool-down (doubling up to a cap) after a failure. Style, seed and reset requests run on the
+same thread between frames, so they never race a frame in flight.
+
+Images are HxWx3 uint8 RGB numpy arrays at the model size; control maps HxW uint8.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import statistics
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Callable
+
+import numpy as np
+
+from realtime.errors import InputError, UsageError
+
+log = logging.getLogger(__name__)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Failures worth retrying: runtime errors (CUDA OOM is a RuntimeError subclass), MemoryError. Usage errors and
+    programming errors (TypeError, ...) are bugs or bad settings: they propagate."""
+    return isinstance(exc, (RuntimeError, MemoryError)) and not isinstance(exc, InputError)
+
+
+def _free_accelerator_memory() -> None:
+    try:
+        import sys
+
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # best effort only
+        log.debug("emptying the CUDA cache failed", exc_info=True)
+
+
+def _log_failure(what: str) -> Callable[[Future[Any]], None]:
+    def done(fut: Future[Any]) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is not None:
+            text = str(exc).strip()
+            log.warning("%s not applied: %s", what, text.splitlines()[0] if text else type(exc).__name__)
+
+    return done
+
+
+class Worker:
+    """One daemon thread running submitted calls in order (a stuck call never blocks interpreter exit)."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        fut: Future[Any] = Future()
+        self._jobs.put((fn, fut))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, fut = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # handed to the waiting thread
+                fut.set_exception(e)
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+
+class GuardedStylizer:
+    """A drop-in stylizer (``guard(image, control) -> image``) with a deadline and failure recovery.
+
+    stylizer: the wrapped :class:`~realtime.diffusion.stylizer.Stylizer` (anything with ``__call__``, ``set_style``, ``reset``,
+        ``style``, ``close``). deadline_s: seconds to wait for one frame; None = automatic: ``max(min_deadline_s,
+        deadline_factor * median of the recent frame times)`` (until times are known: ``first_deadline_s``).
+    cooldown_s: pause after a failure before retrying (doubles with each consecutive failure, up to ``max_cooldown_s``).
+
+    After each call ``last_ok`` says whether the returned image is stylized (False: it is ``image`` itself, passed
+    through). Counters: ``stalls``, ``failures``, ``passed_through``.
+    """
+
+    def __init__(
+        self, stylizer: Any, *, deadline_s: float | None = None, min_deadline_s: float = 1.0,
+        deadline_factor: float = 10.0, first_deadline_s: float = 60.0, cooldown_s: float = 2.0,
+        max_cooldown_s: float = 30.0, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        for name, v in (("min_deadline_s", min_deadline_s), ("deadline_factor", deadline_factor),
+                        ("first_deadline_s", first_deadline_s), ("cooldown_s", cooldown_s),
+                        ("max_cooldown_s", max_cooldown_s)):
+            if not v >= 0:
+                raise UsageError(f"watchdog {name}={v!r}: must be >= 0")
+        if deadline_s is not None and not deadline_s > 0:
+            raise UsageError(f"watchdog deadline_s={deadline_s!r}: must be > 0 (or None for automatic)")
+        self.stylizer = stylizer
+        self.fixed_deadline_s = deadline_s
+        self.min_deadline_s, self.deadline_factor = min_deadline_s, deadline_factor
+        self.first_deadline_s = first_deadline_s
+        self.cooldown_s, self.max_cooldown_s = cooldown_s, max_cooldown_s
+        self._clock = clock
+        self._worker = Worker("stylecam-stylizer")
+        self._times: deque[float] = deque(maxlen=30)
+        self._busy: Future[Any] | None = None  # a stalled frame still running
+        self._busy_since = 0.0
+        self._last_stall_note = 0.0
+        self._retry_at = 0.0
+        self._failures_in_a_row = 0
+        self._closed = False
+        self.last_ok = True
+        self.stalls = 0
+        self.failures = 0
+        self.passed_through = 0
+
+    # ----------------------------------------------------------------------------------------------- delegation
+    @property
+    def style(self) -> Any:
+        return self.stylizer.style
+
+    def schedule(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run ``fn()`` on the stylizer's thread before the next frame (after the frame in flight, if any)."""
+        return self._worker.submit(fn)
+
+    def set_style(self, style: Any, *, wait: bool = False) -> Future[Any]:
+        """Switch style between frames (a failure is logged, the running style stays); ``wait`` re-raises it."""
+        fut = self.schedule(lambda: self.stylizer.set_style(style))
+        if wait:
+            fut.result()
+        else:
+            fut.add_done_callback(_log_failure(f"style {getattr(style, 'name', style)!r}"))
+        return fut
+
+    def replace(self, stylizer: Any) -> Future[Any]:
+        """Run ``stylizer`` from the next frame on (call it between frames, from the thread that calls the guard);
+        the old one is closed on the stylizer's thread after any frame still running on it. The automatic deadline
+        keeps the recent frame times (same model size)."""
+        old, self.stylizer = self.stylizer, stylizer
+        fut = self.schedule(old.close)
+        fut.add_done_callback(_log_failure("closing the previous stylizer"))
+        fut.add_done_callback(lambda _: _free_accelerator_memory())
+        return fut
+
+    def set_seed(self, seed: int) -> Future[Any]:
+        fut = self.schedule(lambda: self.stylizer.set_seed(seed))
+        fut.add_done_callback(_log_failure(f"seed {seed}"))
+        return fut
+
+    def reset(self) -> Future[Any]:
+        return self.schedule(self.stylizer.reset)
+
+    def observe(self, seconds: float) -> None:
+        """Record a frame time measured elsewhere (the warm-up) for the automatic deadline."""
+        self._times.append(float(seconds))
+
+    @property
+    def deadline_s(self) -> float:
+        if self.fixed_deadline_s is not None:
+            return self.fixed_deadline_s
+        if not self._times:
+            return self.first_deadline_s
+        return max(self.min_deadline_s, self.deadline_factor * statistics.median(self._times))
+
+    @property
+    def stalled(self) -> bool:
+        return self._busy is not None
+
+    # ---------------------------------------------------------------------------------------------------- frames
+    def __call__(self, image: np.ndarray, control: np.ndarray) -> np.ndarray:
+        if self._closed:
+            raise RuntimeError("GuardedStylizer is closed")
+        now = self._clock()
+        if self._busy is not None:
+            if not self._busy.done():
+                if now - self._last_stall_note >= 10.0:
+                    self._last_stall_note = now
+                    log.warning("stylizer still stalled after %.0f s: passing frames through", now - self._busy_since)
+                return self._pass(image)
+            fut, self._busy = self._busy, None
+            exc = fut.exception()
+            if exc is not None:
+                self._failed(exc, now)
+                return self._pass(image)
+            log.warning("stylizer is back after a %.1f s stall: stylizing again", now - self._busy_since)
+            self._worker.submit(self.stylizer.reset)  # its latents are from a stale frame
+        if now < self._retry_at:
+            return self._pass(image)
+        t0 = time.perf_counter()
+        fut = self._worker.submit(lambda: self.stylizer(image, control))
+        deadline = self.deadline_s
+        try:
+            out = fut.result(timeout=deadline)
+        except FutureTimeout:
+            self.stalls += 1
+            self._busy, self._busy_since = fut, now
+            self._last_stall_note = self._clock()
+            log.warning("stylizer stalled (no frame within %.1f s): passing framed frames through until it answers",
+                        deadline)
+            return self._pass(image)
+        except BaseException as e:
+            if not _is_transient(e):
+                raise
+            self._failed(e, self._clock())
+            return self._pass(image)
+        self._times.append(time.perf_counter() - t0)
+        if self._failures_in_a_row:
+            log.warning("stylizer recovered: stylizing again")
+            self._failures_in_a_row = 0
+        self.last_ok = True
+        return out
+
+    def _pass(self, image: np.ndarray) -> np.ndarray:
+        self.last_ok = False
+        self.passed_through += 1
+        return image
+
+    def _failed(self, exc: BaseException, now: float) -> None:
+        if not _is_transient(exc):
+            raise exc
+        self.failures += 1
+        self._failures_in_a_row += 1
+        pause = min(self.cooldown_s * 2 ** (self._failures_in_a_row - 1), self.max_cooldown_s)
+        self._retry_at = now + pause
+        what = "out of memory" if "out of memory" in str(exc).lower() or isinstance(exc, MemoryError) else "failed"
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        log.warning("stylizer %s (%s: %s): passing framed frames through, retrying in %.0f s", what,
+                    type(exc).__name__, first, pause)
+        _free_accelerator_memory()
+        self._worker.submit(self.stylizer.reset)
+
+    def close(self) -> None:
+        """Stop the worker (a stalled call is abandoned on its daemon thread) and close the stylizer."""
+        if self._closed:
+            return
+        self._closed = True
+        self._worker.stop()
+        if self._busy is None:
+            self.stylizer.close()
+        else:
+            log.warning("closing while the stylizer is stalled: abandoning its thread")
+
+    def __enter__(self) -> "GuardedStylizer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

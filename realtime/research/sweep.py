@@ -1,0 +1,489 @@
+"""Parameter sweeps: run the stylizer over a grid of settings for one or more images, write every output, a labelled
+comparison grid per input and the settings of every output as JSON and CSV (``scripts/sweep.py`` is the command line).
+
+Axes (any combination; the grid is their cartesian product, in this order): model, style preset, LoRA scale (applied to
+every LoRA given with ``--lora``), ControlNet scale, guidance, strength. With no axis and no ``--style`` the grid is the
+five seed experiments, one preset each (:data:`DEFAULT_PRESETS`): anime (strong ControlNet, strong style), anime-soft
+(weaker ControlNet), soft-render, cel-shaded and vibrant.
+
+Each model is loaded once. LoRAs are fused into the weights (as the app does), and a new LoRA scale is always fused into
+the *pristine* weights (restored from a copy kept at load time), never on top of a fused model.
+
+Files under ``out_dir``: ``<input-stem>/<NN>_<slug>.png`` (the stylized image at the input's size, or
+``output_size``), ``<input-stem>_grid.png`` (input first, as the model sees it, then each output at the model size
+with its settings as the title), ``settings.json`` and ``settings.csv`` (one row per output; paths relative to
+``out_dir``). Every file is written atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import itertools
+import json
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from realtime.config import DEFAULT_MODEL, DEFAULT_STYLE, LoraSpec, ModelConfig, StyleConfig
+from realtime.errors import OutputError, UsageError
+from realtime.geometry import Size
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRESETS = ("anime", "anime-soft", "soft-render", "cel-shaded", "vibrant")
+#: axis name -> (command-line option, short tag used in file names)
+AXES = {
+    "model": ("--models", ""),
+    "style": ("--styles", ""),
+    "lora_scale": ("--lora-scales", "lora"),
+    "control_scale": ("--control-scales", "cs"),
+    "guidance": ("--guidances", "g"),
+    "strength": ("--strengths", "s"),
+}
+RECORD_FIELDS = (
+    "index", "input", "output", "style", "model", "controlnet", "vae", "lora_scale", "loras", "control_scale",
+    "guidance", "strength", "timestep", "prompt", "negative_prompt", "canny_low", "canny_high", "model_size",
+    "output_size", "seed",
+)
+
+
+# ------------------------------------------------------------------------------------------------------ the plan
+@dataclass(frozen=True)
+class SweepAxes:
+    """The values of each axis; an empty tuple means the axis is not swept."""
+
+    models: tuple[str, ...] = ()
+    styles: tuple[str, ...] = ()
+    lora_scales: tuple[float, ...] = ()
+    control_scales: tuple[float, ...] = ()
+    guidances: tuple[float, ...] = ()
+    strengths: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("lora_scales", "control_scales", "guidances", "strengths"):
+            for v in getattr(self, name):
+                if not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise UsageError(f"--{name.replace('_', '-')}: {v!r} is not a finite number")
+        for name in ("models", "styles"):
+            if any(not str(v).strip() for v in getattr(self, name)):
+                raise UsageError(f"--{name}: empty name in the list")
+
+    @property
+    def given(self) -> tuple[str, ...]:
+        """Names of the swept axes (keys of :data:`AXES`)."""
+        names = {"model": self.models, "style": self.styles, "lora_scale": self.lora_scales,
+                 "control_scale": self.control_scales, "guidance": self.guidances, "strength": self.strengths}
+        return tuple(k for k, v in names.items() if v)
+
+
+@dataclass(frozen=True)
+class SweepSetting:
+    """One cell of the grid: a model, a fully resolved style, and the axis values that made it."""
+
+    index: int
+    model: ModelConfig
+    style: StyleConfig
+    axis_values: tuple[tuple[str, Any], ...] = ()
+    lora_scale: float | None = None
+
+    @property
+    def slug(self) -> str:
+        """``<style>[-<tag><value>...]`` for the swept numeric axes (and the model when swept), file-name safe."""
+        parts = [self.style.name]
+        for name, value in self.axis_values:
+            if name == "style":
+                continue
+            tag = AXES[name][1]
+            text = _model_tag(value) if name == "model" else f"{value:g}"
+            parts.append(f"{tag}{text}")
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts)).strip("_") or "setting"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.index:02d}_{self.slug}.png"
+
+    def label(self, show_model: bool = False) -> list[str]:
+        """The grid title: number and style, (model), LoRA scale(s) and ControlNet scale, guidance and strength."""
+        s = self.style
+        lines = [f"#{self.index:02d} {s.name}"]
+        if show_model:
+            lines.append(_model_tag(self.model.model))
+        lora = f"lora {_lora_text(s.loras)}  " if s.loras else ""
+        lines.append(f"{lora}ctrl {s.control_scale:g}")
+        lines.append(f"cfg {s.guidance:g}  strength {s.strength:g}")
+        return lines
+
+    def record(self) -> dict[str, Any]:
+        """The settings of this cell (without the input/output columns)."""
+        from realtime.diffusion.stylizer import strength_timestep
+
+        s = self.style
+        return {
+            "index": self.index, "style": s.name, "model": self.model.model,
+            "controlnet": self.model.controlnet_spec or "none", "vae": self.model.vae_spec,
+            "lora_scale": self.lora_scale, "loras": ";".join(str(x) for x in s.loras), "control_scale": s.control_scale,
+            "guidance": s.guidance, "strength": s.strength, "timestep": strength_timestep(s.strength),
+            "prompt": s.prompt, "negative_prompt": s.negative_prompt, "canny_low": s.canny_low, "canny_high": s.canny_high,
+        }
+
+
+def _model_tag(spec: str) -> str:
+    return spec.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _lora_text(loras: Sequence[LoraSpec]) -> str:
+    scales = sorted({x.scale for x in loras})
+    return ",".join(f"{v:g}" for v in scales)
+
+
+def parse_list(text: str | None, what: str, kind: type = float) -> tuple[Any, ...]:
+    """``"0,0.5,1"`` -> ``(0.0, 0.5, 1.0)``; ``None`` -> ``()``. A bad item is a one-line :class:`UsageError`."""
+    if text is None:
+        return ()
+    items = [x.strip() for x in text.split(",")]
+    if not items or any(not x for x in items):
+        raise UsageError(f"{what} {text!r}: expected a comma-separated list, for example 0,0.5,1")
+    if kind is str:
+        return tuple(items)
+    try:
+        return tuple(kind(x) for x in items)
+    except ValueError:
+        raise UsageError(f"{what} {text!r}: every item must be a number") from None
+
+
+def plan_sweep(args: argparse.Namespace, axes: SweepAxes) -> list[SweepSetting]:
+    """The grid's settings, in order (model, style, LoRA scale, ControlNet scale, guidance, strength).
+
+    ``args`` carries the shared stylizer options (:func:`realtime.cli.options.add_common_options`, with ``style`` and
+    ``model`` defaulting to ``None``): they apply to every cell, and each axis value overrides them for its cell.
+    Giving an option and its axis together (``--strength`` and ``--strengths``) is an error.
+    """
+    from realtime.cli.options import style_from_args
+
+    for name, single in (("lora_scale", None), ("control_scale", "control_scale"), ("guidance", "guidance"),
+                         ("strength", "strength"), ("style", "style"), ("model", "model")):
+        if single and name in axes.given and getattr(args, single, None) is not None:
+            raise UsageError(f"--{single.replace('_', '-')} and {AXES[name][0]}: give one")
+    cli_loras = tuple(LoraSpec.parse(x) for x in (args.lora or []))
+    if axes.lora_scales and not cli_loras:
+        raise UsageError("--lora-scales needs at least one --lora PATH to scale")
+    if "none" in axes.styles or args.style == "none":
+        raise UsageError("style 'none' is pass-through: the grid already shows the input first")
+    styles = axes.styles or ((args.style,) if args.style else (DEFAULT_PRESETS if not axes.given else (DEFAULT_STYLE,)))
+    models = axes.models or (args.model or DEFAULT_MODEL,)
+    dims: list[tuple[str, tuple[Any, ...]]] = [
+        ("model", models), ("style", styles), ("lora_scale", axes.lora_scales or (None,)),
+        ("control_scale", axes.control_scales or (None,)), ("guidance", axes.guidances or (None,)),
+        ("strength", axes.strengths or (None,)),
+    ]
+    swept = set(axes.given) | ({"style"} if len(styles) > 1 else set())
+    settings = []
+    for i, combo in enumerate(itertools.product(*(values for _, values in dims)), start=1):
+        values = dict(zip((name for name, _ in dims), combo))
+        ns = argparse.Namespace(**vars(args))
+        ns.style, ns.model = values["style"], values["model"]
+        if values["lora_scale"] is not None:
+            ns.lora = [str(replace(x, scale=values["lora_scale"])) for x in cli_loras]
+        for name in ("control_scale", "guidance", "strength"):
+            if values[name] is not None:
+                setattr(ns, name, values[name])
+        model = ModelConfig(model=ns.model, controlnet=args.controlnet, vae=args.vae, allow_pickle=args.allow_pickle)
+        style = style_from_args(ns)
+        shown = tuple((k, v) for k, v in values.items() if k in swept and v is not None)
+        lora_scale = values["lora_scale"] if values["lora_scale"] is not None else (cli_loras[0].scale if len({x.scale for x in cli_loras}) == 1 else None)
+        settings.append(SweepSetting(i, model, style, shown, lora_scale))
+    return settings
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """What to run: inputs, settings, where to write, and the run settings shared by every cell.
+
+    ``size`` is the model resolution (``None`` = auto from each input's output size, as ``stylecam image``);
+    ``output_size`` the size of the written outputs (``None`` = each input's size); ``columns`` the grid's cells per
+    row (default ``min(cells, 6)``); ``cell_width`` the smallest width a grid cell is enlarged to.
+    """
+
+    inputs: tuple[Path, ...]
+    out_dir: Path
+    settings: tuple[SweepSetting, ...]
+    size: Size | None = None
+    output_size: Size | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    overwrite: bool = False
+    columns: int | None = None
+    cell_width: int = 256
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise UsageError("--input: give at least one image")
+        if not self.settings:
+            raise UsageError("the sweep has no settings")
+        stems = [Path(p).stem for p in self.inputs]
+        dupes = sorted({s for s in stems if stems.count(s) > 1})
+        if dupes:
+            raise UsageError(f"--input: several inputs are named {dupes[0]!r}; outputs go to <out-dir>/<name>/, rename one")
+        if self.columns is not None and self.columns < 1:
+            raise UsageError(f"--grid-columns {self.columns}: must be at least 1")
+        if not 16 <= self.cell_width <= 4096:
+            raise UsageError(f"--cell-width {self.cell_width}: must be in 16..4096")
+
+
+@dataclass
+class SweepReport:
+    """What a sweep wrote: one record per output, the grid per input, the settings files."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    grids: dict[str, Path] = field(default_factory=dict)
+    settings_json: Path | None = None
+    settings_csv: Path | None = None
+
+
+# ------------------------------------------------------------------------------------------------------ running
+def output_paths(job: SweepJob) -> list[Path]:
+    """Every file the job writes (outputs, grids, settings), for the up-front overwrite check."""
+    paths = [job.out_dir / Path(p).stem / s.file_name for p in job.inputs for s in job.settings]
+    paths += [job.out_dir / f"{Path(p).stem}_grid.png" for p in job.inputs]
+    return paths + [job.out_dir / "settings.json", job.out_dir / "settings.csv"]
+
+
+def check_out_dir(job: SweepJob) -> None:
+    """The outputs may be written: ``--out-dir`` is not a file, no output exists unless ``--overwrite``."""
+    if job.out_dir.exists() and not job.out_dir.is_dir():
+        raise OutputError(f"--out-dir {job.out_dir} is a file: give a directory")
+    existing = [p for p in output_paths(job) if p.exists()]
+    if existing and not job.overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise OutputError(f"output {existing[0]} exists{more}: pass --overwrite to replace")
+
+
+def _prepare_out_dir(job: SweepJob) -> None:
+    check_out_dir(job)
+    try:
+        for p in job.inputs:
+            (job.out_dir / Path(p).stem).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {job.out_dir}: {e.strerror or e}") from e
+
+
+class _ModelSlot:
+    """One loaded model, its pristine UNet/text-encoder weights, and the LoRA set currently fused into it."""
+
+    def __init__(self, model: ModelConfig, device: Any, dtype: Any, seed: int, keep_pristine: bool) -> None:
+        from realtime.diffusion.models import load_components
+
+        self.model = model
+        self.comps = load_components(model, device, dtype, seed=seed)
+        self.fused: tuple[LoraSpec, ...] = ()
+        self._pristine = None
+        if keep_pristine:
+            self._pristine = {
+                name: {k: v.detach().clone() for k, v in getattr(self.comps, name).state_dict().items()}
+                for name in ("unet", "text_encoder")
+            }
+
+    def use_loras(self, loras: tuple[LoraSpec, ...]) -> Any:
+        from realtime.diffusion.lora import fuse_loras
+
+        if loras == self.fused:
+            return self.comps
+        if self.fused:
+            assert self._pristine is not None
+            for name, sd in self._pristine.items():
+                getattr(self.comps, name).load_state_dict(sd)
+            self.fused = ()
+        fuse_loras(self.comps, loras, allow_pickle=self.model.allow_pickle)
+        self.fused = loras
+        return self.comps
+
+
+def run_sweep(job: SweepJob) -> SweepReport:
+    """Run every setting on every input and write outputs, grids and settings files (see the module docstring)."""
+    from tqdm import tqdm
+
+    from realtime.vision.edges import EdgeDetector
+    from realtime.geometry import auto_model_size
+    from realtime.research.grid import make_grid
+    from realtime.io.images import read_image, write_image
+    from realtime.diffusion.models import resolve_device, resolve_dtype
+    from realtime.cli.options import check_input_file
+    from realtime.pipeline.processor import FrameProcessor, canny_config
+    from realtime.diffusion.stylizer import Stylizer
+
+    frames = [read_image(check_input_file(p)) for p in job.inputs]
+    _prepare_out_dir(job)
+    device = resolve_device(job.device)
+    dtype = resolve_dtype(job.dtype, device)
+    if device.type == "cpu":
+        log.warning("running on the CPU: expect seconds per image at real model sizes")
+    out_sizes = [job.output_size or Size(f.shape[1], f.shape[0]) for f in frames]
+    model_sizes = [job.size or auto_model_size(o) for o in out_sizes]
+    crops: dict[int, np.ndarray] = {}
+    results: dict[tuple[int, int], np.ndarray] = {}
+    records: dict[tuple[int, int], dict[str, Any]] = {}
+    by_model: dict[str, list[SweepSetting]] = {}
+    for s in job.settings:
+        by_model.setdefault(s.model.model, []).append(s)
+    show_model = any(name == "model" for s in job.settings for name, _ in s.axis_values)
+    bar = tqdm(total=len(job.settings) * len(frames), desc="sweep", unit="image", disable=not job.progress)
+    try:
+        for settings in by_model.values():
+            first_seen: dict[tuple[LoraSpec, ...], int] = {}
+            for s in settings:
+                first_seen.setdefault(s.style.loras, len(first_seen))
+            ordered = sorted(settings, key=lambda s: (first_seen[s.style.loras], s.index))  # each LoRA set fused once
+            slot = _ModelSlot(settings[0].model, device, dtype, job.seed, any(s.style.loras for s in settings))
+            for s in ordered:
+                comps = slot.use_loras(s.style.loras)
+                for k, (path, frame) in enumerate(zip(job.inputs, frames)):
+                    size = model_sizes[k]
+                    stylizer = Stylizer(comps, s.style, size, device=device, dtype=dtype, seed=job.seed)
+                    with FrameProcessor(size, out_sizes[k], stylizer=stylizer, edges=EdgeDetector(canny_config(s.style))) as proc:
+                        crop = proc.prepare(frame)
+                        stylized = proc.stylize(crop)
+                        out = proc.finish(stylized, frame)
+                    crops[k] = crop
+                    results[(k, s.index)] = stylized
+                    dst = job.out_dir / Path(path).stem / s.file_name
+                    write_image(dst, out)
+                    rec = {**s.record(), "input": str(path), "output": dst.relative_to(job.out_dir).as_posix(),
+                           "model_size": str(size), "output_size": str(out_sizes[k]), "seed": job.seed}
+                    records[(k, s.index)] = {f: rec.get(f) for f in RECORD_FIELDS}
+                    log.info("wrote %s (%s)", dst, ", ".join(s.label(show_model)[1:]))
+                    bar.update(1)
+            del slot
+    finally:
+        bar.close()
+
+    report = SweepReport()
+    for k, path in enumerate(job.inputs):
+        images = [crops[k]] + [results[(k, s.index)] for s in job.settings]
+        labels = [["input", Path(path).name, f"model size {model_sizes[k]}"]] + [s.label(show_model) for s in job.settings]
+        grid = make_grid(images, labels, columns=job.columns, min_width=job.cell_width)
+        dst = job.out_dir / f"{Path(path).stem}_grid.png"
+        write_image(dst, grid)
+        report.grids[str(path)] = dst
+        log.info("wrote %s (%dx%d)", dst, grid.shape[1], grid.shape[0])
+    report.records = [records[(k, s.index)] for k in range(len(job.inputs)) for s in job.settings]
+    report.settings_json, report.settings_csv = write_settings(job, report)
+    return report
+
+
+def write_settings(job: SweepJob, report: SweepReport) -> tuple[Path, Path]:
+    """``settings.json`` (axes, grids and one record per output) and ``settings.csv`` (the records), atomically."""
+    from realtime.files import atomic_output
+
+    axes = {name: [dict(s.axis_values).get(name) for s in job.settings] for name in AXES}
+    doc = {
+        "out_dir": str(job.out_dir),
+        "swept": [name for name, values in axes.items() if any(v is not None for v in values)],
+        "grids": {inp: p.relative_to(job.out_dir).as_posix() for inp, p in report.grids.items()},
+        "outputs": report.records,
+    }
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(RECORD_FIELDS), lineterminator="\n")
+    writer.writeheader()
+    for rec in report.records:
+        writer.writerow({k: "" if v is None else v for k, v in rec.items()})
+    paths = (job.out_dir / "settings.json", job.out_dir / "settings.csv")
+    for path, text in zip(paths, (json.dumps(doc, indent=2) + "\n", buf.getvalue())):
+        with atomic_output(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------- command line
+DESCRIPTION = """\
+Run the stylizer over a grid of settings for one or more images. Writes every output
+(DIR/<input-stem>/<NN>_<slug>.png, at the input's size unless --output-size), a labelled comparison grid per input
+(DIR/<input-stem>_grid.png: the input as the model sees it first, then each output titled with its settings) and the
+settings of every output (DIR/settings.json, DIR/settings.csv).
+
+Axes (comma-separated values; the grid is the cartesian product): --models, --styles, --lora-scales (the scale of every
+--lora), --control-scales, --guidances, --strengths. The other stylizer options (--prompt, --lora, --strength, ...)
+apply to every cell; an option and its own axis cannot be given together. With no axis and no --style the grid is the
+five seed experiments: anime (strong ControlNet, strong style), anime-soft (weaker ControlNet), soft-render,
+cel-shaded and vibrant. Each model is loaded once; a LoRA scale is always fused into the pristine weights."""
+
+EPILOG = """\
+examples:
+  python scripts/sweep.py --input me.jpg --out-dir sweep/                      # the five presets
+  python scripts/sweep.py --input me.jpg --out-dir sweep/ --lora anime.safetensors --lora-scales 0,0.5,1 \\
+      --control-scales 0.5,1
+  python scripts/sweep.py --input a.png b.png --out-dir sweep/ --model random:tiny --size 64x64   # smoke run
+
+exit codes: 0 done, 2 bad input or usage (missing/unreadable image, bad value, output exists without --overwrite,
+model not available), 1 any other failure, 130 interrupted (every file written so far is complete)."""
+
+
+def build_parser(prog: str = "sweep.py") -> argparse.ArgumentParser:
+    from realtime.cli.options import add_common_options
+
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", nargs="+", required=True, metavar="IMG", help="input image(s) (PNG, JPEG, WebP, ...)")
+    p.add_argument("--out-dir", required=True, type=Path, metavar="DIR", help="where outputs, grids and settings go (created if missing)")
+    g = p.add_argument_group("grid axes (comma-separated lists)")
+    g.add_argument("--models", metavar="SPEC,...", help="model specs to compare (each loaded once)")
+    g.add_argument("--styles", metavar="NAME,...", help="presets or .toml files, e.g. anime,cel-shaded,vibrant")
+    g.add_argument("--lora-scales", metavar="X,...", help="scales applied to every --lora, e.g. 0,0.5,1")
+    g.add_argument("--control-scales", metavar="X,...", help="ControlNet scales, e.g. 0.5,0.8,1.1")
+    g.add_argument("--guidances", metavar="X,...", help="guidance scales (1 = one UNet pass; > 1 runs CFG)")
+    g.add_argument("--strengths", metavar="X,...", help="strengths in (0, 1], e.g. 0.6,0.75,0.9")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--output-size", default=None, help="size of the written outputs WxH (default: each input's size)")
+    g.add_argument("--grid-columns", type=int, default=None, metavar="N", help="grid cells per row (default: min(cells, 6))")
+    g.add_argument("--cell-width", type=int, default=256, metavar="PX", help="enlarge grid cells to at least this width (default 256)")
+    g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    g.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_common_options(p)
+    p.set_defaults(style=None, model=None)
+    g = p.add_argument_group("logging")
+    g.add_argument("--debug", action="store_true", help="tracebacks and library logs")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    return p
+
+
+def job_from_args(args: argparse.Namespace) -> SweepJob:
+    """Translate parsed options into a :class:`SweepJob` (validating everything before any model is loaded)."""
+    from realtime.geometry import parse_size
+    from realtime.cli.options import output_size_arg
+
+    if args.backend != "eager":
+        raise UsageError(f"--backend {args.backend}: the sweep runs eagerly (an engine per setting would be rebuilt); drop --backend")
+    axes = SweepAxes(
+        models=parse_list(args.models, "--models", str), styles=parse_list(args.styles, "--styles", str),
+        lora_scales=parse_list(args.lora_scales, "--lora-scales"), control_scales=parse_list(args.control_scales, "--control-scales"),
+        guidances=parse_list(args.guidances, "--guidances"), strengths=parse_list(args.strengths, "--strengths"),
+    )
+    settings = plan_sweep(args, axes)
+    size = None if args.size == "auto" else parse_size(args.size, model=True)
+    return SweepJob(
+        inputs=tuple(Path(p) for p in args.input), out_dir=Path(args.out_dir), settings=tuple(settings), size=size,
+        output_size=output_size_arg(args.output_size), seed=args.seed, device=args.device, dtype=args.dtype,
+        overwrite=args.overwrite, columns=args.grid_columns, cell_width=args.cell_width, progress=args.progress,
+    )
+
+
+def sweep_main(args: argparse.Namespace) -> int:
+    """Run a sweep from parsed options (exceptions are turned into exit codes by the caller)."""
+    from realtime.pipeline.preflight import sweep_inputs
+
+    job = job_from_args(args)
+    sweep_inputs(job)  # images, outputs, models and LoRAs: before any model loads
+    log.info("sweep: %d setting(s) x %d input(s) -> %s", len(job.settings), len(job.inputs), job.out_dir)
+    report = run_sweep(job)
+    log.info("wrote %d output(s), %d grid(s), %s and %s", len(report.records), len(report.grids),
+             report.settings_json, report.settings_csv)
+    return 0

@@ -1,0 +1,420 @@
+"""MediaPipe face detection -> a smoothed crop window that keeps the face framed (GUIDE 2, "Sizes").
+
+- :func:`resolve_face_model` finds the BlazeFace short-range ``.tflite``: an explicit path, then
+  ``STYLECAM_FACE_MODEL``, then the cache, then the official download (size and sha256 verified).
+- :class:`FaceDetector` wraps MediaPipe Tasks' ``FaceDetector`` in VIDEO mode; :class:`FaceBox` is one detection.
+- :class:`FaceFramer` runs the detector and the pure framing logic of :mod:`realtime.vision.framing` (One Euro smoothing,
+  face tracking, hold and ease) and returns a :class:`~realtime.geometry.CropWindow` per frame.
+
+Frames are RGB uint8 numpy arrays, HxWx3. MediaPipe is imported lazily (only when a detector is created).
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from realtime.errors import BackendUnavailable, BadInputFile, InputNotFound, ModelNotFound, OutputError, UsageError
+from realtime.vision.framing import FaceBox, FaceTracker, FramingConfig, OneEuroFilter
+from realtime.geometry import CropWindow, Size
+
+__all__ = [
+    "FACE_MODEL_FILE",
+    "FACE_MODEL_SHA256",
+    "FACE_MODEL_SIZE",
+    "FACE_MODEL_URL",
+    "FaceBox",
+    "FaceDetector",
+    "FaceFramer",
+    "FaceTracker",
+    "FramingConfig",
+    "OneEuroFilter",
+    "face_model_cache_dir",
+    "quiet_native_stderr",
+    "resolve_face_model",
+]
+
+log = logging.getLogger(__name__)
+
+FACE_MODEL_FILE = "blaze_face_short_range.tflite"
+FACE_MODEL_URL = (
+    "https://storage.googleapis.com/mediapipe-models/face_detector/blaze_face_short_range/float16/1/"
+    "blaze_face_short_range.tflite"
+)
+FACE_MODEL_SIZE = 229_746
+FACE_MODEL_SHA256 = "b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f"
+_FIX = "pass --face-model PATH or set STYLECAM_FACE_MODEL"
+_DOWNLOAD_TIMEOUT_S = 30.0
+
+
+# ------------------------------------------------------------------------------------------------- model resolution
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def face_model_cache_dir() -> Path:
+    """``$STYLECAM_CACHE/models``, else ``$XDG_CACHE_HOME/stylecam/models``, else ``~/.cache/stylecam/models``."""
+    if os.environ.get("STYLECAM_CACHE"):
+        return Path(os.environ["STYLECAM_CACHE"]).expanduser() / "models"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "stylecam" / "models"
+    return Path.home() / ".cache" / "stylecam" / "models"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _verified(path: Path) -> bool:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return len(data) == FACE_MODEL_SIZE and _sha256(data) == FACE_MODEL_SHA256
+
+
+def _download_face_model(dest: Path, url: str = FACE_MODEL_URL) -> Path:
+    """Download ``url`` to ``dest`` (verified size and sha256; written to a temporary file, then renamed)."""
+    log.info("downloading the MediaPipe face model (%d bytes) to %s", FACE_MODEL_SIZE, dest)
+    try:
+        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:  # noqa: S310 (fixed https URL)
+            data = resp.read(FACE_MODEL_SIZE + 1)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise ModelNotFound(f"could not download the MediaPipe face model from {url} ({e}): {_FIX}") from e
+    if len(data) != FACE_MODEL_SIZE or _sha256(data) != FACE_MODEL_SHA256:
+        raise ModelNotFound(
+            f"the MediaPipe face model downloaded from {url} does not verify ({len(data)} bytes, expected "
+            f"{FACE_MODEL_SIZE} with sha256 {FACE_MODEL_SHA256[:12]}...): {_FIX}"
+        )
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as e:
+        raise OutputError(f"cannot write the face model cache {dest.parent} ({e}): set STYLECAM_CACHE or {_FIX}") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise OutputError(f"cannot write the face model to {dest} ({e}): set STYLECAM_CACHE or {_FIX}") from e
+        raise
+    return dest
+
+
+def resolve_face_model(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The face detector model to load: ``explicit``, then ``$STYLECAM_FACE_MODEL``, then the cache, then a download.
+
+    Raises :class:`InputNotFound` for an explicit or environment path that does not exist, and :class:`ModelNotFound`
+    when the model is not cached and cannot be downloaded (``HF_HUB_OFFLINE``/``STYLECAM_OFFLINE`` set, or no network).
+    """
+    if explicit is not None and str(explicit) != "":
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise InputNotFound(f"face model {path} does not exist: pass --face-model PATH to a MediaPipe .tflite file")
+        return path
+    env = os.environ.get("STYLECAM_FACE_MODEL", "")
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise InputNotFound(
+                f"STYLECAM_FACE_MODEL={path} does not exist: point it at a MediaPipe .tflite file or unset it"
+            )
+        return path
+    cached = face_model_cache_dir() / FACE_MODEL_FILE
+    if cached.is_file():
+        if _verified(cached):
+            return cached
+        log.warning("cached face model %s does not match its sha256; fetching it again", cached)
+    if _env_flag("HF_HUB_OFFLINE") or _env_flag("STYLECAM_OFFLINE"):
+        raise ModelNotFound(
+            f"the MediaPipe face model is not cached ({cached}) and downloads are off (offline mode): {_FIX}"
+        )
+    return _download_face_model(cached)
+
+
+# ------------------------------------------------------------------------------------------------- native log spam
+
+_NATIVE_LOG_LINE = re.compile(r"^(?:(?:INFO|WARNING|ERROR|VERBOSE\d*): |[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ )")
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[list[str]]:
+    """Capture what native code writes to file descriptor 2 inside the block (MediaPipe/LiteRT/absl write there
+    directly and ignore ``GLOG_minloglevel``/``TF_CPP_MIN_LOG_LEVEL``). Native log lines go to this module's logger at
+    DEBUG; anything else (another thread's output, say) is written back to stderr afterwards. The context value is a
+    list that receives the native lines when the block ends."""
+    native: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, AttributeError, ValueError):
+        yield native
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield native
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            other = []
+            for line in tmp.read().decode("utf-8", errors="replace").splitlines():
+                if _NATIVE_LOG_LINE.match(line) or "before InitGoogle()" in line:
+                    log.debug("mediapipe: %s", line)
+                    native.append(line)
+                elif line.strip():
+                    other.append(line)
+            if other:
+                with contextlib.suppress(Exception):
+                    sys.stderr.write("\n".join(other) + "\n")
+                    sys.stderr.flush()
+
+
+def _import_mediapipe() -> tuple[Any, Any, Any]:
+    """(mediapipe, vision, BaseOptions), with the library's own logging turned down first."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # absl-py is optional; MediaPipe's native logging is handled by quiet_native_stderr
+        pass
+    try:
+        import mediapipe as mp
+        from mediapipe.tasks.python import vision
+        from mediapipe.tasks.python.core.base_options import BaseOptions
+    except ImportError as e:
+        msg = f"mediapipe is not importable ({e}): pip install mediapipe, or run with --no-face"
+        raise BackendUnavailable(msg) from e
+    return mp, vision, BaseOptions
+
+
+# ------------------------------------------------------------------------------------------------- detector
+
+
+class Detector(Protocol):
+    """Anything that finds faces in a frame: :class:`FaceDetector`, or a fake in tests."""
+
+    def detect(self, rgb: np.ndarray, timestamp_s: float) -> list[FaceBox]: ...
+
+    def close(self) -> None: ...
+
+
+def _check_frame(rgb: np.ndarray) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        got = f"{type(rgb).__name__} {getattr(rgb, 'shape', '')} {getattr(rgb, 'dtype', '')}"
+        raise UsageError(f"face detection needs an HxWx3 uint8 RGB frame, got {got}")
+
+
+# LiteRT logs "Input tensor memory is not aligned" once per process, at whichever inference first gets an unaligned
+# buffer (not necessarily the first): detections are captured until that line has been seen.
+_ALIGNMENT_WARNING = "inference_runner"
+_alignment_warning_seen = False
+_OPEN_DETECTORS: "weakref.WeakSet[FaceDetector]" = weakref.WeakSet()
+
+
+def _close_open_detectors() -> None:
+    """Close detectors nobody closed before MediaPipe's worker threads stop (its own finalizer fails noisily then)."""
+    for det in list(_OPEN_DETECTORS):
+        with contextlib.suppress(Exception):
+            det.close()
+
+
+def _track_open(det: "FaceDetector") -> None:
+    if not getattr(_track_open, "registered", False):
+        # threading's exit hooks run in reverse order of registration, before concurrent.futures stops the executor
+        # MediaPipe dispatches through; atexit handlers would run after it.
+        register = getattr(threading, "_register_atexit", atexit.register)
+        with contextlib.suppress(RuntimeError):
+            register(_close_open_detectors)
+        _track_open.registered = True  # type: ignore[attr-defined]
+    _OPEN_DETECTORS.add(det)
+
+
+class FaceDetector:
+    """MediaPipe Tasks face detector (BlazeFace short range) in VIDEO running mode.
+
+    ``detect(rgb, timestamp_s)``: ``rgb`` HxWx3 uint8 RGB; returns the faces found, in pixels. Timestamps are turned
+    into strictly increasing milliseconds (equal or earlier times are nudged forward by 1 ms), as MediaPipe requires.
+    Model resolution as :func:`resolve_face_model`. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        min_detection_confidence: float = 0.5,
+        min_suppression_threshold: float = 0.3,
+    ) -> None:
+        for name, v in (
+            ("min_detection_confidence", min_detection_confidence),
+            ("min_suppression_threshold", min_suppression_threshold),
+        ):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise UsageError(f"face detector {name}={v!r}: must be a number in 0..1")
+        self.model_path = resolve_face_model(model)
+        mp, vision, base_options = _import_mediapipe()
+        self._mp = mp
+        options = vision.FaceDetectorOptions(
+            base_options=base_options(model_asset_path=str(self.model_path)),
+            running_mode=vision.RunningMode.VIDEO,
+            min_detection_confidence=float(min_detection_confidence),
+            min_suppression_threshold=float(min_suppression_threshold),
+        )
+        self._last_ms = -1
+        self._det: Any = None
+        with quiet_native_stderr():
+            try:
+                self._det = vision.FaceDetector.create_from_options(options)
+            except (ValueError, RuntimeError, OSError) as e:
+                raise BadInputFile(
+                    f"face model {self.model_path} cannot be loaded by MediaPipe ({e}): {_FIX} with a face detector"
+                ) from e
+            _track_open(self)
+            self._detect_ms(np.zeros((480, 640, 3), np.uint8), 0)  # warm-up: the first inference is the slowest
+        log.debug("face detector ready: %s", self.model_path)
+
+    def _detect_ms(self, rgb: np.ndarray, ms: int) -> Any:
+        global _alignment_warning_seen
+        ms = max(ms, self._last_ms + 1)
+        self._last_ms = ms
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        if _alignment_warning_seen:
+            return self._det.detect_for_video(image, ms)
+        with quiet_native_stderr() as native:
+            result = self._det.detect_for_video(image, ms)
+        _alignment_warning_seen = any(_ALIGNMENT_WARNING in line for line in native)
+        return result
+
+    def detect(self, rgb: np.ndarray, timestamp_s: float) -> list[FaceBox]:
+        if self._det is None:
+            raise RuntimeError("FaceDetector is closed")
+        _check_frame(rgb)
+        h, w = rgb.shape[:2]
+        result = self._detect_ms(rgb, int(round(float(timestamp_s) * 1000.0)))
+        faces = []
+        for d in result.detections:
+            bb = d.bounding_box
+            score = float(d.categories[0].score) if d.categories else 0.0
+            kps = tuple((float(k.x) * w, float(k.y) * h) for k in (d.keypoints or ()))
+            faces.append(FaceBox(float(bb.origin_x), float(bb.origin_y), float(bb.width), float(bb.height), score, kps))
+        return faces
+
+    def close(self) -> None:
+        det, self._det = getattr(self, "_det", None), None
+        _OPEN_DETECTORS.discard(self)
+        if det is not None:
+            with quiet_native_stderr():
+                det.close()
+
+    def __enter__(self) -> "FaceDetector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------------------------------- framer
+
+
+class FaceFramer:
+    """Per frame: detect faces and return the crop window that keeps the tracked face framed.
+
+    cfg: framing settings. frame: the camera frame size. aspect: the window's aspect ratio (model width / height).
+    detector: a :class:`FaceDetector` (or any object with ``detect``/``close``); ``None`` creates one from ``model``
+    (resolved as :func:`resolve_face_model`) when framing is enabled. A detector passed in is not closed by
+    :meth:`close`; one created here is.
+
+    ``update(rgb, timestamp_s)`` takes the HxWx3 uint8 RGB frame and returns a :class:`CropWindow` of ``aspect``
+    inside ``frame``. ``enabled`` can be switched while running: off eases to the centre window and skips detection.
+    """
+
+    def __init__(
+        self,
+        cfg: FramingConfig,
+        frame: Size,
+        aspect: float,
+        detector: Detector | None = None,
+        *,
+        model: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if not isinstance(cfg, FramingConfig):
+            raise UsageError(f"FaceFramer cfg must be a FramingConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.frame = frame
+        self.aspect = float(aspect)
+        # The tracker always frames; switching off is this class's job (so it can be switched back on).
+        self.tracker = FaceTracker(dataclasses.replace(cfg, enabled=True), frame, aspect)
+        self._model = model
+        self._owns_detector = detector is None
+        self._detector: Detector | None = detector
+        self._enabled = cfg.enabled
+        if self._enabled and self._detector is None:
+            self._detector = FaceDetector(model, min_detection_confidence=cfg.min_score)
+        self.faces: list[FaceBox] = []  # the last frame's detections (for overlays and statistics)
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        if on and self._detector is None:
+            self._detector = FaceDetector(self._model, min_detection_confidence=self.cfg.min_score)
+            self._owns_detector = True
+        self._enabled = bool(on)
+
+    @property
+    def roll_deg(self) -> float:
+        """The smoothed eye-line angle in degrees (0 unless ``level_eyes``); see :attr:`FaceTracker.roll_deg`."""
+        return self.tracker.roll_deg
+
+    def mirror(self) -> None:
+        """Call when the frames start (or stop) arriving mirrored: the framing flips with them, without a jump."""
+        self.tracker.mirror()
+
+    def update(self, rgb: np.ndarray, timestamp_s: float) -> CropWindow:
+        _check_frame(rgb)
+        h, w = rgb.shape[:2]
+        if (w, h) != (self.frame.width, self.frame.height):
+            raise UsageError(f"frame of {w}x{h} given to a FaceFramer set up for {self.frame}")
+        if not self._enabled or self._detector is None:
+            self.faces = []
+            return self.tracker.step([], timestamp_s, release=True)
+        self.faces = self._detector.detect(rgb, timestamp_s)
+        return self.tracker.step(self.faces, timestamp_s)
+
+    def close(self) -> None:
+        det, self._detector = self._detector, None
+        if det is not None and self._owns_detector:
+            det.close()
+
+    def __enter__(self) -> "FaceFramer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
