@@ -4,7 +4,7 @@ Makes the demo clip (``realtime.cli.demo``: the astronaut swaying, H.264 + an AA
 on the same frames, models loaded once and warmed up:
 
 - ``stylizer``: the model part alone on ready model-size crops: Canny + the stylizer (``FrameProcessor.stylize``);
-- ``clip``: the whole clip path of ``stylecam clip`` (:class:`realtime.pipeline.clip.ClipStylizer`: decode thread, face framing,
+- ``clip``: the whole clip path of ``stylecam clip`` (:class:`realtime.pipeline.clip.ClipJob`: decode thread, face framing,
   crop, Canny + stylizer, cover resize, encode, audio copy, atomic rename);
 
 alternately ``--repeats`` times (the best of each is kept), and reports frames per second of both, the overhead per frame (clip - stylizer) and the clip's stage means. Wall and
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from realtime.pipeline.clip import ClipOptions, ClipStylizer
+    from realtime.pipeline.clip import ClipOptions, ClipJob
     from realtime.config import ModelConfig, RunConfig, load_style
     from realtime.cli.console import setup_logging
     from realtime.cli.demo import make_demo_clip
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         for crop in crops[: args.warmup]:
             alone.stylize(crop)
         opts = ClipOptions(face=not args.no_face, progress=False, overwrite=True)
-        runner = ClipStylizer(opts, model_size, stylizer=stylizer, edges=edges)
+        runner = ClipJob(opts, model_size, stylizer=stylizer, edges=edges)
         alone_runs, clip_runs, results = [], [], []
         for _ in range(args.repeats):  # alternate the two, keep the best of each (other load only slows things down)
             if stylizer is not None:

@@ -17,7 +17,8 @@ from clip_files import (audio_packets, audio_seconds, has_display_matrix, leftov
 from media_files import (VFR_PTS, make_audio_only, make_clip, make_corrupt_middle, make_png, make_truncated,
                          make_vfr_clip, make_zero_frame_video)
 from realtime.cli import main
-from realtime.pipeline.clip import ClipOptions, ClipStylizer, check_encoder, parse_seconds, plan_outputs
+from realtime.cli.clip import parse_seconds
+from realtime.pipeline.clip import ClipJob, ClipOptions, check_encoder, plan_outputs
 from realtime.errors import DeviceUnavailable, OutputError, UsageError
 from realtime.geometry import Size
 
@@ -83,7 +84,7 @@ def test_stylizer_is_really_applied(capsys, silent, tmp_path):
 def test_passthrough_at_auto_size_keeps_the_picture(capsys, silent, tmp_path):
     out = tmp_path / "same.mp4"
     assert clip(capsys, str(silent), "-o", str(out), "--style", "none", "--no-face", "--quiet")[0] == 0
-    for a, b in zip(video_frames(out), video_frames(silent)):  # as live: cropped straight to the output size
+    for a, b in zip(video_frames(out), video_frames(silent), strict=True):  # as live: cropped straight to the output size
         assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() < 2
 
 
@@ -113,10 +114,10 @@ def test_similarity_filter_reuses_the_stylized_frame_like_live(silent, tmp_path)
     style = override_style(load_style("anime"), temporal_similarity_filter=True, temporal_similarity_threshold=0.0,
                            temporal_max_skips=3)
     fake = _CountingStylizer()
-    with ClipStylizer(ClipOptions(progress=False, face=False), Size(64, 64), stylizer=fake, style=style) as runner:
+    with ClipJob(ClipOptions(progress=False, face=False), Size(64, 64), stylizer=fake, style=style) as runner:
         result = runner.process(src, tmp_path / "a.mp4")
         assert (fake.calls, result.skipped, result.frames) == (3, 9, 12)  # (1 stylized + 3 skipped) x 3
-        with ClipStylizer(ClipOptions(progress=False, face=False), Size(64, 64), stylizer=_CountingStylizer(),
+        with ClipJob(ClipOptions(progress=False, face=False), Size(64, 64), stylizer=_CountingStylizer(),
                           style=load_style("anime")) as plain:
             assert plain.process(src, tmp_path / "b.mp4").skipped == 0 and plain.stylizer.calls == 12
     assert fake.resets == 1 and fake.closed  # reset per file (no blending across clips), closed with the runner
@@ -189,13 +190,13 @@ def test_face_framing_follows_a_face_and_leaves_faceless_clips_centred(tmp_path,
     faceless = make_clip(tmp_path / "faceless.mp4", n=8, size=(192, 128))
     face = make_face_clip(tmp_path / "face.mp4", astronaut, n=8)
     opts = ClipOptions(progress=False)
-    with ClipStylizer(opts, Size(64, 64)) as framed, ClipStylizer(ClipOptions(progress=False, face=False), Size(64, 64)) as plain:
+    with ClipJob(opts, Size(64, 64)) as framed, ClipJob(ClipOptions(progress=False, face=False), Size(64, 64)) as plain:
         r_faceless = framed.process(faceless, tmp_path / "a_framed.mp4")
         plain.process(faceless, tmp_path / "a_plain.mp4")
         r_face = framed.process(face, tmp_path / "b_framed.mp4")
         plain.process(face, tmp_path / "b_plain.mp4")
     assert r_faceless.face_frames == 0 and r_faceless.frames == 8
-    for a, b in zip(video_frames(tmp_path / "a_framed.mp4"), video_frames(tmp_path / "a_plain.mp4")):
+    for a, b in zip(video_frames(tmp_path / "a_framed.mp4"), video_frames(tmp_path / "a_plain.mp4"), strict=True):
         assert np.array_equal(a, b)  # no face: the centre window, exactly as without framing
     assert r_face.face_frames >= 6
     last_framed, last_plain = video_frames(tmp_path / "b_framed.mp4")[-1], video_frames(tmp_path / "b_plain.mp4")[-1]
@@ -204,7 +205,7 @@ def test_face_framing_follows_a_face_and_leaves_faceless_clips_centred(tmp_path,
 
 def test_corrupt_frame_is_repeated_and_counted(tmp_path, caplog):
     src, _ = make_corrupt_middle(tmp_path / "corrupt.mkv", n=20, bad=10)
-    with caplog.at_level("WARNING"), ClipStylizer(ClipOptions(progress=False, face=False), Size(64, 64)) as runner:
+    with caplog.at_level("WARNING"), ClipJob(ClipOptions(progress=False, face=False), Size(64, 64)) as runner:
         result = runner.process(src, tmp_path / "out.mp4")
     assert result.frames == 20 and result.bad_frames == 1
     assert any("could not be decoded" in r.getMessage() and "1 video frame" in r.getMessage() for r in caplog.records)

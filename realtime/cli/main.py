@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Modules that register a subcommand (``add_parser(subparsers, add_global_options)``), in help order.
-_COMMAND_MODULES: tuple[str, ...] = ("pipeline.clip", "cli.build", "pipeline.live", "cli.devices", "cli.demo", "cli.bench", "cli.models")
+_COMMAND_MODULES: tuple[str, ...] = ("cli.clip", "cli.build", "cli.live", "cli.devices", "cli.demo", "cli.bench", "cli.models")
 
 
 def _cmd_image(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""``stylecam clip IN [IN ...] -o OUT``: stylize video files, keeping their audio and timing, never leaving a broken file.
+"""The clip job behind ``stylecam clip IN [IN ...] -o OUT``: stylize video files, keeping their audio and timing, never leaving a broken file.
 
 One frame at a time (memory stays flat whatever the clip length): :class:`~realtime.io.videofile.FileSource` decodes on a
 thread (bounded queue, rotation applied, undecodable frames repeated), :class:`~realtime.pipeline.processor.FrameProcessor` does
@@ -12,13 +12,12 @@ failing file is reported on its own line and the others go on (exit 1 when any f
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -103,20 +102,6 @@ class ClipResult:
         return self.frames / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
 
-def parse_seconds(text: str) -> float:
-    """``12.5``, ``1:02.5`` or ``1:00:02`` -> seconds (argparse type: bad text is a usage error, exit 2)."""
-    try:
-        parts = [float(p) for p in str(text).strip().split(":")]
-        if not 1 <= len(parts) <= 3 or any(p < 0 or not np.isfinite(p) for p in parts):
-            raise ValueError
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds >= 0 (12.5) or [HH:]MM:SS(.ms)") from None
-    seconds = 0.0
-    for p in parts:
-        seconds = seconds * 60 + p
-    return seconds
-
-
 def check_encoder(codec: str, pix_fmt: str) -> None:
     """Fail before any work when ``codec`` is unknown (:class:`UsageError`), cannot take ``pix_fmt`` (same), or is a
     hardware encoder this machine cannot open (:class:`DeviceUnavailable`, naming libx264 as the fix)."""
@@ -179,7 +164,7 @@ def plan_outputs(inputs: Sequence[str | os.PathLike[str]], output: str | os.Path
 # ------------------------------------------------------------------------------------------------------ the runner
 class _BatchDetector:
     """One MediaPipe detector for a whole batch: each file's timestamps are shifted past the previous file's (VIDEO
-    mode needs increasing timestamps). ``close()`` is a no-op: :class:`ClipStylizer` closes the real detector."""
+    mode needs increasing timestamps). ``close()`` is a no-op: :class:`ClipJob` closes the real detector."""
 
     def __init__(self, detector: Any) -> None:
         self.detector, self.offset, self.last = detector, 0.0, 0.0
@@ -196,7 +181,7 @@ class _BatchDetector:
         pass
 
 
-class ClipStylizer:
+class ClipJob:
     """The models, loaded once, and the per-file loop.
 
     ``stylizer``: a :class:`~realtime.diffusion.stylizer.Stylizer` or ``None`` (pass-through); ``model_size``: the size it runs
@@ -212,7 +197,7 @@ class ClipStylizer:
         from realtime.vision.edges import EdgeDetector
 
         if model_size is None and stylizer is not None:
-            raise UsageError("ClipStylizer: a stylizer needs its model size")
+            raise UsageError("ClipJob: a stylizer needs its model size")
         self.options, self.model_size, self.stylizer, self.style = options, model_size, stylizer, style
         self.edges = edges or EdgeDetector()
         self._detector: _BatchDetector | None = None
@@ -346,7 +331,7 @@ class ClipStylizer:
             self.stylizer = None
         self.edges.close()
 
-    def __enter__(self) -> "ClipStylizer":
+    def __enter__(self) -> "ClipJob":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -370,110 +355,3 @@ def _progress(name: str, total: int, *, enabled: bool) -> Iterator[Any]:
             return
         with logging_redirect_tqdm():
             yield bar
-
-
-# ------------------------------------------------------------------------------------------------------ command line
-def add_parser(subparsers: Any, add_global_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``stylecam clip``."""
-    from realtime.cli.options import add_common_options
-
-    p = subparsers.add_parser(
-        "clip", help="stylize video files (audio and timing kept)",
-        description="Stylize video files frame by frame with the live look (face framing, Canny, temporal blending). "
-        "Audio is copied, timestamps and rotation kept; the output appears only when complete.",
-    )
-    p.add_argument("inputs", nargs="+", metavar="IN", help="input video(s)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output file; with several inputs a directory (each output keeps its input's name)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    g = p.add_argument_group("clip")
-    g.add_argument("--start", type=parse_seconds, help="start at this time (seconds or [HH:]MM:SS)")
-    g.add_argument("--end", type=parse_seconds, help="stop at this time (seconds or [HH:]MM:SS)")
-    g.add_argument("--output-size", default=None, help="output WxH (default: the input's display size)")
-    g.add_argument("--codec", default=DEFAULT_CODEC, help=f"video encoder (default {DEFAULT_CODEC}; h264_nvenc on NVIDIA GPUs, libx265, libvpx-vp9, ...)")
-    g.add_argument("--crf", type=int, default=DEFAULT_CRF, help=f"quality for CRF encoders, 0..63, lower is better (default {DEFAULT_CRF})")
-    g.add_argument("--pix-fmt", default=DEFAULT_PIX_FMT, help=f"encoder pixel format (default {DEFAULT_PIX_FMT}, the one every player takes)")
-    g = p.add_argument_group("face framing")
-    g.add_argument("--no-face", action="store_true", help="no face framing: the centred window of the model's aspect")
-    g.add_argument("--face-model", default=None, metavar="PATH", help="MediaPipe face detector .tflite (default: STYLECAM_FACE_MODEL, then the cache)")
-    add_common_options(p, temporal=True)
-    add_global_options(p)
-    p.set_defaults(func=run, interrupted_code=130)
-
-
-def options_from_args(args: argparse.Namespace) -> ClipOptions:
-    from realtime.cli.options import output_size_arg
-
-    return ClipOptions(
-        start=args.start, end=args.end, output_size=output_size_arg(args.output_size), codec=args.codec,
-        crf=args.crf, pix_fmt=args.pix_fmt, overwrite=args.overwrite, face=not args.no_face,
-        face_model=args.face_model, progress=not args.quiet,
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """``stylecam clip``: every input checked first (:func:`realtime.pipeline.preflight.clip_inputs`: exit 2 before any model
-    loads), then the models once, then each file. One input: its error is the command's. Several: each bad file is
-    reported on its own line and the others go on; 0 when all succeeded, else 1."""
-    from realtime.cli.console import one_line
-    from realtime.cli.options import model_from_args, run_from_args, style_from_args
-    from realtime.pipeline.preflight import clip_inputs
-
-    opts = options_from_args(args)
-    style = style_from_args(args)
-    model = model_from_args(args)
-    run_from_args(args, Size(512, 512))  # --size, --seed, --device, --dtype checked before any file
-    check_encoder(opts.codec, opts.pix_fmt)
-    pairs = plan_outputs(args.inputs, args.output)
-    batch = len(pairs) > 1
-    checked, bad = clip_inputs(pairs, opts, style, model, batch=batch)
-    for src, e in bad:
-        log.error("%s failed: %s", src, one_line(e))
-    failed = [src for src, _ in bad]
-    written = 0
-    if checked:
-        written = _run_files(args, opts, style, model, checked, failed)
-    if batch:
-        log.info("%d of %d files written to %s%s", written, len(pairs), pairs[0][1].parent,
-                 f"; failed: {', '.join(p.name for p in failed)}" if failed else "")
-    return 1 if failed else 0
-
-
-def _run_files(args: argparse.Namespace, opts: ClipOptions, style: Any, model: Any,
-               checked: list[tuple[Path, Path, Size]], failed: list[Path]) -> int:
-    """Load the models once and stylize each checked file; returns how many were written (failures appended)."""
-    from realtime.cli.console import one_line
-    from realtime.vision.edges import EdgeDetector
-    from realtime.cli.options import run_from_args
-    from realtime.pipeline.processor import build_stylizer, canny_config
-
-    batch = len(checked) + len(failed) > 1
-    if style.passthrough and args.size == "auto":
-        run_cfg, work = None, None  # as live: no model, frames cropped straight to each output size
-    else:  # --size auto: from --output-size, else the first input's display size
-        run_cfg = run_from_args(args, opts.output_size or checked[0][2])
-        work = run_cfg.size
-    stylizer = build_stylizer(model, style, run_cfg) if run_cfg is not None else None
-    written = 0
-    try:
-        runner = ClipStylizer(opts, work, stylizer=stylizer, edges=EdgeDetector(canny_config(style)), style=style)
-    except BaseException:
-        if stylizer is not None:
-            stylizer.close()
-        raise
-    with runner:
-        for src, dst, _ in checked:
-            try:
-                runner.process(src, dst)
-                written += 1
-            except KeyboardInterrupt:
-                if batch:
-                    log.warning("interrupted: %d of %d file(s) written before, the rest not started", written,
-                                len(checked) + len(failed))
-                raise
-            except Exception as e:
-                if not batch:
-                    raise
-                failed.append(src)
-                log.error("%s failed: %s", src, one_line(e))
-    return written
