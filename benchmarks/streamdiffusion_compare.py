@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         from realtime.bench.schema import write_json_atomic
-        from realtime.cli.options import check_output_path
+        from realtime.files import check_output_path
 
         from realtime.errors import UsageError
 

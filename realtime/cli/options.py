@@ -3,11 +3,9 @@ the frozen configs (preset first, command-line values override it)."""
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 from realtime.config import DEFAULT_MODEL, DEFAULT_STYLE, DEVICE_CHOICES, DTYPE_CHOICES, LoraSpec, ModelConfig, RunConfig, StyleConfig, load_style, override_style
-from realtime.errors import InputNotFound, OutputError, UsageError
+from realtime.errors import UsageError
 from realtime.geometry import Size, auto_model_size, parse_size
 
 BACKEND_CHOICES = ("auto", "eager", "compile", "onnxruntime", "tensorrt")
@@ -107,31 +105,3 @@ def run_from_args(args: argparse.Namespace, output: Size) -> RunConfig:
 
 def output_size_arg(text: str | None) -> Size | None:
     return None if text in (None, "auto") else parse_size(text, what="--output-size")
-
-
-def check_input_file(path: str | os.PathLike[str], what: str = "input") -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise InputNotFound(f"{what} not found: {p}")
-    if not p.is_file():
-        raise InputNotFound(f"{what} is not a file: {p}")
-    if not os.access(p, os.R_OK):
-        raise InputNotFound(f"{what} is not readable: {p}")
-    return p
-
-
-def check_output_path(path: Path, *, overwrite: bool, inputs: tuple[Path, ...] = ()) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    for src in inputs:
-        if path.resolve() == src.resolve():
-            raise OutputError(f"output {path} is the input: choose another name")
-    if not parent.is_dir():
-        if parent.exists():
-            raise OutputError(f"output directory {parent} is a file, not a directory")
-        raise OutputError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output directory is not writable: {parent}")
-    if path.is_dir():
-        raise OutputError(f"output {path} is a directory: give a file name")
-    if path.exists() and not overwrite:
-        raise OutputError(f"output {path} exists: pass --overwrite to replace it")

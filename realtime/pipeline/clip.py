@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from realtime.errors import DeviceUnavailable, OutputError, UsageError
+from realtime.files import check_input_file, check_output_path
 from realtime.geometry import Size
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,6 @@ class ClipJob:
         """Stylize ``src`` into ``dst``. Nothing is left at ``dst`` (nor a temporary file) unless it succeeds."""
         from realtime.io.videowriter import VideoFileSink
         from realtime.io.videofile import FileSource
-        from realtime.cli.options import check_input_file, check_output_path
 
         o = self.options
         check_input_file(src)

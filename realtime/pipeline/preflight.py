@@ -33,7 +33,7 @@ MAX_SAFETENSORS_HEADER = 100_000_000
 def check_image(path: str | os.PathLike[str], what: str = "input") -> np.ndarray:
     """An image that exists and decodes -> (H, W, 3) uint8 RGB (:func:`realtime.io.images.read_image`)."""
     from realtime.io.images import read_image
-    from realtime.cli.options import check_input_file
+    from realtime.files import check_input_file
 
     return read_image(check_input_file(path, what))
 
@@ -43,7 +43,7 @@ def check_video(path: str | os.PathLike[str], *, start: float | None = None, end
     """A video that exists, has a video stream and whose first frame (of the ``start``..``end`` range) decodes ->
     its display size (rotation applied). Errors are those of :class:`~realtime.io.videofile.FileSource`."""
     from realtime.io.videofile import FileSource
-    from realtime.cli.options import check_input_file
+    from realtime.files import check_input_file
 
     with FileSource(check_input_file(path, what), queue_size=1, start=start, end=end) as source:
         return source.size
@@ -80,7 +80,7 @@ def check_video_output(path: Path, codec: str, pix_fmt: str, *, overwrite: bool,
                        codec_option: bool = True) -> None:
     """A video output: writable, not an input, not existing (unless ``overwrite``), its encoder and container exist."""
     from realtime.pipeline.clip import check_encoder
-    from realtime.cli.options import check_output_path
+    from realtime.files import check_output_path
 
     check_output_path(path, overwrite=overwrite, inputs=inputs)
     check_encoder(codec, pix_fmt)
@@ -211,7 +211,8 @@ def check_backend(name: str, device: Any) -> None:
 def image_inputs(args: argparse.Namespace) -> tuple[Path, Path, np.ndarray, StyleConfig, ModelConfig]:
     """``stylecam image``: (input, output, the decoded input, style, model)."""
     from realtime.io.images import image_format
-    from realtime.cli.options import check_input_file, check_output_path, model_from_args, style_from_args
+    from realtime.cli.options import model_from_args, style_from_args
+    from realtime.files import check_input_file, check_output_path
 
     src = check_input_file(args.input)
     dst = Path(args.output)
@@ -229,7 +230,7 @@ def clip_inputs(pairs: Sequence[tuple[Path, Path]], opts: Any, style: StyleConfi
     """``stylecam clip`` (after :func:`realtime.pipeline.clip.plan_outputs`): each input probed in its range, each output
     checked, the face model and the models. One input: its error is raised. A batch: the files that pass with their
     display sizes, and those that fail with their errors (each reported on its own line, the others go on)."""
-    from realtime.cli.options import check_input_file, check_output_path
+    from realtime.files import check_input_file, check_output_path
 
     good: list[tuple[Path, Path, Size]] = []
     failed: list[tuple[Path, InputError]] = []
@@ -276,7 +277,7 @@ def bench_inputs(settings: Any, model: ModelConfig, style: StyleConfig, run: Any
     not resolve is a skipped stage, as documented), the ``--json`` target, and every requested backend on the
     device, all before anything is measured."""
     from realtime.diffusion.models import resolve_device
-    from realtime.cli.options import check_output_path
+    from realtime.files import check_output_path
 
     if style.passthrough:
         raise UsageError("--style none loads no model: there is nothing to benchmark; choose a diffusion style")

@@ -58,7 +58,7 @@ class LoraTrainer:
         from realtime.io.images import read_image
         from realtime.research.lora_dataset import scan_dataset
         from realtime.diffusion.models import load_components, resolve_device
-        from realtime.cli.options import check_input_file
+        from realtime.files import check_input_file
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)

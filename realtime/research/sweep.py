@@ -186,7 +186,7 @@ def plan_sweep(args: argparse.Namespace, axes: SweepAxes) -> list[SweepSetting]:
     swept = set(axes.given) | ({"style"} if len(styles) > 1 else set())
     settings = []
     for i, combo in enumerate(itertools.product(*(values for _, values in dims)), start=1):
-        values = dict(zip((name for name, _ in dims), combo))
+        values = dict(zip((name for name, _ in dims), combo, strict=True))
         ns = argparse.Namespace(**vars(args))
         ns.style, ns.model = values["style"], values["model"]
         if values["lora_scale"] is not None:
@@ -316,7 +316,7 @@ def run_sweep(job: SweepJob) -> SweepReport:
     from realtime.research.grid import make_grid
     from realtime.io.images import read_image, write_image
     from realtime.diffusion.models import resolve_device, resolve_dtype
-    from realtime.cli.options import check_input_file
+    from realtime.files import check_input_file
     from realtime.pipeline.processor import FrameProcessor, canny_config
     from realtime.diffusion.stylizer import Stylizer
 
@@ -345,7 +345,7 @@ def run_sweep(job: SweepJob) -> SweepReport:
             slot = _ModelSlot(settings[0].model, device, dtype, job.seed, any(s.style.loras for s in settings))
             for s in ordered:
                 comps = slot.use_loras(s.style.loras)
-                for k, (path, frame) in enumerate(zip(job.inputs, frames)):
+                for k, (path, frame) in enumerate(zip(job.inputs, frames, strict=True)):
                     size = model_sizes[k]
                     stylizer = Stylizer(comps, s.style, size, device=device, dtype=dtype, seed=job.seed)
                     with FrameProcessor(size, out_sizes[k], stylizer=stylizer, edges=EdgeDetector(canny_config(s.style))) as proc:
@@ -396,7 +396,7 @@ def write_settings(job: SweepJob, report: SweepReport) -> tuple[Path, Path]:
     for rec in report.records:
         writer.writerow({k: "" if v is None else v for k, v in rec.items()})
     paths = (job.out_dir / "settings.json", job.out_dir / "settings.csv")
-    for path, text in zip(paths, (json.dumps(doc, indent=2) + "\n", buf.getvalue())):
+    for path, text in zip(paths, (json.dumps(doc, indent=2) + "\n", buf.getvalue()), strict=True):
         with atomic_output(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
     return paths

@@ -166,7 +166,7 @@ class TrainResult:
 
 def check_outputs(cfg: TrainConfig) -> None:
     """Refuse to clobber: the final file, or checkpoints of another run (unless --overwrite or --resume)."""
-    from realtime.cli.options import check_output_path
+    from realtime.files import check_output_path
 
     out = Path(cfg.out)
     check_output_path(out, overwrite=cfg.overwrite)
