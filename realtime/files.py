@@ -6,18 +6,25 @@ output can be written (missing, unreadable, not a file, the input itself, an exi
 
 Every command that writes a file goes through :func:`atomic_output`, so Ctrl-C, SIGTERM or an error never leaves a
 half-written output or a stray temporary file, and the finished file gets the permissions a plain ``open()`` would give.
+
+:func:`cache_root` is the one place that says where stylecam caches things (engines, the face model, downloaded LoRAs,
+generated tokenizers), and :func:`download_file` the one way a file is downloaded (atomic, verified when a size or
+sha256 is known).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
-from realtime.errors import InputNotFound, OutputError
+from realtime.errors import BadInputFile, InputNotFound, OutputError
 
-__all__ = ["atomic_output", "check_input_file", "check_output_path", "default_mode", "write_text_atomic"]
+__all__ = ["atomic_output", "cache_root", "check_input_file", "check_output_path", "default_mode", "download_file",
+           "user_cache_dir", "write_text_atomic"]
 
 
 def check_input_file(path: str | os.PathLike[str], what: str = "input") -> Path:
@@ -92,3 +99,104 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8, ending in a newline) to ``path`` through :func:`atomic_output`."""
     with atomic_output(path) as tmp:
         tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------------------ the cache root
+def user_cache_dir(environ: Mapping[str, str] | None = None, os_name: str | None = None,
+                   home: str | None = None) -> PurePath:
+    """``%LOCALAPPDATA%\\stylecam`` on Windows (``~\\AppData\\Local\\stylecam`` without it), ``$XDG_CACHE_HOME/stylecam``
+    or ``~/.cache/stylecam`` elsewhere. (The arguments exist for tests; they default to this process's environment,
+    ``os.name`` and home directory.)"""
+    environ = os.environ if environ is None else environ
+    os_name = os.name if os_name is None else os_name
+    if os_name == "nt":
+        local = environ.get("LOCALAPPDATA")
+        base = PureWindowsPath(local) if local else PureWindowsPath(home or str(Path.home())) / "AppData" / "Local"
+        return base / "stylecam"
+    xdg = environ.get("XDG_CACHE_HOME")
+    base_posix = PurePosixPath(xdg) if xdg else PurePosixPath(home or str(Path.home())) / ".cache"
+    return base_posix / "stylecam"
+
+
+def cache_root(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The stylecam cache root: ``explicit`` (``--cache-dir``), else ``$STYLECAM_CACHE``, else :func:`user_cache_dir`.
+
+    Under it: ``engines/``, ``timing/``, ``auto/`` (the engine cache, :mod:`engines.cache`), ``models/`` (the face
+    model), ``loras/`` (LoRAs downloaded from URLs), ``tokenizers/`` (generated tokenizers of random: models)."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("STYLECAM_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(user_cache_dir())
+
+
+# ---------------------------------------------------------------------------------------------------------- downloads
+_BLOCK = 1 << 20
+
+
+def _expected(size: int | None, sha256: str | None) -> str:
+    parts = ([f"{size}"] if size is not None else []) + ([f"sha256 {sha256[:12]}..."] if sha256 else [])
+    return " with ".join(parts) if size is not None else "".join(parts)
+
+
+def _fetch_into(url: str, f: object, size: int | None, timeout_s: float) -> tuple[int, str]:
+    """Stream ``url`` into the open binary file ``f``; returns (bytes written, sha256 hex). Network errors propagate;
+    local write errors become :class:`OutputError`. With ``size`` known, at most ``size + 1`` bytes are read."""
+    digest, written = hashlib.sha256(), 0
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (callers pass https URLs)
+        while size is None or written <= size:
+            block = resp.read(_BLOCK if size is None else min(_BLOCK, size + 1 - written))
+            if not block:
+                break
+            try:
+                f.write(block)  # type: ignore[attr-defined]
+            except OSError as e:
+                raise OutputError(f"cannot write {getattr(f, 'name', 'the download')} ({e.strerror or e})") from e
+            digest.update(block)
+            written += len(block)
+    return written, digest.hexdigest()
+
+
+def download_file(url: str, dest: Path, *, size: int | None = None, sha256: str | None = None,
+                  timeout_s: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` atomically: streamed into a hidden temporary file beside ``dest``, flushed to disk
+    (fsync), checked against ``size`` (bytes) and ``sha256`` (hex) when given, then renamed onto ``dest``. On any
+    failure or Ctrl-C the temporary file is removed and ``dest`` is untouched. Returns ``dest``.
+
+    Raises: :class:`OutputError` when ``dest``'s directory cannot be created or written; :class:`BadInputFile` when
+    the bytes do not verify (the message is ``"<n> bytes, expected <size> with sha256 <prefix>..."``); network errors
+    (``urllib.error.URLError``, ``TimeoutError``, other ``OSError``, ``ValueError`` for a bad URL) as they come.
+    Callers put these into their own one-line messages."""
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as e:
+        raise OutputError(f"cannot write in {dest.parent} ({e.strerror or e})") from e
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            written, digest = _fetch_into(url, f, size, timeout_s)
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as e:
+                raise OutputError(f"cannot write {tmp} ({e.strerror or e})") from e
+        if (size is not None and written != size) or (sha256 and digest != sha256.lower()):
+            raise BadInputFile(f"{written} bytes, expected {_expected(size, sha256)}")
+        default_mode(tmp)
+        try:
+            os.replace(tmp, dest)
+        except OSError as e:
+            raise OutputError(f"cannot write {dest} ({e.strerror or e})") from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError, AttributeError):  # the rename itself reaches the disk (POSIX only)
+        dir_fd = os.open(dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return dest

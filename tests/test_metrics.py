@@ -254,9 +254,9 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-    from realtime.diffusion.models import _bytes_to_unicode
+    from realtime.diffusion.tokenizer import bytes_to_unicode
 
-    chars = _bytes_to_unicode()
+    chars = bytes_to_unicode()
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
     vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1

@@ -9,8 +9,9 @@ from realtime.errors import DeviceUnavailable, InputError, ModelNotFound, UsageE
 from realtime.geometry import Size, auto_model_size, parse_size
 from realtime.diffusion.models import (
     ARCHS, build_random_controlnet, build_random_taesd, build_random_text_encoder, build_random_unet,
-    generated_tokenizer, load_components, resolve_device, spec_kind,
+    load_components, resolve_device, spec_kind,
 )
+from realtime.diffusion.tokenizer import generated_tokenizer
 
 
 def _millions(module) -> float:

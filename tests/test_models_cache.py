@@ -10,9 +10,9 @@ from realtime.config import ModelConfig
 from realtime.errors import ModelNotFound, UsageError
 from realtime.diffusion.hubfiles import wanted_files
 from realtime.diffusion.models import (
-    ARCHS, SD_TURBO_SCHEDULER, build_random_text_encoder, build_random_unet, check_models_available,
-    generated_tokenizer, load_components,
+    ARCHS, SD_TURBO_SCHEDULER, build_random_text_encoder, build_random_unet, check_models_available, load_components,
 )
+from realtime.diffusion.tokenizer import generated_tokenizer
 
 # stabilityai/sd-turbo's layout (diffusers pipeline repo, fp16 variant files beside the default ones).
 SD_TURBO = [

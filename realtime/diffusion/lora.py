@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from realtime.config import LoraSpec
 from realtime.errors import LoraError
-from realtime.diffusion.models import Components, cache_dir, check_not_pickle, file_sha256, hub_offline
+from realtime.diffusion.models import Components, check_not_pickle, file_sha256, hub_offline
+from realtime.files import cache_root, download_file
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def _hub_file(spec: LoraSpec, allow_pickle: bool) -> tuple[str, str] | None:
 def _url_target(url: str) -> Path:
     """Where a LoRA downloaded from ``url`` is cached."""
     name = url.rsplit("/", 1)[-1].split("?")[0] or "lora.safetensors"
-    return cache_dir() / "loras" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+    return cache_root() / "loras" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
 
 
 def local_lora(spec: LoraSpec, allow_pickle: bool = False) -> Path | None:
@@ -83,15 +83,9 @@ def _download_url(url: str, allow_pickle: bool) -> Path:
         return target
     if hub_offline():
         raise LoraError(f"LoRA {url} is not cached and HF_HUB_OFFLINE is set: download it once online or pass a file")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-            while block := r.read(1 << 20):
-                f.write(block)
-        tmp.replace(target)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
+        download_file(url, target, timeout_s=60.0)  # atomic: a temporary file beside the target, renamed when complete
+    except (OSError, ValueError) as e:
         raise LoraError(f"LoRA {url} could not be downloaded: {e}") from e
     return target
 

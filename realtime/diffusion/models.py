@@ -9,7 +9,6 @@ a one-line :class:`~realtime.errors.ModelNotFound` naming it and the fix. Pickle
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from realtime.config import TAESD_REPO, ModelConfig
 from realtime.errors import DeviceUnavailable, ModelNotFound, UsageError
 from realtime.diffusion.hubfiles import PIPELINE_PARTS, cached_snapshot, cached_weights, missing_parts
+from realtime.diffusion.tokenizer import generated_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -179,74 +179,7 @@ def build_random_text_encoder(arch: str) -> Any:
     return CLIPTextModel(CLIPTextConfig(**ARCHS[arch]["text"]))
 
 
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2/CLIP's reversible byte -> printable character table (256 entries)."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
-def generated_tokenizer(vocab_size: int, cache_root: Path | None = None) -> Any:
-    """An offline CLIP BPE tokenizer with a generated vocabulary of exactly ``vocab_size`` tokens.
-
-    No package here ships the CLIP vocabulary in a usable form, so ``random:`` specs get byte tokens plus generated
-    letter merges (``ab``, ``abc``, ...): real BPE behaviour, real vocabulary size, no download. Written once to the cache.
-    """
-    from transformers import CLIPTokenizer
-
-    root = (cache_root or cache_dir()) / "tokenizers" / f"generated-clip-{vocab_size}"
-    if not (root / "merges.txt").is_file():
-        base = _bytes_to_unicode()
-        tokens = base + [c + "</w>" for c in base]
-        letters = "etaoinshrdlcumwfgypbvkjxqz"
-        merges: list[tuple[str, str]] = []
-        frontier = list(letters)
-        budget = vocab_size - len(tokens) - 2
-        while len(merges) < budget:
-            grown = []
-            for a in frontier:
-                for b in letters:
-                    for right in (b, b + "</w>"):
-                        if len(merges) < budget:
-                            merges.append((a, right))
-                    grown.append(a + b)
-            frontier = grown
-        vocab = {t: i for i, t in enumerate(tokens)}
-        for a, b in merges:
-            vocab[a + b] = len(vocab)
-        vocab["<|startoftext|>"] = len(vocab)
-        vocab["<|endoftext|>"] = len(vocab)
-        tmp = root.with_name(root.name + f".tmp{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-        (tmp / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
-        (tmp / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}), encoding="utf-8")
-        try:
-            tmp.rename(root)
-        except OSError:  # another process won the race: use its copy
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-    tok = CLIPTokenizer.from_pretrained(str(root))
-    tok.model_max_length = 77
-    return tok
-
-
 # --------------------------------------------------------------------------------------------------- hub and files
-def cache_dir() -> Path:
-    """``$STYLECAM_CACHE``, else the user cache directory (``$XDG_CACHE_HOME/stylecam`` or ``~/.cache/stylecam``)."""
-    if os.environ.get("STYLECAM_CACHE"):
-        return Path(os.environ["STYLECAM_CACHE"]).expanduser()
-    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
-        return Path(os.environ["LOCALAPPDATA"]) / "stylecam"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stylecam"
-
-
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 

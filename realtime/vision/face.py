@@ -21,7 +21,6 @@ import sys
 import tempfile
 import threading
 import urllib.error
-import urllib.request
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from realtime.errors import BackendUnavailable, BadInputFile, InputNotFound, ModelNotFound, OutputError, UsageError
+from realtime.files import cache_root, download_file
 from realtime.vision.framing import FaceBox, FaceTracker, FramingConfig, OneEuroFilter
 from realtime.geometry import CropWindow, Size
 
@@ -70,12 +70,8 @@ def _env_flag(name: str) -> bool:
 
 
 def face_model_cache_dir() -> Path:
-    """``$STYLECAM_CACHE/models``, else ``$XDG_CACHE_HOME/stylecam/models``, else ``~/.cache/stylecam/models``."""
-    if os.environ.get("STYLECAM_CACHE"):
-        return Path(os.environ["STYLECAM_CACHE"]).expanduser() / "models"
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "stylecam" / "models"
-    return Path.home() / ".cache" / "stylecam" / "models"
+    """Where the downloaded face model is cached: ``models/`` under :func:`realtime.files.cache_root`."""
+    return cache_root() / "models"
 
 
 def _sha256(data: bytes) -> str:
@@ -91,34 +87,16 @@ def _verified(path: Path) -> bool:
 
 
 def _download_face_model(dest: Path, url: str = FACE_MODEL_URL) -> Path:
-    """Download ``url`` to ``dest`` (verified size and sha256; written to a temporary file, then renamed)."""
+    """Download ``url`` to ``dest`` with :func:`realtime.files.download_file` (atomic; size and sha256 verified)."""
     log.info("downloading the MediaPipe face model (%d bytes) to %s", FACE_MODEL_SIZE, dest)
     try:
-        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:  # noqa: S310 (fixed https URL)
-            data = resp.read(FACE_MODEL_SIZE + 1)
+        return download_file(url, dest, size=FACE_MODEL_SIZE, sha256=FACE_MODEL_SHA256, timeout_s=_DOWNLOAD_TIMEOUT_S)
+    except OutputError as e:
+        raise OutputError(f"cannot write the face model cache {dest.parent} ({e}): set STYLECAM_CACHE or {_FIX}") from e
+    except BadInputFile as e:
+        raise ModelNotFound(f"the MediaPipe face model downloaded from {url} does not verify ({e}): {_FIX}") from e
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise ModelNotFound(f"could not download the MediaPipe face model from {url} ({e}): {_FIX}") from e
-    if len(data) != FACE_MODEL_SIZE or _sha256(data) != FACE_MODEL_SHA256:
-        raise ModelNotFound(
-            f"the MediaPipe face model downloaded from {url} does not verify ({len(data)} bytes, expected "
-            f"{FACE_MODEL_SIZE} with sha256 {FACE_MODEL_SHA256[:12]}...): {_FIX}"
-        )
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    except OSError as e:
-        raise OutputError(f"cannot write the face model cache {dest.parent} ({e}): set STYLECAM_CACHE or {_FIX}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise OutputError(f"cannot write the face model to {dest} ({e}): set STYLECAM_CACHE or {_FIX}") from e
-        raise
-    return dest
 
 
 def resolve_face_model(explicit: str | os.PathLike[str] | None = None) -> Path:
