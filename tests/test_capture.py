@@ -22,7 +22,10 @@ from media_files import (
     make_vfr_clip,
     make_zero_frame_video,
 )
-from realtime.io.camera import CameraLost, CameraSource, FileSource, Frame, Source, list_cameras, open_source
+from realtime.io.camera import CameraLost, CameraSource, list_cameras
+from realtime.io.frames import Frame, FrameSource
+from realtime.io.sources import open_source
+from realtime.io.videofile import FileSource
 from realtime.errors import BadInputFile, DeviceUnavailable, InputError, InputNotFound, UsageError
 from realtime.geometry import Size
 from realtime.io.media import _matrix_ops, apply_ops, display_ops
@@ -212,11 +215,11 @@ def test_camera_options_validated() -> None:
 def test_open_source_dispatch(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "c.mp4", n=5)
     with open_source(str(clip)) as src:
-        assert isinstance(src, FileSource) and src.paced and isinstance(src, Source)
+        assert isinstance(src, FileSource) and src.paced and isinstance(src, FrameSource)
     with open_source(str(clip), paced=False) as src:
         assert not src.paced
     with open_source("1", opener=lambda d: FakeCamera()) as src:
-        assert isinstance(src, CameraSource) and src.device == 1 and isinstance(src, Source)
+        assert isinstance(src, CameraSource) and src.device == 1 and isinstance(src, FrameSource)
     with pytest.raises(DeviceUnavailable, match="no camera at /dev/video99"):
         open_source("/dev/video99")
     with pytest.raises(InputNotFound, match="no such file or camera"):

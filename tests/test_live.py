@@ -79,7 +79,7 @@ def test_live_clip_to_file_end_to_end(capsys, caplog, clip: Path, tmp_path: Path
 def test_first_frame_is_a_real_stylized_frame_of_that_input(clip: Path) -> None:
     """No warm-up placeholder and no n-1 delay: the first frame delivered is exactly what a fresh pipeline makes of
     the first input frame."""
-    from realtime.io.camera import open_source
+    from realtime.io.sources import open_source
     from realtime.config import ModelConfig, RunConfig
     from realtime.vision.edges import EdgeDetector
     from realtime.vision.face import FaceFramer, FramingConfig
@@ -110,7 +110,7 @@ def test_first_frame_is_a_real_stylized_frame_of_that_input(clip: Path) -> None:
 def test_style_none_frames_the_moving_face(capsys, clip: Path, tmp_path: Path, astronaut: np.ndarray) -> None:
     """Framing only: the output is the framed crop (as FaceFramer + FrameProcessor make it), the face stays steady in
     the output while it crosses the input."""
-    from realtime.io.camera import open_source
+    from realtime.io.sources import open_source
     from realtime.vision.face import FaceDetector, FaceFramer, FramingConfig
 
     out = tmp_path / "framed.mp4"

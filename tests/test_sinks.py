@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from media_files import VFR_PTS, frame_image, make_clip, make_vfr_clip
-from realtime.io.camera import FileSource
+from realtime.io.frames import Sink
+from realtime.io.videofile import FileSource
 from realtime.errors import DeviceUnavailable, InputError, OutputError, UsageError
 from realtime.io.sinks import (
     KEY_ACTIONS,
     NO_DISPLAY,
     NullSink,
-    Sink,
     VideoFileSink,
     VirtualCameraSink,
     WindowSink,

@@ -120,7 +120,7 @@ def _camera_frames(settings: BenchSettings) -> tuple[list[Any], str]:
         return synthetic_frames(settings.camera_size), "synthetic"
     import numpy as np
 
-    from realtime.io.camera import open_source
+    from realtime.io.sources import open_source
 
     frames = []
     with open_source(settings.source, width=settings.camera_size.width, height=settings.camera_size.height,
@@ -279,7 +279,8 @@ def _run_mode(mode: str, stylizer: Any, settings: BenchSettings, model: Any, sty
 
 
 def _live_source(settings: BenchSettings, camera_frames: list[Any], paced: Any) -> Any:
-    from realtime.io.camera import CameraSource, open_source
+    from realtime.io.camera import CameraSource
+    from realtime.io.sources import open_source
 
     if settings.source is not None:
         return open_source(settings.source, width=settings.camera_size.width, height=settings.camera_size.height,

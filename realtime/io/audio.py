@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from realtime.errors import UsageError
+from realtime.io.media import open_input
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ class AudioMux:
     def __init__(self, out: Any, src: str | os.PathLike[str], start: float | None, end: float | None, *,
                  reencode: bool = False) -> None:
         import av
-
-        from realtime.io.media import open_input
 
         self.src = Path(src)
         self._out = out

@@ -1,9 +1,8 @@
-"""Frame sources: a camera on its own thread (the newest frame wins) and a video file reader (bounded queue, nothing
-dropped, end marked; optionally paced at the clip's own rate to stand in for a camera).
+"""The camera source: a camera read on its own thread (the newest frame wins, stale ones dropped and counted), with
+reconnects; and the camera list of ``stylecam devices``.
 
-Every source delivers :class:`Frame` objects whose ``image`` is HxWx3 uint8 RGB (converted once, on the source's
-thread). ``read()`` returns ``None`` at the end of the stream and re-raises any error the reading thread met.
-OpenCV and PyAV are imported lazily.
+:class:`CameraSource` keeps the :class:`~realtime.io.frames.FrameSource` contract: :class:`~realtime.io.frames.Frame`
+objects whose ``image`` is HxWx3 uint8 RGB (converted once, on the capture thread). OpenCV is imported lazily.
 """
 from __future__ import annotations
 
@@ -13,144 +12,43 @@ import re
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Callable, Protocol
 
 import numpy as np
 
-from realtime.errors import DeviceUnavailable, InputNotFound, UsageError
+from realtime.errors import DeviceUnavailable, UsageError
 from realtime.geometry import Size
+from realtime.io.frames import FpsMeter, Frame, Mailbox, SourceStats
+from realtime.io.media import quiet_opencv
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "Frame", "SourceStats", "Source", "CameraSource", "FileSource", "CameraLost", "CameraInfo", "CameraMode",
-    "open_source", "list_cameras",
-]
+__all__ = ["CameraSource", "CameraLost", "CameraInfo", "CameraMode", "list_cameras"]
 
 
 class CameraLost(RuntimeError):
     """The camera stopped delivering frames and did not come back after the reconnect attempts (exit code 1)."""
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One captured or decoded frame.
+class Capture(Protocol):
+    """The part of ``cv2.VideoCapture`` a camera source uses (tests pass a fake through ``opener``). ``read()``
+    returns ``(ok, image)`` with ``image`` HxWx3 BGR (or BGRA, or HxW grey) uint8; ``get``/``set`` take ``CAP_PROP_*``
+    numbers. Called from one thread at a time."""
 
-    ``image``: HxWx3 uint8 RGB. ``timestamp``: for cameras ``time.perf_counter()`` at capture; for files the
-    presentation time in seconds from the start of the input. ``index``: 0-based count of frames produced by the source
-    (gaps in the indices a consumer sees are dropped frames). ``pts``/``duration``: file timestamps in the stream's
-    ``time_base`` (``None`` for cameras). ``arrived``: ``time.perf_counter()`` when the frame became available (cameras:
-    capture time; paced files: release time; unpaced files: decode time): where latency is measured from.
-    ``repeat``: the frame could not be decoded and ``image`` repeats the previous good one (a consumer that keeps the
-    frame count reuses its previous output for it).
-    """
+    def isOpened(self) -> bool: ...
 
-    image: np.ndarray
-    timestamp: float
-    index: int
-    pts: int | None = None
-    duration: int | None = None
-    arrived: float = field(default_factory=time.perf_counter)
-    repeat: bool = False
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
 
-    def __post_init__(self) -> None:
-        img = self.image
-        if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            got = f"{getattr(img, 'shape', None)} {getattr(img, 'dtype', type(img).__name__)}"
-            raise UsageError(f"Frame.image must be an HxWx3 uint8 array, got {got}")
+    def set(self, prop: int, value: float) -> bool: ...
+
+    def get(self, prop: int) -> float: ...
+
+    def release(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class SourceStats:
-    """Counters of a source: ``frames`` captured/decoded, ``dropped`` (stale, replaced by a newer one before being
-    read), ``bad_frames`` (undecodable, files only), ``reconnects`` (cameras), ``fps`` measured from arrival times."""
-
-    frames: int = 0
-    dropped: int = 0
-    bad_frames: int = 0
-    reconnects: int = 0
-    fps: float = 0.0
-
-
-@runtime_checkable
-class Source(Protocol):
-    fps: float
-    size: Size
-
-    def read(self, timeout: float | None = None) -> Frame | None: ...
-
-    @property
-    def stats(self) -> SourceStats: ...
-
-    def close(self) -> None: ...
-
-    def __enter__(self) -> "Source": ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-
-class _End:
-    """Marker for the end of a stream (optionally carrying the error that ended it)."""
-
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.error = error
-
-
-class _Mailbox:
-    """A one-slot box: ``put`` replaces an unread item (counted as dropped); ``get`` waits for a new one."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._end: _End | None = None
-        self.dropped = 0
-
-    def put(self, item: Any) -> None:
-        with self._cond:
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
-            self._cond.notify_all()
-
-    def finish(self, error: BaseException | None = None) -> None:
-        with self._cond:
-            if self._end is None:
-                self._end = _End(error)
-            self._cond.notify_all()
-
-    def get(self, timeout: float | None) -> Any:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._item is not None or self._end is not None, timeout):
-                raise TimeoutError(f"no new frame within {timeout:.3g} s")
-            if self._item is not None:
-                item, self._item = self._item, None
-                return item
-            assert self._end is not None
-            if self._end.error is not None:
-                raise self._end.error
-            return None
-
-
-class _FpsMeter:
-    """Frames per second from the last ``window`` arrival times."""
-
-    def __init__(self, window: int = 30) -> None:
-        self._times: deque[float] = deque(maxlen=window + 1)
-
-    def tick(self, t: float) -> None:
-        self._times.append(t)
-
-    def fps(self) -> float:
-        if len(self._times) < 2 or self._times[-1] <= self._times[0]:
-            return 0.0
-        return (len(self._times) - 1) / (self._times[-1] - self._times[0])
-
-    @property
-    def samples(self) -> int:
-        return max(len(self._times) - 1, 0)
+Opener = Callable[[int | str], Capture | None]
 
 
 def _to_rgb(image: np.ndarray) -> np.ndarray:
@@ -168,11 +66,9 @@ def _device_label(device: int | str) -> str:
     return f"index {device}" if isinstance(device, int) else str(device)
 
 
-def _default_opener(device: int | str) -> Any:
+def _default_opener(device: int | str) -> Capture:
     """``cv2.VideoCapture`` for an index or a device path (V4L2 by node number on Linux), OpenCV logging silenced."""
     import cv2
-
-    from realtime.io.media import quiet_opencv
 
     with quiet_opencv():
         if sys.platform.startswith("linux"):
@@ -205,7 +101,7 @@ class CameraSource:
         mjpg: bool = True,
         reconnect_attempts: int = 5,
         reconnect_delay: float = 0.5,
-        opener: Callable[[int | str], Any] | None = None,
+        opener: Opener | None = None,
     ) -> None:
         for name, value in (("width", width), ("height", height), ("fps", fps)):
             if not value > 0:
@@ -219,8 +115,8 @@ class CameraSource:
         self.reconnect_attempts = int(reconnect_attempts)
         self.reconnect_delay = float(reconnect_delay)
         self._opener = opener or _default_opener
-        self._mailbox = _Mailbox()
-        self._meter = _FpsMeter()
+        self._mailbox: Mailbox[Frame] = Mailbox()
+        self._meter = FpsMeter()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._frames = 0
@@ -247,7 +143,7 @@ class CameraSource:
         self._thread.start()
 
     # --- device handling (capture thread) ---
-    def _open(self) -> Any | None:
+    def _open(self) -> Capture | None:
         try:
             cap = self._opener(self.device)
         except Exception as e:  # an opener raising is the same as a camera that does not open
@@ -267,7 +163,7 @@ class CameraSource:
         return cap
 
     @staticmethod
-    def _grab(cap: Any) -> np.ndarray | None:
+    def _grab(cap: Capture) -> np.ndarray | None:
         try:
             ok, image = cap.read()
         except Exception as e:
@@ -285,7 +181,7 @@ class CameraSource:
             self._meter.tick(t)
         self._mailbox.put(Frame(rgb, t, index, arrived=t))
 
-    def _reconnect(self) -> Any | None:
+    def _reconnect(self) -> Capture | None:
         label = _device_label(self.device)
         self._cap.release()
         for attempt in range(1, self.reconnect_attempts + 1):
@@ -384,46 +280,6 @@ def _fourcc(code: str) -> int:
     return int(cv2.VideoWriter_fourcc(*code))
 
 
-def __getattr__(name: str) -> Any:
-    # The file reader lives in realtime/filesource.py (kept apart for size); it is part of this module's API.
-    if name == "FileSource":
-        from realtime.io.videofile import FileSource
-
-        return FileSource
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def open_source(
-    spec: str,
-    *,
-    width: int = 1280,
-    height: int = 720,
-    fps: float = 30,
-    mjpg: bool = True,
-    paced: bool = True,
-    start: float | None = None,
-    end: float | None = None,
-    opener: Callable[[int | str], Any] | None = None,
-) -> Source:
-    """A source from a ``--source`` value: ``"0"`` -> camera index, ``/dev/...`` -> camera path, an existing file ->
-    :class:`FileSource` (``paced`` by default, standing in for a camera). Anything else -> :class:`InputNotFound`."""
-    text = str(spec).strip()
-    if re.fullmatch(r"\d+", text) or text.startswith("/dev/"):
-        if start is not None or end is not None:
-            raise UsageError("--start/--end apply to video files, not to cameras")
-        device: int | str = int(text) if text.isdigit() else text
-        if isinstance(device, str) and not os.path.exists(device):
-            raise DeviceUnavailable(f"no camera at {device}: run `stylecam devices` to list cameras")
-        return CameraSource(device, width=width, height=height, fps=fps, mjpg=mjpg, opener=opener)
-    if Path(text).expanduser().exists():
-        from realtime.io.videofile import FileSource
-
-        return FileSource(Path(text).expanduser(), paced=paced, start=start, end=end)
-    raise InputNotFound(
-        f"no such file or camera: {text!r} (use a camera index like 0, a device path like /dev/video0, or a video file)"
-    )
-
-
 @dataclass(frozen=True)
 class CameraMode:
     width: int
@@ -446,7 +302,7 @@ class CameraInfo:
 _PROBE_SIZES = ((640, 480), (1280, 720), (1920, 1080))
 
 
-def _probe_modes(cap: Any) -> tuple[CameraMode, ...]:
+def _probe_modes(cap: Capture) -> tuple[CameraMode, ...]:
     modes: list[CameraMode] = []
     for w, h in _PROBE_SIZES:
         cap.set(_prop("CAP_PROP_FRAME_WIDTH"), float(w))
@@ -460,7 +316,7 @@ def _probe_modes(cap: Any) -> tuple[CameraMode, ...]:
 def list_cameras(
     max_index: int = 10,
     *,
-    opener: Callable[[int | str], Any] | None = None,
+    opener: Opener | None = None,
     sysfs: str | os.PathLike[str] = "/sys/class/video4linux",
 ) -> list[CameraInfo]:
     """Cameras on this machine (an empty list when there are none), OpenCV's own warnings silenced.
@@ -468,8 +324,6 @@ def list_cameras(
     On Linux the V4L2 nodes under ``sysfs`` are listed (metadata nodes skipped) and each is opened briefly; elsewhere
     indices ``0..max_index-1`` are probed.
     """
-    from realtime.io.media import quiet_opencv
-
     opener = opener or _default_opener
     candidates: list[tuple[int, str | None, str, bool]] = []
     root = Path(sysfs)

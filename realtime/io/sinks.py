@@ -1,7 +1,7 @@
 """Where stylized frames go: a virtual camera (pyvirtualcam), a preview window (OpenCV), a video file (PyAV), or nowhere.
 
-Every sink takes HxWx3 uint8 RGB frames at its own size through ``send(frame, timestamp=None)`` and has ``close()`` and
-context-manager support. Asking for a sink this machine cannot provide raises
+Every sink keeps the :class:`~realtime.io.frames.Sink` contract: HxWx3 uint8 RGB frames at its own size through
+``send(frame, timestamp=None)``, ``close()`` and context-manager support. Asking for a sink this machine cannot provide raises
 :class:`~realtime.errors.DeviceUnavailable` with the fix in one line. pyvirtualcam and OpenCV are imported lazily.
 """
 from __future__ import annotations
@@ -14,32 +14,22 @@ import socket
 import sys
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable
 
 import numpy as np
 
 from realtime.errors import BackendUnavailable, DeviceUnavailable, UsageError
+from realtime.io.frames import Sink
 from realtime.io.videowriter import VideoFileSink, check_output_path, check_video_codec
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Sink", "NullSink", "VirtualCameraSink", "WindowSink", "VideoFileSink", "KEY_ACTIONS", "open_sinks",
+    "NullSink", "VirtualCameraSink", "WindowSink", "VideoFileSink", "KEY_ACTIONS", "open_sinks",
     "virtual_camera_status", "virtual_camera_fix", "check_output_path", "check_video_codec",
 ]
 
 NO_DISPLAY = "no display for a window: use --output vcam or a file path"
-
-
-@runtime_checkable
-class Sink(Protocol):
-    def send(self, frame: np.ndarray, timestamp: float | None = None) -> None: ...
-
-    def close(self) -> None: ...
-
-    def __enter__(self) -> "Sink": ...
-
-    def __exit__(self, *exc: Any) -> None: ...
 
 
 def _check_frame(frame: np.ndarray, width: int, height: int, what: str) -> None:
@@ -62,7 +52,7 @@ class NullSink:
     def __enter__(self) -> "NullSink":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -168,7 +158,7 @@ class VirtualCameraSink:
     def __enter__(self) -> "VirtualCameraSink":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -328,7 +318,7 @@ class WindowSink:
     def __enter__(self) -> "WindowSink":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -348,7 +338,7 @@ def open_sinks(
     vcam_device: str | None = None,
     on_key: Callable[[str], None] | None = None,
     title: str = "stylecam",
-) -> list[Any]:
+) -> list[Sink]:
     """Sinks for ``--output`` values: ``vcam``, ``window``, ``none`` or a file path (all at ``width`` x ``height``).
     File sinks expect ``send(frame, timestamp)`` with capture times (a live recording keeps real time).
 
@@ -362,7 +352,7 @@ def open_sinks(
         raise UsageError(f"--output given twice: {', '.join(sorted({k for k in keys if keys.count(k) > 1}))}")
     if "none" in keys and len(keys) > 1:
         raise UsageError("--output none cannot be combined with other outputs")
-    sinks: list[Any] = []
+    sinks: list[Sink] = []
     try:
         for key in keys:
             if key == "none":

@@ -1,4 +1,4 @@
-"""The video file reader (part of :mod:`realtime.io.camera`'s API, kept in its own module for size).
+"""The video file source (keeps the :class:`~realtime.io.frames.FrameSource` contract).
 
 PyAV decodes on a thread. Unpaced (clips): a bounded queue, nothing dropped, back-pressure on the decoder, end of
 stream marked. Paced (a clip standing in for a camera): frames are released at the clip's own timestamps and the newest
@@ -6,6 +6,7 @@ wins, as with a camera. Frames are HxWx3 uint8 RGB with the display rotation app
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import queue
@@ -14,11 +15,14 @@ import time
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-from realtime.io.camera import Frame, SourceStats, _End, _FpsMeter, _Mailbox
+import numpy as np
+
 from realtime.errors import BadInputFile, UsageError
 from realtime.geometry import Size
+from realtime.io.frames import EndOfStream, FpsMeter, Frame, Mailbox, SourceStats
+from realtime.io.media import apply_ops, display_ops, open_input
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +63,20 @@ class FileSource:
             raise UsageError(f"--start must be >= 0 seconds, got {start!r}")
         if end is not None and (end <= 0 or (start is not None and end <= start)):
             raise UsageError(f"--end must be after --start, got start={start!r} end={end!r}")
-        from realtime.io.media import open_input
-
         self.path = Path(path)
         self.paced = bool(paced)
         self.repeat_bad = bool(repeat_bad)
         self._start, self._end = start, end
         self._stop = threading.Event()
         self._clock_started = threading.Event()
-        self._mailbox = _Mailbox()
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._meter = _FpsMeter()
+        self._mailbox: Mailbox[Frame] = Mailbox()
+        self._queue: queue.Queue[Frame | EndOfStream] = queue.Queue(maxsize=queue_size)
+        self._meter = FpsMeter()
         self._frames = 0
         self._bad = 0
         self._index = 0
         self._emitted: int | None = None  # pts of the last frame yielded: they only increase
-        self._ended: _End | None = None
+        self._ended: EndOfStream | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
         self._container = open_input(self.path)
@@ -152,11 +154,7 @@ class FileSource:
     def _decode(self) -> Iterator[Frame]:
         """Frames in presentation order. A frame whose packet was read but which never came out of the decoder (an
         error, or a reference missing) is found from the gap in packet timestamps; see :meth:`_missing`."""
-        import heapq
-
         import av
-
-        from realtime.io.media import apply_ops, display_ops
 
         vs, tb = self._stream, self.time_base
         step = max(int(round(1 / (self.fps * tb))), 1)
@@ -165,7 +163,7 @@ class FileSource:
         self._expected: list[int] = []  # heap: pts of packets read whose frames have not come out yet
         tracking = True  # off when decoded frames do not carry their packets' pts (gaps cannot be told then)
         errors = skipped_order = 0
-        last: Any = None
+        last: np.ndarray | None = None
         last_pts: int | None = None
         try:
             for packet in self._container.demux(vs):
@@ -215,18 +213,16 @@ class FileSource:
         if skipped_order:
             log.warning("%s: %d frame(s) with out-of-order timestamps skipped", self.path.name, skipped_order)
 
-    def _frame(self, image: Any, t: float, pts: int, duration: int | None, repeat: bool = False) -> Frame:
+    def _frame(self, image: np.ndarray, t: float, pts: int, duration: int | None, repeat: bool = False) -> Frame:
         frame = Frame(image, t, self._index, pts, duration, repeat=repeat)
         self._index += 1
         self._emitted = pts
         return frame
 
-    def _missing(self, before: float, image: Any, start: float, end: float, step: int) -> Iterator[Frame]:
+    def _missing(self, before: float, image: np.ndarray | None, start: float, end: float, step: int) -> Iterator[Frame]:
         """Frames (in range, before pts ``before``) whose packets were read but that the decoder never produced:
         decoders emit frames in presentation order, so none of them can still come. Counted as bad; with
         ``repeat_bad`` each is replaced by ``image`` at its own pts."""
-        import heapq
-
         while self._expected and self._expected[0] < before:
             pts = heapq.heappop(self._expected)
             t = float(pts * self.time_base) - self._origin
@@ -262,7 +258,7 @@ class FileSource:
         else:
             self._put(frame)
 
-    def _put(self, item: Any) -> bool:
+    def _put(self, item: Frame | EndOfStream) -> bool:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.05)
@@ -298,7 +294,7 @@ class FileSource:
             if self.paced:
                 self._mailbox.finish(error)
             else:
-                self._put(_End(error))
+                self._put(EndOfStream(error))
 
     # --- consumer side ---
     def read(self, timeout: float | None = None) -> Frame | None:
@@ -317,7 +313,7 @@ class FileSource:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
             raise TimeoutError(f"no frame from {self.path.name} within {timeout:.3g} s") from None
-        if isinstance(item, _End):
+        if isinstance(item, EndOfStream):
             self._ended = item
             return self.read()
         return item

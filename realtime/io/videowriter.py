@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from realtime.errors import DeviceUnavailable, OutputError, UsageError
+from realtime.io.audio import AudioMux
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class VideoFileSink:
     """Encode RGB frames to ``path`` (container from the extension) with PyAV.
 
     ``fps``: nominal rate (a ``Fraction`` for exact NTSC rates). ``time_base``: the unit of ``pts`` given to
-    :meth:`send` (for example a :class:`~realtime.io.camera.FileSource`'s ``time_base``); default ``1/fps``.
+    :meth:`send` (for example a :class:`~realtime.io.videofile.FileSource`'s ``time_base``); default ``1/fps``.
     ``audio_from``: copy that file's audio streams (re-encoded only when this container cannot hold their codec),
     ``audio_start``/``audio_end`` seconds from the start of that input; ``audio_start`` becomes time 0 of the output.
     ``variable_rate``: frames may come at uneven times (default: when ``time_base`` is given; a live recording sending
@@ -187,8 +188,6 @@ class VideoFileSink:
             vs.options = stream_opts
             self._video = vs
             if audio_from is not None:
-                from realtime.io.audio import AudioMux
-
                 self._audio = AudioMux(container, audio_from, audio_start, audio_end, reencode=reencode)
             try:
                 container.start_encoding()
