@@ -30,6 +30,8 @@ DEFAULT_STYLE = "anime"
 PASSTHROUGH_STYLE = "none"
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
+#: engine backends (``engines`` registers them; ``auto`` picks the fastest available and says which)
+BACKEND_CHOICES = ("auto", "eager", "compile", "onnxruntime", "tensorrt")
 
 
 def _check_range(owner: str, name: str, value: float, lo: float, hi: float, *, lo_open: bool = False) -> None:
@@ -39,6 +41,14 @@ def _check_range(owner: str, name: str, value: float, lo: float, hi: float, *, l
     ok = (lo < value if lo_open else lo <= value) and value <= hi and math.isfinite(value)
     if not ok:
         raise UsageError(f"{owner}.{name}={value!r}: must be in {interval}")
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """``seed`` when it is an integer in 0..2**63-1 (bools are not seeds), else a :class:`UsageError` naming ``what``
+    (``--seed`` on the command line, ``seed`` for the stylizer and the live controls). The one seed check."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise UsageError(f"{what} {seed!r}: must be a non-negative integer")
+    return seed
 
 
 def _check_type(owner: str, name: str, value: Any, kind: type | tuple[type, ...], allowed: str) -> None:
@@ -211,8 +221,7 @@ class RunConfig:
         from realtime.geometry import check_model_size
 
         check_model_size(self.size)
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise UsageError(f"--seed {self.seed!r}: must be a non-negative integer")
+        check_seed(self.seed, "--seed")
         base = self.device.split(":")[0]
         if base not in DEVICE_CHOICES or (":" in self.device and base != "cuda"):
             raise UsageError(f"--device {self.device!r}: expected one of auto, cpu, cuda, cuda:N, mps")
@@ -295,3 +304,12 @@ def override_style(style: StyleConfig, **overrides: Any) -> StyleConfig:
     if temporal:
         plain["temporal"] = dataclasses.replace(style.temporal, **temporal)
     return dataclasses.replace(style, **plain) if plain else style
+
+
+def check_model_options(style: StyleConfig, model: str, controlnet: str, vae: str) -> None:
+    """A pass-through style loads no model: ``model``, ``controlnet`` or ``vae`` away from their defaults (``--model``,
+    ``--controlnet``, ``--vae`` given) is a :class:`UsageError` naming them."""
+    given = [f"--{k}" for k, value, default in (("model", model, DEFAULT_MODEL), ("controlnet", controlnet, "auto"),
+                                                ("vae", vae, "auto")) if value != default]
+    if style.passthrough and given:
+        raise UsageError(f"--style none loads no model: {', '.join(given)} cannot be used with it")

@@ -41,6 +41,20 @@ def test_same_seed_identical_other_seed_differs(tiny_components, frame):
     assert not np.array_equal(a, c)
 
 
+def test_one_seed_check_for_config_stylizer_and_live_controls():
+    """config.check_seed is the one seed check: RunConfig (--seed), Stylizer.set_seed and the live `seed` control."""
+    from realtime.config import RunConfig, check_seed
+
+    assert check_seed(0) == 0 and check_seed(2**63 - 1) == 2**63 - 1
+    for bad in (-1, 2**63, True, 1.5, "3", None):
+        with pytest.raises(UsageError, match=r"^seed .*: must be a non-negative integer$"):
+            check_seed(bad)
+    with pytest.raises(UsageError, match=r"^--seed -1: must be a non-negative integer$"):
+        RunConfig(seed=-1)
+    with pytest.raises(UsageError, match="--seed True"):
+        RunConfig(seed=True)  # bools are not seeds (before: accepted as 1)
+
+
 def test_control_scale_zero_equals_no_controlnet(tiny_components, frame):
     style = dataclasses.replace(load_style("anime"), control_scale=0.0)
     with_cn = make(tiny_components, style)(*frame)

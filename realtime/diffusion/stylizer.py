@@ -8,6 +8,7 @@ the seed, the previous frame's latents, and the runner (eager here; engines thro
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,12 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from realtime.config import StyleConfig
+from realtime.config import StyleConfig, check_seed
 from realtime.errors import UsageError
 from realtime.geometry import Size
 
 if TYPE_CHECKING:
     from realtime.diffusion.models import Components
+    from realtime.diffusion.protocols import StageClock
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +142,25 @@ def strength_timestep(strength: float, num_train_timesteps: int = 1000) -> int:
     return max(0, min(num_train_timesteps - 1, round(strength * num_train_timesteps) - 1))
 
 
+class _NoClock:
+    @staticmethod
+    def stage(name: str, *, device: bool = False) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+
+_NO_CLOCK = _NoClock()
+
+
 class Stylizer:
     """Owns the per-stream state around :class:`FrameStep` and runs it (eagerly, or through an engine runner).
 
     ``__call__(image, control)`` takes the model-size RGB uint8 image (H, W, 3) and its Canny map (H, W) uint8 and
     returns the stylized RGB uint8 image (H, W, 3). The first frame is never blended (no brown warm-up frames), and the
-    output is this frame's own (no n-1 delay).
+    output is this frame's own (no n-1 delay). ``clock``: None, or a :class:`~realtime.diffusion.protocols.StageClock`
+    that times each call's ``upload``, ``step`` and ``download`` (``stylecam bench`` sets it).
     """
+
+    clock: "StageClock | None" = None
 
     def __init__(
         self, components: "Components", style: StyleConfig, size: Size, *, device: torch.device,
@@ -252,8 +266,7 @@ class Stylizer:
     def set_seed(self, seed: int) -> None:
         """Re-draw the fixed noise from ``seed`` exactly as ``__init__`` does (the model weights stay as they are).
         The next frame uses it; an engine takes the noise as an input, so nothing is rebuilt."""
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise UsageError(f"seed {seed!r}: must be a non-negative integer")
+        check_seed(seed)
         gen = torch.Generator("cpu").manual_seed(seed)
         self.noise = torch.randn(tuple(self.noise.shape), generator=gen, dtype=torch.float32).to(self.device, self.dtype)
         self.seed = seed
@@ -293,9 +306,12 @@ class Stylizer:
     def __call__(self, image: np.ndarray, control: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB at the model size + (H, W) uint8 Canny -> (H, W, 3) uint8 RGB stylized."""
 
+        clock = self.clock if self.clock is not None else _NO_CLOCK
         self._swap_prompt()
-        inputs = self.step_inputs(image, control)
-        with torch.inference_mode():
+        with clock.stage("upload", device=True):
+            inputs = self.step_inputs(image, control)
+        with torch.inference_mode(), clock.stage("step", device=True):
             out, z, z0 = self.runner(*inputs)
         self._prev_in, self._prev_out, self._has_prev = z, z0, True
-        return out[0].cpu().numpy()
+        with clock.stage("download", device=True):
+            return out[0].cpu().numpy()

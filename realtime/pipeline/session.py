@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from typing import Any, Callable
 
 from realtime.pipeline.controls import HELP, Command
-from realtime.config import LoraSpec, StyleConfig, builtin_style_names, load_style
+from realtime.config import LoraSpec, StyleConfig, builtin_style_names, check_seed, load_style
 from realtime.errors import InputError, UsageError
 from realtime.pipeline.temporal import blend_toggled
 
@@ -153,9 +153,7 @@ class LiveSession:
             self._switch(dataclasses.replace(base, **{_STYLE_FIELDS[name]: v}), f"{name} {v}")
         elif name == "seed":
             self._need_model("seed")
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
-                raise UsageError(f"seed {v!r}: must be a non-negative integer")
-            proc.stylizer.set_seed(v)
+            proc.stylizer.set_seed(check_seed(v))
             log.info("seed %d", v)
         elif name == "blend":
             if v is None or isinstance(v, bool):
