@@ -199,7 +199,7 @@ def test_abort_and_empty_close_leave_nothing(tmp_path: Path) -> None:
 def test_overwrite_rules(tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
     out.write_bytes(b"precious")
-    with pytest.raises(OutputError, match="already exists: use --overwrite"):
+    with pytest.raises(OutputError, match="exists: pass --overwrite"):
         VideoFileSink(out, 160, 120, 25)
     assert out.read_bytes() == b"precious"
     with VideoFileSink(out, 160, 120, 25, overwrite=True) as sink:

@@ -20,13 +20,13 @@ import numpy as np
 
 from realtime.errors import BackendUnavailable, DeviceUnavailable, UsageError
 from realtime.io.frames import Sink
-from realtime.io.videowriter import VideoFileSink, check_output_path, check_video_codec
+from realtime.io.videowriter import VideoFileSink
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "NullSink", "VirtualCameraSink", "WindowSink", "VideoFileSink", "KEY_ACTIONS", "open_sinks",
-    "virtual_camera_status", "virtual_camera_fix", "check_output_path", "check_video_codec",
+    "virtual_camera_status", "virtual_camera_fix",
 ]
 
 NO_DISPLAY = "no display for a window: use --output vcam or a file path"

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from realtime.errors import DeviceUnavailable, OutputError, UsageError
+from realtime.files import check_output_path
 from realtime.io.audio import AudioMux
 
 log = logging.getLogger(__name__)
@@ -54,20 +55,6 @@ def check_video_codec(codec: str) -> Any:
         valid = [c for c in _SOME_CODECS if c in av.codecs_available]
         raise UsageError(f"unknown video codec {codec!r}: try one of {', '.join(valid)}")
     return enc
-
-
-def check_output_path(path: Path, overwrite: bool) -> None:
-    """:class:`OutputError` when ``path`` cannot be written (missing or unwritable directory, a directory, or an
-    existing file without ``overwrite``)."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise OutputError(f"output {path} is a directory: give a file name")
-    if not parent.is_dir():
-        raise OutputError(f"output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output directory {parent} is not writable")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists: use --overwrite to replace it")
 
 
 def _cleanup(container: Any, tmp: str) -> None:
@@ -122,9 +109,7 @@ class VideoFileSink:
         if audio_end is not None and audio_start is not None and audio_end <= audio_start:
             raise UsageError(f"audio_end must be after audio_start, got {audio_start!r}..{audio_end!r}")
         self.path = Path(path)
-        check_output_path(self.path, overwrite)
-        if audio_from is not None and self.path.exists() and self.path.resolve() == Path(audio_from).resolve():
-            raise OutputError(f"output {self.path} is the input: choose another output path")
+        check_output_path(self.path, overwrite=overwrite, inputs=(Path(audio_from),) if audio_from is not None else ())
         enc = check_video_codec(codec)
         formats = [f.name for f in (enc.video_formats or [])]
         if formats and pix_fmt not in formats:
@@ -159,8 +144,8 @@ class VideoFileSink:
                 log.info("audio cannot be copied into %s (%s): re-encoding it", self.path.suffix or "this file", e)
         self._finalizer = weakref.finalize(self, _cleanup, self._container, self._tmp)
 
-    def _open(self, enc: Any, pix_fmt: str, opts: dict[str, str], audio_from: Any, audio_start: float | None,
-              audio_end: float | None, reencode: bool) -> None:
+    def _open(self, enc: Any, pix_fmt: str, opts: dict[str, str], audio_from: str | os.PathLike[str] | None,
+              audio_start: float | None, audio_end: float | None, reencode: bool) -> None:
         import av
 
         try:
