@@ -34,20 +34,13 @@ from realtime.research.metrics import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "evaluate.py"
-FACE_MODEL = Path(__file__).resolve().parents[2] / "shared/models/face_detection_short_range.tflite"
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    from skimage import data
-
-    return np.ascontiguousarray(data.astronaut())  # 512x512x3 uint8 RGB, a real face
 
 
 @pytest.fixture()
-def face_model(monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("STYLECAM_FACE_MODEL", str(FACE_MODEL))
-    return FACE_MODEL
+def face_model(monkeypatch: pytest.MonkeyPatch, face_model_path: Path) -> Path:
+    """conftest's face model (STYLECAM_FACE_MODEL), set in the environment for the script."""
+    monkeypatch.setenv("STYLECAM_FACE_MODEL", str(face_model_path))
+    return face_model_path
 
 
 def shifted_clip(image: np.ndarray, n: int = 8, size: tuple[int, int] = (256, 192), step: tuple[int, int] = (3, 1)):
@@ -395,12 +388,38 @@ def test_bad_inputs_raise_input_errors(tmp_path, astronaut):
     opts = EvalOptions(face=False, clip=False)
     with pytest.raises(InputNotFound):
         evaluate_images(tmp_path / "missing.png", png, opts)
-    with pytest.raises(BadInputFile, match="not an image"):
+    with pytest.raises(BadInputFile, match="not a readable image"):  # realtime.io.images.read_image's message
         evaluate_images(png, text, opts)
     with pytest.raises(BadInputFile):
         evaluate_clip(text, text, opts)
+    with pytest.raises(BadInputFile, match="still image"):
+        evaluate_clip(png, png, opts)  # read as `stylecam clip` reads: a still image is not a video
+    one = write_mp4(tmp_path / "one.mp4", [astronaut[:64, :64]])
     with pytest.raises(BadInputFile, match="at least 2"):
-        evaluate_clip(png, png, opts)  # a still image decodes as a one-frame video
+        evaluate_clip(one, one, opts)
+
+
+def test_clip_frames_are_read_as_clip_reads_them_with_the_rotation_applied(tmp_path):
+    """evaluate_clip reads through realtime.io.videofile.FileSource: a clip with a 90 degree display matrix is compared
+    as displayed (120x160), so it matches a stored-upright copy of itself; frame by frame it equals FileSource."""
+    from media_files import make_clip
+
+    from realtime.io.videofile import FileSource
+    from realtime.research.evaluation import EvalOptions, VideoReader, evaluate_clip
+
+    rotated = make_clip(tmp_path / "rotated.mp4", n=6, rotation=90, options={"crf": "0"})
+    with VideoReader(rotated) as reader, FileSource(rotated) as source:
+        assert (reader.info["width"], reader.info["height"]) == (120, 160)
+        frames = list(reader)
+        expected = []
+        while (f := source.read()) is not None:
+            expected.append(f.image)
+    assert len(frames) == 6 and all(np.array_equal(a, b) for a, b in zip(frames, expected, strict=True))
+    assert frames[0].shape == (160, 120, 3)
+    upright = write_mp4(tmp_path / "upright.mp4", frames)
+    report = evaluate_clip(rotated, upright, EvalOptions(face=False, clip=False))
+    assert "resized_output" not in report["inputs"] and report["frames"]["compared"] == 6
+    assert report["metrics"]["ssim"] > 0.98
 
 
 def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -414,7 +433,7 @@ def test_script_missing_file_exits_2_with_one_line(tmp_path, astronaut):
     r = run_script("images", str(tmp_path / "nope.png"), str(png), "--no-face", "--no-clip")
     assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "nope.png: no such file" in lines[0]
+    assert len(lines) == 1 and "input not found:" in lines[0] and "nope.png" in lines[0]  # files.check_input_file
     # a still image is not a clip: found before any model (CLIP, face) is looked for
     r = run_script("clip", str(png), str(png), "--no-face", "--prompt", "a watercolor", "--clip-model", "stylecam-tests/no-clip")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "still image" in r.stderr

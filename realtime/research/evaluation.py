@@ -2,7 +2,9 @@
 detection and the CLIP score, and builds the report (a JSON-able dict and a markdown table). ``scripts/evaluate.py`` is
 the command line over :func:`evaluate_images` and :func:`evaluate_clip`.
 
-Clips are decoded frame by frame with PyAV (memory flat whatever the length) and paired by frame index; when the two
+Images are read as ``stylecam image`` reads them (:func:`realtime.io.images.read_image`); clips are decoded frame by frame
+through the reader ``stylecam clip`` uses (:class:`realtime.io.videofile.FileSource`: display rotation applied, memory
+flat whatever the length) and paired by frame index; when the two
 differ in length the shorter one sets the count, and the report says so. When the output's size differs from the input's,
 each output frame is scaled to cover the input size and centre-cropped (:func:`realtime.geometry.cover_resize`), and the
 report says so too. Metrics that cannot be computed are ``null`` with the reason under ``reasons``.
@@ -18,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from realtime.errors import BadInputFile, InputError, InputNotFound, ModelNotFound, OutputError, UsageError
+from realtime.errors import BadInputFile, InputError, ModelNotFound, UsageError
+from realtime.files import check_input_file
+from realtime.io.images import read_image
 from realtime.research.metrics import (
     EdgeScore,
     FlowEstimator,
@@ -107,67 +111,32 @@ class EvalOptions:
 # ------------------------------------------------------------------------------------------------------------------- inputs
 
 
-def _check_file(path: Path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise InputNotFound(f"{path}: no such file")
-    if not path.is_file():
-        raise BadInputFile(f"{path}: not a file")
-    return path
-
-
-def load_image(path: Path) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB (alpha dropped, EXIF orientation applied)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = _check_file(path)
-    try:
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise BadInputFile(f"{path}: not an image Pillow can read (for videos use `evaluate.py clip`)") from e
-
-
 class VideoReader:
-    """Decode a video file frame by frame with PyAV: iterate for HxWx3 uint8 RGB frames; ``info`` has width, height,
-    fps and the frame count from the metadata (None when the container does not say). Context manager; ``close()``."""
+    """A video file frame by frame through :class:`realtime.io.videofile.FileSource`, the reader ``stylecam clip`` uses:
+    HxWx3 uint8 RGB frames with the display rotation applied, an undecodable frame in the middle repeated (so frame
+    indices stay paired), memory flat. ``info`` has width and height (as displayed), fps and the frame count from the
+    metadata (None when the container does not say) and the codec. Context manager; ``close()``."""
 
     def __init__(self, path: Path) -> None:
-        import av
+        from realtime.io.media import open_input
+        from realtime.io.videofile import FileSource
 
-        self.path = _check_file(path)
-        try:
-            self._container = av.open(str(self.path))
-        except av.error.FFmpegError as e:
-            raise BadInputFile(f"{self.path}: not a video PyAV can read ({e.strerror or e})") from e
-        if not self._container.streams.video:
-            self._container.close()
-            raise BadInputFile(f"{self.path}: has no video stream")
-        self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"
-        rate = self._stream.average_rate or self._stream.guessed_rate
-        self.info: dict[str, Any] = {
-            "path": str(self.path),
-            "width": int(self._stream.codec_context.width),
-            "height": int(self._stream.codec_context.height),
-            "fps": float(rate) if rate else None,
-            "frames_in_metadata": int(self._stream.frames) or None,
-            "codec": self._stream.codec_context.name,
-        }
+        self.path = check_input_file(path)
+        with open_input(self.path) as container:  # the metadata as the container states it
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            fps, frames, codec = float(rate) if rate else None, int(stream.frames) or None, stream.codec_context.name
+        self._source = FileSource(self.path, queue_size=4)
+        size = self._source.size
+        self.info: dict[str, Any] = {"path": str(self.path), "width": size.width, "height": size.height, "fps": fps,
+                                     "frames_in_metadata": frames, "codec": codec}
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        import av
-
-        index = 0
-        try:
-            for frame in self._container.decode(self._stream):
-                yield frame.to_ndarray(format="rgb24")
-                index += 1
-        except av.error.FFmpegError as e:
-            raise BadInputFile(f"{self.path}: decoding failed at frame {index} ({e.strerror or e})") from e
+        while (frame := self._source.read()) is not None:
+            yield frame.image
 
     def close(self) -> None:
-        self._container.close()
+        self._source.close()
 
     def __enter__(self) -> "VideoReader":
         return self
@@ -341,7 +310,7 @@ def _resize_note(out_shape: tuple[int, ...], in_shape: tuple[int, ...]) -> tuple
 def evaluate_images(input_path: Path, output_path: Path, opts: EvalOptions | None = None) -> dict[str, Any]:
     """Compare one stylized image with its input; returns the report (see :func:`to_markdown`)."""
     opts = opts or EvalOptions()
-    inp, out_raw = load_image(input_path), load_image(output_path)
+    inp, out_raw = read_image(check_input_file(input_path)), read_image(check_input_file(output_path))
     out, resized = match_size(out_raw, inp)
     inputs = {"input": {"path": str(input_path), "width": inp.shape[1], "height": inp.shape[0]},
               "output": {"path": str(output_path), "width": out_raw.shape[1], "height": out_raw.shape[0]}}
@@ -455,23 +424,6 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append("")
         lines.extend(f"- {note}" for note in report["notes"])
     return "\n".join(lines) + "\n"
-
-
-def check_writable(path: Path, what: str) -> Path:
-    """Fail early (exit 2) when ``path`` cannot be written: missing directory or a directory in its place."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{what} {path}: is a directory, expected a file path")
-    if not path.parent.is_dir():
-        raise OutputError(f"{what} {path}: directory {path.parent} does not exist")
-    return path
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (never a partial file), after checking the target."""
-    from realtime.files import write_text_atomic as write
-
-    write(check_writable(path, "output"), text)
 
 
 def to_json(report: dict[str, Any]) -> str:
