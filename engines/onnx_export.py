@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from engines.errors import EngineBuildError, EngineOptionError
-from engines.refit import WeightMap, build_weight_map
+from engines.refit import build_weight_map
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -153,7 +153,3 @@ def load_export(path: str | Path, input_names: Sequence[str], output_names: Sequ
     dropped = tuple(n for n in input_names if n not in graph_inputs)
     return OnnxExport(path, data_path_for(path), map_path_for(path),
                       tuple(n for n in input_names if n in graph_inputs), outputs, dropped)
-
-
-def load_weight_map(export: OnnxExport) -> WeightMap:
-    return WeightMap.load(export.map_path)

@@ -75,10 +75,6 @@ class CannyConfig:
         if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not (b == 0 or odd_in_range):
             raise UsageError(f"canny blur={b!r}: must be 0 (off) or an odd kernel size 1..{_MAX_BLUR}")
 
-    @property
-    def automatic(self) -> bool:
-        return self.low is None
-
 
 def auto_thresholds(median: float, sigma: float) -> tuple[float, float]:
     """The automatic (low, high) thresholds for a grayscale median in 0..255."""
