@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Protocol
 
 from realtime.config import LoraSpec
 from realtime.errors import OutputError, UsageError
@@ -56,19 +56,34 @@ COMMAND_NAMES = tuple(sorted(_FLOAT | _TOGGLES | _TEXT | _BARE | {"style", "lora
                                                                   "max-skips"}))
 
 
+#: What a command carries: a number, a text, on/off, LoRA specs (``lora``), or None (a toggle, no argument).
+CommandValue = float | int | str | bool | tuple[LoraSpec, ...] | None
+
+
 @dataclass(frozen=True)
 class Command:
-    """One runtime change. ``name`` is one of :data:`COMMAND_NAMES`; ``value``: a float, int, str, bool, or None
-    (toggle / no argument). ``source`` says where it came from (for log lines)."""
+    """One runtime change. ``name`` is one of :data:`COMMAND_NAMES`; ``value``: a float, int, str, bool, the LoRA
+    specs of ``lora``, or None (toggle / no argument). ``source`` says where it came from (for log lines)."""
 
     name: str
-    value: Any = None
+    value: CommandValue = None
     source: str = ""
 
     def __str__(self) -> str:
         if self.name == "lora":
             return "lora " + (" ".join(map(str, self.value)) or "none")
         return self.name if self.value is None else f"{self.name} {self.value}"
+
+
+class CommandSource(Protocol):
+    """Where runtime commands come from (:class:`StdinCommands`, :class:`ControlFile`, a test's script).
+
+    ``poll()``: the commands that came in since the last call, oldest first (an empty list when none). It never
+    blocks: the live loop calls it on its own thread between two frames. A bad line is logged by the source and
+    skipped, never raised.
+    """
+
+    def poll(self) -> list[Command]: ...
 
 
 def parse_loras(items: list[str]) -> tuple[LoraSpec, ...]:
@@ -87,7 +102,7 @@ def _switch(word: str, name: str) -> bool:
     raise UsageError(f"{name} {word!r}: expected on or off")
 
 
-def _number(text: str, name: str, kind: type = float) -> Any:
+def _number(text: str, name: str, kind: type[float] | type[int] = float) -> float | int:
     try:
         return kind(text)
     except ValueError:

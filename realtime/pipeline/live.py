@@ -13,14 +13,19 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import FrameType
+from typing import Protocol
 
 import numpy as np
 
-from realtime.pipeline.controls import Command, key_command
 from realtime.errors import OutputError, UsageError
+from realtime.io.frames import Frame, FrameSource, Sink
+from realtime.io.sinks import WindowSink
+from realtime.pipeline.controls import Command, CommandSource, key_command
+from realtime.pipeline.processor import FrameProcessor
+from realtime.pipeline.session import LiveSession
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +75,30 @@ def _stage_line(totals: dict[str, float], counts: dict[str, int], prev: _Window 
 class LiveLoop:
     """The live loop.
 
-    source: a :class:`~realtime.io.camera.Source` (``read(timeout)`` -> Frame or None at the end). processor: a
-    :class:`~realtime.pipeline.processor.FrameProcessor`. sinks: objects with ``send(frame, timestamp)`` (windows also
-    ``set_overlay``/``poll``). session: a :class:`~realtime.pipeline.session.LiveSession` (commands are applied to it).
-    command_sources: objects with ``poll() -> list[Command]`` (stdin, control file). frames: stop after this many
-    frames delivered. fps: deliver at most this many frames per second. stats_every_s: period of the statistics log
-    line. on_frame(loop, frame, out): called after each delivered frame (tests, overlays).
+    source: a :class:`~realtime.io.frames.FrameSource` (``read(timeout)`` -> the newest Frame, None at the end).
+    processor: the :class:`~realtime.pipeline.processor.FrameProcessor` (the one frame path). sinks:
+    :class:`~realtime.io.frames.Sink` objects, each sent every output frame with its capture timestamp; a
+    :class:`~realtime.io.sinks.WindowSink` also gets the overlay lines and has its key events pumped while the loop
+    waits. session: the :class:`~realtime.pipeline.session.LiveSession` (commands are applied to it; its ``quit`` and
+    ``overlay`` flags are read). command_sources: :class:`~realtime.pipeline.controls.CommandSource` objects (stdin,
+    control file). frames: stop after this many frames delivered. fps: deliver at most this many frames per second.
+    stats_every_s: period of the statistics log line. on_frame(loop, frame, out): called after each delivered frame
+    (tests, overlays). Everything runs on the calling thread; only :attr:`stop_requested` may be set from a signal
+    handler.
     """
 
     def __init__(
-        self, source: Any, processor: Any, sinks: Sequence[Any], session: Any, *,
-        command_sources: Sequence[Any] = (), frames: int | None = None, fps: float | None = None,
+        self, source: FrameSource, processor: FrameProcessor, sinks: Sequence[Sink], session: LiveSession, *,
+        command_sources: Sequence[CommandSource] = (), frames: int | None = None, fps: float | None = None,
         stats_every_s: float = 5.0, read_timeout_s: float = 0.25,
-        on_frame: Callable[["LiveLoop", Any, np.ndarray], None] | None = None,
+        on_frame: Callable[[LiveLoop, Frame, np.ndarray], None] | None = None,
     ) -> None:
         if frames is not None and frames < 1:
             raise UsageError(f"--frames {frames}: must be at least 1")
         if fps is not None and not fps > 0:
             raise UsageError(f"--fps {fps}: must be positive")
         self.source, self.processor, self.sinks, self.session = source, processor, list(sinks), session
+        self.windows = [sink for sink in self.sinks if isinstance(sink, WindowSink)]
         self.command_sources = list(command_sources)
         self.frames, self.fps = frames, fps
         self.stats_every_s, self.read_timeout_s = stats_every_s, read_timeout_s
@@ -118,10 +128,8 @@ class LiveLoop:
                 self.session.apply(cmd)
 
     def _pump_windows(self) -> None:
-        for sink in self.sinks:
-            poll = getattr(sink, "poll", None)
-            if callable(poll):
-                poll()  # its on_key callback already queued the actions
+        for window in self.windows:
+            window.poll()  # its on_key callback already queued the actions
 
     def _wait_for_slot(self) -> None:
         if self.fps is None or self.delivered == 0:
@@ -164,12 +172,12 @@ class LiveLoop:
             self._maybe_log()
         return self.result(ended)
 
-    def _deliver(self, frame: Any, out: np.ndarray) -> None:
+    def _deliver(self, frame: Frame, out: np.ndarray) -> None:
         t0 = time.perf_counter()
         overlay = self._overlay_lines() if self.session.overlay else []
+        for window in self.windows:
+            window.set_overlay(overlay)
         for sink in self.sinks:
-            if hasattr(sink, "set_overlay"):
-                sink.set_overlay(overlay)
             sink.send(out, frame.timestamp)
         now = time.perf_counter()
         self.processor.times.add("output", (now - t0) * 1e3)
@@ -240,14 +248,14 @@ def log_summary(r: LiveResult) -> None:
 
 
 @contextlib.contextmanager
-def graceful_sigint(loop: LiveLoop) -> Any:
+def graceful_sigint(loop: LiveLoop) -> Iterator[None]:
     """First Ctrl-C asks the loop to stop after the current frame (sinks are then closed normally); a second one
     raises KeyboardInterrupt at once. Only in the main thread (elsewhere signals cannot be handled)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         if loop.stop_requested:
             raise KeyboardInterrupt
         loop.stop_requested = True
@@ -260,7 +268,11 @@ def graceful_sigint(loop: LiveLoop) -> Any:
         signal.signal(signal.SIGINT, previous)
 
 
-def close_all(sinks: Sequence[Any], others: Sequence[Any]) -> None:
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def close_all(sinks: Sequence[Sink], others: Sequence[Closable | None]) -> None:
     """Close sinks (file sinks finalized and kept), then ``others``; Ctrl-C is ignored meanwhile. A file that cannot
     be finalized is raised after everything else is closed (a file with no frames is only a warning)."""
     main = threading.current_thread() is threading.main_thread()

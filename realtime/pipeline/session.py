@@ -21,10 +21,12 @@ import logging
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from realtime.pipeline.controls import HELP, Command
 from realtime.config import LoraSpec, StyleConfig, builtin_style_names, check_seed, load_style
 from realtime.errors import InputError, UsageError
+from realtime.pipeline.controls import HELP, Command
+from realtime.pipeline.processor import FrameProcessor
 from realtime.pipeline.temporal import blend_toggled
+from realtime.pipeline.watchdog import GuardedStylizer, LiveStylizer, Worker
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +38,14 @@ class LiveSession:
     """Applies commands to ``processor``. ``style``: the running style; ``temporal_overrides``: TemporalConfig fields
     given on the command line (kept across preset switches); ``style_names``: the presets that ``style next/prev``
     (window keys n/p) cycle through (default: the built-in ones). Flags the loop reads: ``quit``, ``overlay``.
-    ``on_stats`` is called by the ``stats`` command. ``loader(style) -> stylizer``: builds and warms up a stylizer for
-    ``style`` (called on a background thread) for LoRA changes; None refuses them."""
+    ``on_stats`` is called by the ``stats`` command. ``loader(style) -> stylizer``: builds and warms up a
+    :class:`~realtime.pipeline.watchdog.LiveStylizer` for ``style`` (called on a background thread) for LoRA changes;
+    None refuses them. Everything but the loader runs on the loop's thread, between frames."""
 
-    def __init__(self, processor: Any, style: StyleConfig, *, temporal_overrides: dict[str, Any] | None = None,
-                 style_names: list[str] | None = None, on_stats: Callable[[], None] | None = None,
-                 loader: Callable[[StyleConfig], Any] | None = None) -> None:
+    def __init__(self, processor: FrameProcessor, style: StyleConfig, *,
+                 temporal_overrides: dict[str, Any] | None = None, style_names: list[str] | None = None,
+                 on_stats: Callable[[], None] | None = None,
+                 loader: Callable[[StyleConfig], LiveStylizer] | None = None) -> None:
         self.processor = processor
         self.style = style
         self.quit = False
@@ -53,18 +57,19 @@ class LiveSession:
         self._loras = style.loras
         self._remembered_blend: float | None = None
         self._pending: tuple[Future[Any], StyleConfig] | None = None
-        self._encoder: Any = None
+        self._encoder: Worker | None = None
         self._loader = loader
         self._loaded_loras = style.loras  # what the running stylizer has fused
-        self._reload: tuple[Future[Any], tuple[LoraSpec, ...]] | None = None
+        self._reload: tuple[Future[LiveStylizer], tuple[LoraSpec, ...]] | None = None
         self._reload_target: StyleConfig | None = None  # the latest style asked for with the LoRAs being loaded
-        self._reloader: Any = None
+        self._reloader: Worker | None = None
 
     # -------------------------------------------------------------------------------------------------- helpers
     @property
-    def _raw_stylizer(self) -> Any:
+    def _raw_stylizer(self) -> LiveStylizer | None:
+        """The running stylizer itself (inside the watchdog's guard, when there is one)."""
         s = self.processor.stylizer
-        return getattr(s, "stylizer", s)
+        return s.stylizer if isinstance(s, GuardedStylizer) else s
 
     @property
     def pending_style(self) -> StyleConfig | None:
@@ -214,11 +219,7 @@ class LiveSession:
                 log.info("%s: applied when the new LoRAs are loaded", what)
                 return
         raw = self._raw_stylizer
-        running = getattr(raw, "style", None)
-        if (not new.passthrough and raw is not None and running is not None and hasattr(raw, "encode_prompt")
-                and new.uses_cfg != running.uses_cfg):
-            from realtime.pipeline.watchdog import Worker
-
+        if not new.passthrough and raw is not None and new.uses_cfg != raw.style.uses_cfg:
             if self._encoder is None:
                 self._encoder = Worker("stylecam-guidance")
             fut = self._encoder.submit(lambda: raw.encode_prompt(new.prompt, new.negative_prompt, new.uses_cfg))
@@ -236,8 +237,6 @@ class LiveSession:
     def _start_reload(self, new: StyleConfig, what: str) -> None:
         if self._loader is None:
             raise UsageError(f"{what}: a LoRA change needs the models loaded again; restart with the new --lora")
-        from realtime.pipeline.watchdog import Worker
-
         if self._reloader is None:
             self._reloader = Worker("stylecam-lora")
         if self._reload is not None:  # superseded: never swapped in; its stylizer is closed as soon as it exists
@@ -263,9 +262,9 @@ class LiveSession:
             log.warning("LoRAs [%s] not loaded (%s): the running style stays", _loras_text(loras),
                         text.splitlines()[0] if text else type(exc).__name__)
             self._loras = self._loaded_loras
-            running = getattr(self.processor.stylizer, "style", None)
+            running = self.processor.stylizer
             if not self.style.passthrough and running is not None:
-                self.style = running
+                self.style = running.style
             return
         stylizer = fut.result()
         try:
@@ -293,7 +292,7 @@ def _loras_text(loras: tuple[LoraSpec, ...]) -> str:
     return " ".join(map(str, loras)) or "none"
 
 
-def _close_result(fut: Future[Any]) -> None:
+def _close_result(fut: Future[LiveStylizer]) -> None:
     """Close the stylizer a loader future produced (one that will never be used)."""
     if not fut.cancelled() and fut.exception() is None:
         fut.result().close()

@@ -13,15 +13,17 @@ from __future__ import annotations
 import logging
 import queue
 import statistics
+import sys
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from realtime.config import StyleConfig
 from realtime.errors import InputError, UsageError
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,8 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def _free_accelerator_memory() -> None:
+    """Empty the CUDA cache when torch is already imported (never imports it)."""
     try:
-        import sys
-
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -52,6 +53,36 @@ def _log_failure(what: str) -> Callable[[Future[Any]], None]:
             log.warning("%s not applied: %s", what, text.splitlines()[0] if text else type(exc).__name__)
 
     return done
+
+
+class LiveStylizer(Protocol):
+    """What the live loop asks of a stylizer (:class:`~realtime.diffusion.stylizer.Stylizer`): the watchdog runs it
+    on its own thread, the :class:`~realtime.pipeline.session.LiveSession` changes it between frames.
+
+    - ``style``: the style it runs now. ``__call__(image, control)``: (H, W, 3) uint8 RGB crop at the model size and
+      its (H, W) uint8 Canny map -> (H, W, 3) uint8 RGB; may raise ``RuntimeError`` (CUDA out of memory, a driver
+      error) or ``MemoryError``, which the watchdog treats as transient.
+    - ``set_style(style, wait=False)``: same LoRAs, other prompt/numbers (raises UsageError otherwise);
+      ``set_seed(seed)``; ``reset()``: forget the previous frame's latents.
+    - ``encode_prompt(prompt, negative, cfg)``: encode a prompt pair ahead of a guidance on/off switch (called on a
+      background thread while frames keep flowing; the result is cached by the stylizer).
+    - ``close()``: free models and engines (idempotent).
+    """
+
+    @property
+    def style(self) -> StyleConfig: ...
+
+    def __call__(self, image: np.ndarray, control: np.ndarray) -> np.ndarray: ...
+
+    def set_style(self, style: StyleConfig, *, wait: bool = False) -> object: ...
+
+    def set_seed(self, seed: int) -> object: ...
+
+    def reset(self) -> object: ...
+
+    def encode_prompt(self, prompt: str, negative: str = "", cfg: bool = False) -> object: ...
+
+    def close(self) -> None: ...
 
 
 class Worker:
@@ -87,8 +118,7 @@ class Worker:
 class GuardedStylizer:
     """A drop-in stylizer (``guard(image, control) -> image``) with a deadline and failure recovery.
 
-    stylizer: the wrapped :class:`~realtime.diffusion.stylizer.Stylizer` (anything with ``__call__``, ``set_style``, ``reset``,
-        ``style``, ``close``). deadline_s: seconds to wait for one frame; None = automatic: ``max(min_deadline_s,
+    stylizer: the wrapped :class:`LiveStylizer` (the :class:`~realtime.diffusion.stylizer.Stylizer`). deadline_s: seconds to wait for one frame; None = automatic: ``max(min_deadline_s,
         deadline_factor * median of the recent frame times)`` (until times are known: ``first_deadline_s``).
     cooldown_s: pause after a failure before retrying (doubles with each consecutive failure, up to ``max_cooldown_s``).
 
@@ -97,7 +127,7 @@ class GuardedStylizer:
     """
 
     def __init__(
-        self, stylizer: Any, *, deadline_s: float | None = None, min_deadline_s: float = 1.0,
+        self, stylizer: LiveStylizer, *, deadline_s: float | None = None, min_deadline_s: float = 1.0,
         deadline_factor: float = 10.0, first_deadline_s: float = 60.0, cooldown_s: float = 2.0,
         max_cooldown_s: float = 30.0, clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -129,23 +159,23 @@ class GuardedStylizer:
 
     # ----------------------------------------------------------------------------------------------- delegation
     @property
-    def style(self) -> Any:
+    def style(self) -> StyleConfig:
         return self.stylizer.style
 
     def schedule(self, fn: Callable[[], Any]) -> Future[Any]:
         """Run ``fn()`` on the stylizer's thread before the next frame (after the frame in flight, if any)."""
         return self._worker.submit(fn)
 
-    def set_style(self, style: Any, *, wait: bool = False) -> Future[Any]:
+    def set_style(self, style: StyleConfig, *, wait: bool = False) -> Future[Any]:
         """Switch style between frames (a failure is logged, the running style stays); ``wait`` re-raises it."""
         fut = self.schedule(lambda: self.stylizer.set_style(style))
         if wait:
             fut.result()
         else:
-            fut.add_done_callback(_log_failure(f"style {getattr(style, 'name', style)!r}"))
+            fut.add_done_callback(_log_failure(f"style {style.name!r}"))
         return fut
 
-    def replace(self, stylizer: Any) -> Future[Any]:
+    def replace(self, stylizer: LiveStylizer) -> Future[Any]:
         """Run ``stylizer`` from the next frame on (call it between frames, from the thread that calls the guard);
         the old one is closed on the stylizer's thread after any frame still running on it. The automatic deadline
         keeps the recent frame times (same model size)."""
@@ -174,10 +204,6 @@ class GuardedStylizer:
         if not self._times:
             return self.first_deadline_s
         return max(self.min_deadline_s, self.deadline_factor * statistics.median(self._times))
-
-    @property
-    def stalled(self) -> bool:
-        return self._busy is not None
 
     # ---------------------------------------------------------------------------------------------------- frames
     def __call__(self, image: np.ndarray, control: np.ndarray) -> np.ndarray:
