@@ -388,7 +388,9 @@ def test_open_sinks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (none,) = open_sinks(["none"], 160, 120, 25)
     assert isinstance(none, NullSink) and isinstance(none, Sink)
     (rec,) = open_sinks([str(tmp_path / "o.mp4")], 160, 120, 25)
-    assert isinstance(rec, VideoFileSink) and rec.variable_rate
+    assert isinstance(rec, VideoFileSink) and rec.variable_rate and isinstance(rec, Sink)
+    with WindowSink("t", 64, 48, gui=FakeGui([])) as window:
+        assert isinstance(window, Sink)  # every sink keeps the one contract the live loop relies on
     for t in (10.0, 10.04, 10.2, 10.24):  # a live recording: capture times, frames dropped in between
         rec.send(frame_image(0), t)
     rec.close()
