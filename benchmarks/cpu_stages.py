@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             c.append(time.process_time())
             if i >= args.warmup:
                 found += bool(faces)
-                for k, a, b, ca, cb in zip(names, t, t[1:], c, c[1:]):
+                for k, a, b, ca, cb in zip(names, t, t[1:], c, c[1:], strict=False):
                     times[k].append((b - a) * 1e3)
                     cpu_times[k].append((cb - ca) * 1e3)
 

@@ -33,7 +33,7 @@ def render(results_dir: Path = RESULTS) -> str:
     if not files:
         return "\n".join(out + ["No results in the `stylecam bench` format yet.", ""])
     out += ["## Files", "", "| result | kind | machine | driver | CUDA | torch | date | commit |", "|---|---|---|---|---|---|---|---|"]
-    for label, doc in zip(labels, docs):
+    for label, doc in zip(labels, docs, strict=True):
         env = doc["environment"]
         gpu = env.get("gpu") or {}
         commit = env["git"]["commit"][:12] + (" (dirty)" if env["git"].get("dirty") else "")
@@ -41,7 +41,7 @@ def render(results_dir: Path = RESULTS) -> str:
                    f"{gpu.get('cuda_runtime') or '-'} | {env['versions'].get('torch') or '-'} | {env['date'][:10]} | "
                    f"{commit} |")
     out += ["", "## Runs", "", markdown_report(docs, labels).rstrip(), "", "## Notes", ""]
-    for label, doc in zip(labels, docs):
+    for label, doc in zip(labels, docs, strict=True):
         notes = list(doc.get("notes", [])) + [n for run in doc["runs"] for n in run.get("notes", [])]
         for note in dict.fromkeys(notes):
             out.append(f"- `{label}`: {note}")

@@ -32,7 +32,7 @@ def test_onnxruntime_frame_step_matches_eager(tiny_components, tmp_path):
     ort = Stylizer(tiny_components, style, run.size, device=CPU, dtype=torch.float32, seed=3, runner_factory=factory)
     assert ort.runner.backend == "onnxruntime"
     got = [ort(f, control) for f in frames]  # three frames: the blended latents flow back through the engine
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         assert np.abs(e.astype(int) - g.astype(int)).max() <= 2
     ort.close()
     assert any((tmp_path / "cache" / "engines").iterdir())  # the engine was cached

@@ -48,7 +48,7 @@ def run_name(label: str, run: dict[str, Any]) -> str:
 
 
 def columns(docs: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[Column]:
-    return [(label, run, doc) for label, doc in zip(labels, docs) for run in doc["runs"]]
+    return [(label, run, doc) for label, doc in zip(labels, docs, strict=True) for run in doc["runs"]]
 
 
 def groups(cols: list[Column]) -> dict[tuple[str, str], list[Column]]:
@@ -111,9 +111,9 @@ def compare_text(docs: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
         w0 = max(len(h) for h in heads)
         widths = [max(len(n), *(len(c[i]) for c in cells)) for i, n in enumerate(names)]
         lines.append(f"== {mode} {size} (ratios to the first column) ==")
-        lines.append(" " * w0 + "  " + "  ".join(n.ljust(w) for n, w in zip(names, widths)))
-        for head, row in zip(heads, cells):
-            lines.append(head.ljust(w0) + "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        lines.append(" " * w0 + "  " + "  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)))
+        for head, row in zip(heads, cells, strict=True):
+            lines.append(head.ljust(w0) + "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -153,7 +153,7 @@ def plot_stages(docs: Sequence[dict[str, Any]], labels: Sequence[str], path: str
     cmap = {name: palette(i % 20) for i, name in enumerate(order)}
     hatch = {name: ("//" if name in STEP_PARTS else "") for name in order}
     seen: set[str] = set()
-    for x, (label, run, _) in enumerate(cols):
+    for x, (_label, run, _) in enumerate(cols):
         bottom = 0.0
         for name, ms in stage_breakdown(run):
             ax.bar(x, ms, bottom=bottom, color=cmap[name], hatch=hatch[name], edgecolor="white",
@@ -206,7 +206,7 @@ def markdown_report(docs: Sequence[dict[str, Any]], labels: Sequence[str]) -> st
             out.append(f"| {run_name(label, run)} | {size_text(run)} | {_md(lv['target_fps'], 0)} | "
                        f"{_md(lv['achieved_fps'], 2)} | {_md(lv['latency']['p50_ms'])} | {_md(lv['latency']['p99_ms'])} | "
                        f"{_md((lv['added_latency'] or {}).get('p50_ms'))} | {lv['dropped']} |")
-    comps = [(label, doc) for label, doc in zip(labels, docs) if doc.get("comparison")]
+    comps = [(label, doc) for label, doc in zip(labels, docs, strict=True) if doc.get("comparison")]
     if comps:
         out += ["", "StreamDiffusion side by side (same weights, size, dtype, TAESD, 1 step, alternating calls):", "",
                 "| result | machine | size | StreamDiffusion fps | stylecam fps (no ControlNet) | ratio | stylecam fps (Canny ControlNet) |",
