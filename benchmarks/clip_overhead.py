@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from realtime.io.videofile import FileSource
     from realtime.bench.environment import git_info
     from realtime.geometry import parse_size
-    from realtime.pipeline.processor import FrameProcessor, build_stylizer, canny_config
+    from realtime.diffusion.build import build_stylizer
+    from realtime.pipeline.processor import FrameProcessor, canny_config
 
     setup_logging(quiet=True)
     frame_size = parse_size(args.frame, what="--frame")

@@ -25,12 +25,11 @@ from engines.errors import (BackendUnavailable, CacheDirError, EngineBuildError,
                             EngineRunError, LoraMismatch, RefitUnsupported)
 from engines.onnx_export import OnnxExport, export_onnx
 from engines.refit import LoraWeight, WeightMap, base_weights, build_weight_map, fused_weights, plan_refit, refit
-from engines.timing import StageTimer
 
 __all__ = [
     "BACKENDS", "BackendUnavailable", "CacheDirError", "CacheEntry", "EngineBuildError", "EngineCache",
     "EngineCorrupt", "EngineOptionError", "EngineOptions", "EngineRunError", "LoraMismatch", "LoraWeight",
-    "OnnxExport", "RefitUnsupported", "Runner", "StageTimer", "TensorSpec", "WeightMap", "available_backends",
+    "OnnxExport", "RefitUnsupported", "Runner", "TensorSpec", "WeightMap", "available_backends",
     "base_weights", "build_runner", "build_weight_map", "cache_key", "default_cache_root", "environment_fields",
     "export_onnx", "fused_weights", "get_backend", "plan_refit", "refit",
 ]

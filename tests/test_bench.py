@@ -14,7 +14,8 @@ import torch
 
 from realtime import cli
 from realtime.bench.schema import SCHEMA, BenchSchemaError, load_result, validate
-from realtime.bench.stats import STAGES, STEP_PARTS, FrameClock, summarize
+from realtime.bench.stats import STAGES, STEP_PARTS
+from realtime.pipeline.timing import StageLog, make_clock, percentile, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "random:tiny", "--size", "64x64", "--frames", "3", "--warmup", "1"]
@@ -179,17 +180,26 @@ def test_frame_clock_and_percentiles():
     s = summarize(list(range(100, 0, -1)))
     assert (s["n"], s["min_ms"], s["max_ms"], s["mean_ms"]) == (100, 1, 100, 50.5)
     assert s["p50_ms"] == pytest.approx(50.5) and s["p95_ms"] == pytest.approx(95.05) and s["p99_ms"] == pytest.approx(99.01)
-    clock = FrameClock("cpu")
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5 and percentile([5.0], 99) == 5.0
+    assert percentile([0.0, 10.0], 95) == pytest.approx(9.5)
+    clock, log = make_clock("cpu"), StageLog()
     for keep in (False, True, True):
         clock.begin()
         for _ in range(2):  # a stage run twice in one frame adds up
-            with clock.host("crop"):
+            with clock.stage("crop"):
                 pass
-        clock.end(keep=keep)
-    assert len(clock.frame_ms) == 2 and len(clock.stages["crop"]) == 2  # the warm-up frame is not recorded
+        with clock.stage("step", device=True):  # a device stage: perf_counter on the CPU
+            pass
+        log.add(clock.end(), keep=keep)
+    assert len(log.frame_ms) == 2 and len(log.stages["crop"]) == 2  # the warm-up frame is not recorded
+    assert clock.timer == {"crop": "perf_counter", "step": "perf_counter"} and log.fps() > 0
     clock.begin()
-    clock.start("step")
+    clock.start("step", device=True)
     with pytest.raises(RuntimeError, match="still open"):
+        clock.end()
+    clock.cancel()
+    assert not clock.in_frame
+    with pytest.raises(RuntimeError, match="without begin"):
         clock.end()
 
 
@@ -210,7 +220,7 @@ def test_batched_step_equals_single_frames(tiny_components):
     with torch.inference_mode():
         one = st.step(*single)
         three = st.step(*big)
-    for a, b in zip(one, three):
+    for a, b in zip(one, three, strict=True):
         assert b.shape[0] == 3
         for k in range(3):
             assert torch.allclose(a[0].float(), b[k].float(), atol=1e-4)
@@ -219,7 +229,7 @@ def test_batched_step_equals_single_frames(tiny_components):
 
 def test_gpu_host_without_mediapipe_opencv_or_pyav(tiny_components, monkeypatch):
     """A host without mediapipe, OpenCV and PyAV: the pipeline still runs; those stages are skipped with the reason."""
-    import realtime.pipeline.processor as pipeline
+    import realtime.diffusion.build as build
     from realtime.bench.runner import BenchSettings, run_benchmark
     from realtime.config import ModelConfig, RunConfig, load_style
     from realtime.errors import InputError
@@ -228,7 +238,7 @@ def test_gpu_host_without_mediapipe_opencv_or_pyav(tiny_components, monkeypatch)
 
     for name in ("mediapipe", "cv2", "av"):
         monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
-    monkeypatch.setattr(pipeline, "build_stylizer", lambda model, style, run: Stylizer(
+    monkeypatch.setattr(build, "build_stylizer", lambda model, style, run: Stylizer(
         tiny_components, style, run.size, device=torch.device("cpu"), dtype=torch.float32))
     settings = BenchSettings(modes=("pipeline",), sizes=(Size(64, 64),), frames=2, warmup=1, camera_size=Size(320, 240),
                              output_size=Size(160, 120))

@@ -1,8 +1,9 @@
 """The three ``stylecam bench`` modes, each timing a built stylizer and returning the measured part of a run record.
 
 - :func:`run_step`: the stylizer's runner alone on fixed inputs (batch B when a batched runner is given).
-- :func:`run_pipeline`: every live stage in order on a synthetic (or pre-read) camera frame: capture conversion, face,
-  crop, Canny, upload, step (and, eager, its parts), download, resize, sink.
+- :func:`run_pipeline`: one camera frame at a time through what ``live`` runs: the camera's conversion (``capture``),
+  then the frame processor (:class:`~realtime.pipeline.processor.FrameProcessor`: face, crop, Canny, the stylizer's
+  upload, step (and, eager, its parts) and download, resize), then the sink, each stage on one frame clock.
 - :func:`run_live`: a source paced at a frame rate through the camera thread (newest frame wins), the frame processor
   and a sink: end-to-end latency from capture to sink, dropped frames, achieved fps.
 
@@ -19,9 +20,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from realtime.bench.stats import STEP_PARTS, FrameClock, MemoryProbe, StepHooks, stage_entry
+from realtime.bench.stats import STEP_PARTS, MemoryProbe, StepHooks, stage_entry
 from realtime.errors import BackendUnavailable
 from realtime.geometry import CropWindow, Size, centre_window
+from realtime.pipeline.processor import FrameProcessor
+from realtime.pipeline.timing import Clock, StageLog, make_clock, summarize
+from realtime.vision.protocols import EdgeMap, Framer
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +65,36 @@ def _nearest_resize(rgb: np.ndarray, win: CropWindow, size: Size) -> np.ndarray:
     return np.ascontiguousarray(rgb[ys[:, None], xs[None, :]])
 
 
-def model_inputs(bgr: np.ndarray, model_size: Size, edges: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """A camera frame (BGR) -> (model-size RGB uint8 crop of the centre window, its Canny map HxW uint8 {0,255}).
-    Without OpenCV: a nearest-neighbour crop and a synthetic edge grid (same shapes and dtypes)."""
+def model_inputs(bgr: np.ndarray, model_size: Size, edges: EdgeMap) -> tuple[np.ndarray, np.ndarray]:
+    """A camera frame (BGR) -> (model-size RGB uint8 crop of the centre window, as the frame processor cuts it; its
+    Canny map HxW uint8 {0,255}). Without OpenCV: a nearest-neighbour crop and a synthetic edge grid (same shapes and
+    dtypes)."""
     rgb = np.ascontiguousarray(bgr[..., ::-1])
-    win = centre_window(Size(rgb.shape[1], rgb.shape[0]), model_size.aspect)
     if cv2_missing():
+        win = centre_window(Size(rgb.shape[1], rgb.shape[0]), model_size.aspect)
         crop = _nearest_resize(rgb, win, model_size)
         control = np.zeros((model_size.height, model_size.width), np.uint8)
         control[::8, :] = 255
         control[:, ::8] = 255
         return crop, control
-    from realtime.geometry import crop_resize
-
-    crop = crop_resize(rgb, win, model_size)
+    crop = FrameProcessor(model_size, None, edges=edges).prepare(rgb)  # no framer: the centre window
     return crop, edges(crop)
+
+
+class FixedEdges:
+    """An :class:`~realtime.vision.protocols.EdgeMap` that returns one precomputed map (the synthetic grid of
+    :func:`model_inputs` where OpenCV is missing)."""
+
+    cfg = None
+
+    def __init__(self, control: np.ndarray) -> None:
+        self.control = control
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        return self.control
+
+    def close(self) -> None:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------------------- results
@@ -102,20 +121,19 @@ def run_step(runner: Callable[..., Any], inputs: tuple[Any, ...], device: Any, *
              batch: int = 1) -> Measured:
     """Call ``runner(*inputs)`` ``warmup`` + ``frames`` times; time each call (CUDA events on CUDA, one sync per
     call). ``batch``: frames per call (the fps counts frames, not calls)."""
-    clock = FrameClock(device)
+    clock = make_clock(device)
+    times = StageLog()
     mem = MemoryProbe(device)
     mem.start()
     with _inference():
         for i in range(warmup + frames):
             clock.begin()
-            with clock.device("step"):
+            with clock.stage("step", device=True):
                 runner(*inputs)
-            clock.end(keep=i >= warmup)
+            times.add(clock.end(), keep=i >= warmup)
             mem.sample()
-    ms = clock.stages["step"]
-    stages = [stage_entry("step", ms, timer=clock.timer["step"])]
-    fps = batch * 1000.0 * len(ms) / sum(ms) if sum(ms) > 0 else 0.0
-    return Measured(ms, stages, fps, mem.report())
+    stages = [stage_entry("step", times.stages["step"], timer=clock.timer["step"])]
+    return Measured(times.frame_ms, stages, times.fps(batch), mem.report())
 
 
 # --------------------------------------------------------------------------------------------------------- pipeline
@@ -123,85 +141,74 @@ def run_step(runner: Callable[..., Any], inputs: tuple[Any, ...], device: Any, *
 class PipelineParts:
     """The live stages' objects for :func:`run_pipeline` / :func:`run_live`.
 
-    framer: a face framer (``update(rgb, t) -> CropWindow``) or None with ``face_skipped`` saying why. edges: the Canny
-    stage (RGB HxWx3 uint8 -> HxW uint8). sink: ``send(frame, t)``; ``sink_impl`` names it."""
+    framer: a face framer, or None with ``face_skipped`` saying why. edges: the Canny stage. sink: ``send(frame, t)``;
+    ``sink_impl`` names it."""
 
-    framer: Any | None
+    framer: Framer | None
     face_skipped: str | None
-    edges: Callable[[np.ndarray], np.ndarray]
+    edges: EdgeMap
     sink: Any
     sink_impl: str
 
 
 def run_pipeline(stylizer: Any, parts: PipelineParts, camera_frames: list[np.ndarray], output_size: Size, *,
                  frames: int, warmup: int, fps: float, substages: bool) -> Measured:
-    """Every live stage on camera frames (cycled), in order, one frame at a time.
+    """Camera frames (cycled) one at a time through ``capture``, the frame processor and the sink, on one clock.
 
-    The stylizer's state is not advanced (its cost does not depend on it): the frame step runs on this frame's
-    inputs with the first-frame numbers. Eager steps are split into their parts with forward hooks unless
-    ``substages`` is False; a compiled engine's step is one number (its parts are reported as skipped)."""
+    The stylizer times its own upload, step and download on that clock. Eager steps are split into their parts with
+    forward hooks unless ``substages`` is False; a compiled engine's step is one number (its parts are reported as
+    skipped). Without OpenCV the processor's model part alone runs, on a synthetic crop and edge map."""
     device = stylizer.device
-    model_size: Size = stylizer.size
     no_cv2 = cv2_missing()
-    clock = FrameClock(device)
+    clock = make_clock(device)
+    times = StageLog()
     mem = MemoryProbe(device)
-    notes: list[str] = []
     runner = stylizer.runner
     eager = runner is stylizer.step or getattr(runner, "backend", None) == "eager"
     hooks = StepHooks(stylizer.step, clock) if (eager and substages) else None
-    cam = Size(camera_frames[0].shape[1], camera_frames[0].shape[0])
-    centre = centre_window(cam, model_size.aspect)
-    fallback_crop, fallback_control = model_inputs(camera_frames[0], model_size, parts.edges)
-    if not no_cv2:
-        import cv2
-
-        from realtime.geometry import cover_resize, crop_resize
+    crop, control = model_inputs(camera_frames[0], stylizer.size, parts.edges)  # the stand-ins without OpenCV
+    proc = FrameProcessor(stylizer.size, output_size, stylizer=stylizer, framer=parts.framer, clock=clock,
+                          edges=FixedEdges(control) if no_cv2 else parts.edges)  # not closed: the caller owns its parts
+    black = np.zeros((output_size.height, output_size.width, 3), np.uint8)
+    stylizer.clock = clock
     mem.start()
     try:
-        with _inference():
-            for i in range(warmup + frames):
-                bgr = camera_frames[i % len(camera_frames)]
-                t = i / fps
-                clock.begin()
-                if no_cv2:
-                    rgb = np.ascontiguousarray(bgr[..., ::-1])
-                else:
-                    with clock.host("capture"):
-                        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                if parts.framer is not None:
-                    with clock.host("face"):
-                        win = parts.framer.update(rgb, t)
-                else:
-                    win = centre
-                if no_cv2:
-                    crop, control = fallback_crop, fallback_control
-                else:
-                    with clock.host("crop"):
-                        crop = crop_resize(rgb, win, model_size)
-                    with clock.host("canny"):
-                        control = parts.edges(crop)
-                with clock.device("upload"):
-                    inputs = stylizer.step_inputs(crop, control)
-                with clock.device("step"):
-                    out = runner(*inputs)
-                with clock.device("download"):
-                    image = out[0][0].cpu().numpy()
-                if no_cv2:
-                    final = np.zeros((output_size.height, output_size.width, 3), np.uint8)
-                else:
-                    with clock.host("resize"):
-                        final = cover_resize(image, output_size)
-                with clock.host("sink"):
-                    parts.sink.send(final, t)
-                clock.end(keep=i >= warmup)
-                mem.sample()
+        for i in range(warmup + frames):
+            clock.begin()
+            if no_cv2:
+                proc.stylize(crop)
+                final = black
+            else:
+                final = proc.process(_capture(clock, camera_frames[i % len(camera_frames)]), i / fps)
+            with clock.stage("sink"):
+                parts.sink.send(final, i / fps)
+            times.add(clock.end(), keep=i >= warmup)
+            mem.sample()
     finally:
+        stylizer.clock = None
         if hooks is not None:
             hooks.remove()
-    st = clock.stages
+    notes = ["eager step split into parts with forward hooks (adds one event pair per part)"] if hooks else []
+    stages = _pipeline_stages(times, clock, parts, str(getattr(runner, "backend", "eager")), eager, hooks, no_cv2)
+    return Measured(times.frame_ms, stages, times.fps(), mem.report(), notes=notes)
+
+
+def _capture(clock: Clock, bgr: np.ndarray) -> np.ndarray:
+    """What the camera thread does per frame: BGR -> RGB (OpenCV)."""
+    import cv2
+
+    with clock.stage("capture"):
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _pipeline_stages(times: StageLog, clock: Clock, parts: PipelineParts, backend: str, eager: bool,
+                     hooks: StepHooks | None, no_cv2: str | None) -> list[dict[str, Any]]:
+    """The pipeline mode's stage records, in frame order (``step_other`` = step minus its timed parts)."""
+    st = times.stages
     if hooks is not None and hooks.parts:
-        parts_sum = [sum(st.get(p, [0.0] * len(st["step"]))[k] for p in hooks.parts) for k in range(len(st["step"]))]
-        st["step_other"] = [max(0.0, s - p) for s, p in zip(st["step"], parts_sum)]
+        n = len(st["step"])
+        parts_sum = [sum(st.get(p, [0.0] * n)[k] for p in hooks.parts) for k in range(n)]
+        st["step_other"] = [max(0.0, s - p) for s, p in zip(st["step"], parts_sum, strict=True)]
 
     def entry(name: str, reason: str | None = None, parent: str | None = None, impl: str | None = None) -> dict[str, Any]:
         return stage_entry(name, st.get(name), timer=clock.timer.get(name, "perf_counter"), parent=parent,
@@ -209,21 +216,17 @@ def run_pipeline(stylizer: Any, parts: PipelineParts, camera_frames: list[np.nda
 
     stages = [entry("capture", no_cv2, impl="opencv"), entry("face", parts.face_skipped, impl="mediapipe"),
               entry("crop", no_cv2, impl="opencv"), entry("canny", no_cv2, impl="opencv"), entry("upload"),
-              entry("step", impl=getattr(runner, "backend", "eager"))]
+              entry("step", impl=backend)]
     for part in STEP_PARTS:
         if hooks is None:
-            why = (f"the {getattr(runner, 'backend', '?')} engine runs the step as one graph" if not eager
+            why = (f"the {backend} engine runs the step as one graph" if not eager
                    else "sub-stage timing off (--no-substages)")
         elif part == "step_other" or part in hooks.parts:
             why = None
         else:
             why = "no ControlNet in this model (--controlnet none)" if part == "controlnet" else "not in this model"
         stages.append(entry(part, why, parent="step"))
-    stages += [entry("download"), entry("resize", no_cv2, impl="opencv"), entry("sink", impl=parts.sink_impl)]
-    if hooks is not None:
-        notes.append("eager step split into parts with forward hooks (adds one event pair per part)")
-    fps_v = 1000.0 * len(clock.frame_ms) / sum(clock.frame_ms) if sum(clock.frame_ms) > 0 else 0.0
-    return Measured(clock.frame_ms, stages, fps_v, mem.report(), notes=notes)
+    return stages + [entry("download"), entry("resize", no_cv2, impl="opencv"), entry("sink", impl=parts.sink_impl)]
 
 
 # ------------------------------------------------------------------------------------------------------------- live
@@ -268,61 +271,54 @@ class PacedCapture:
 
 
 def run_live(stylizer: Any, parts: PipelineParts, source: Any, output_size: Size, *, frames: int, warmup: int,
-             target_fps: float, canny_edges: Any) -> Measured:
+             target_fps: float, canny_edges: EdgeMap) -> Measured:
     """Read ``source`` (newest frame wins) through a :class:`~realtime.pipeline.processor.FrameProcessor` into the sink.
 
     Latency = sink done - frame arrival (capture time); ``wait`` = read - arrival; the other stages are the frame
-    processor's own timings per frame. ``added_latency`` = latency - the stylizer call."""
-    from realtime.pipeline.processor import FrameProcessor
-
-    device = stylizer.device
-    mem = MemoryProbe(device)
-    proc = FrameProcessor(stylizer.size, output_size, stylizer=stylizer, edges=canny_edges, framer=parts.framer)
-    names = ("face", "crop", "canny", "stylize", "resize")
-    per: dict[str, list[float]] = {k: [] for k in (*names, "wait", "sink")}
+    processor's own, timed on the frame's clock with the sink. ``added_latency`` = latency - the stylizer call."""
+    clock = make_clock(stylizer.device)
+    mem = MemoryProbe(stylizer.device)
+    proc = FrameProcessor(stylizer.size, output_size, stylizer=stylizer, edges=canny_edges, framer=parts.framer,
+                          clock=clock)  # not closed: the caller owns its parts
+    names = ("face", "crop", "canny", "stylize", "resize", "sink")
+    per: dict[str, list[float]] = {k: [] for k in (*names, "wait")}
     latency: list[float] = []
     frame_ms: list[float] = []
     outs: list[float] = []
     timeout = max(10.0, 20.0 / target_fps)
-    for _ in range(warmup):
-        fr = source.read(timeout=timeout)
-        if fr is None:
-            break
-        parts.sink.send(proc.process(fr.image, fr.timestamp), fr.timestamp)
-    mem.start()
-    s0 = source.stats
-    for _ in range(frames):
+    for i in range(warmup + frames):
+        if i == warmup:
+            mem.start()
+            s0 = source.stats
         fr = source.read(timeout=timeout)
         if fr is None:
             break
         t_read = time.perf_counter()
-        before = dict(proc.times.totals)
+        clock.begin()
         out = proc.process(fr.image, fr.timestamp)
-        t_proc = time.perf_counter()
-        parts.sink.send(out, fr.timestamp)
+        with clock.stage("sink"):
+            parts.sink.send(out, fr.timestamp)
+        ms = clock.end().stages
         t_out = time.perf_counter()
+        if i < warmup:
+            continue
         for k in names:
-            per[k].append(proc.times.totals.get(k, 0.0) - before.get(k, 0.0))
+            per[k].append(ms.get(k, 0.0))
         per["wait"].append((t_read - fr.arrived) * 1e3)
-        per["sink"].append((t_out - t_proc) * 1e3)
         latency.append((t_out - fr.arrived) * 1e3)
         frame_ms.append((t_out - t_read) * 1e3)
         outs.append(t_out)
         mem.sample()
-    s1 = source.stats
     if not latency:
         raise RuntimeError("the live source delivered no frame after the warm-up")
-    notes = []
-    if len(latency) < frames:
-        notes.append(f"the source ended after {len(latency)} of {frames} timed frames")
+    s1 = source.stats
+    notes = [f"the source ended after {len(latency)} of {frames} timed frames"] if len(latency) < frames else []
     stages = [stage_entry("wait", per["wait"]),
               stage_entry("face", per["face"], reason=parts.face_skipped, impl="mediapipe"),
               stage_entry("crop", per["crop"], impl="opencv"), stage_entry("canny", per["canny"], impl="opencv"),
               stage_entry("stylize", per["stylize"], impl=getattr(stylizer.runner, "backend", "eager")),
               stage_entry("resize", per["resize"], impl="opencv"), stage_entry("sink", per["sink"], impl=parts.sink_impl)]
-    from realtime.bench.stats import summarize
-
-    added = [lat - sty for lat, sty in zip(latency, per["stylize"])]
+    added = [lat - sty for lat, sty in zip(latency, per["stylize"], strict=True)]
     # Output rate: frames delivered to the sink per second, between the first and the last delivery.
     span = outs[-1] - outs[0]
     achieved = (len(outs) - 1) / span if len(outs) > 1 and span > 0 else 1000.0 / frame_ms[0]

@@ -1,6 +1,6 @@
 """The benchmark runner behind ``stylecam bench`` (GUIDE 1 "Benchmarks", 6.14): settings and the sweep.
 
-For every size x backend a stylizer is built (:func:`realtime.pipeline.processor.build_stylizer`), then each mode runs warm-up
+For every size x backend a stylizer is built (:func:`realtime.diffusion.build.build_stylizer`), then each mode runs warm-up
 frames and ``--frames`` timed frames (:mod:`realtime.bench.modes`). The result document (:mod:`realtime.bench.schema`)
 holds the settings, every figure and the environment; it is written atomically.
 """
@@ -48,7 +48,7 @@ class BenchSettings:
 
     def __post_init__(self) -> None:
         from realtime.geometry import check_model_size
-        from realtime.cli.options import BACKEND_CHOICES
+        from realtime.config import BACKEND_CHOICES
 
         if not self.modes or any(m not in MODES for m in self.modes) or len(set(self.modes)) != len(self.modes):
             raise UsageError(f"--mode {','.join(self.modes)}: give one or more of {', '.join(MODES)}, comma-separated")
@@ -93,13 +93,13 @@ def batch_inputs(inputs: tuple[Any, ...], batch: int) -> tuple[Any, ...]:
     if batch == 1:
         return inputs
     return tuple(x.repeat(batch, *([1] * (x.dim() - 1))) if name in BATCHED_INPUTS else x
-                 for name, x in zip(INPUT_NAMES, inputs))
+                 for name, x in zip(INPUT_NAMES, inputs, strict=True))
 
 
 def batched_runner(stylizer: Any, model: Any, style: Any, run: Any, inputs: tuple[Any, ...]) -> tuple[Callable[..., Any], bool]:
     """(runner for ``inputs``' batch, whether it must be closed). Batch 1: the stylizer's own runner. Batch > 1: the
     eager FrameStep itself, or an engine built for the batched shapes through the same runner factory as
-    :func:`~realtime.pipeline.processor.build_stylizer`. CFG (guidance > 1) takes one frame per call."""
+    :func:`~realtime.diffusion.build.build_stylizer`. CFG (guidance > 1) takes one frame per call."""
     if inputs[0].shape[0] == 1:
         return stylizer.runner, False
     if style.uses_cfg:
@@ -165,7 +165,8 @@ def run_benchmark(settings: BenchSettings, model: Any, style: Any, run: Any, *, 
     from realtime.bench.schema import KINDS, SCHEMA_VERSION, validate
     from realtime.vision.edges import EdgeDetector
     from realtime.diffusion.models import resolve_device, resolve_dtype
-    from realtime.pipeline.processor import build_stylizer, canny_config
+    from realtime.diffusion.build import build_stylizer
+    from realtime.pipeline.processor import canny_config
 
     if style.passthrough:
         raise UsageError("--style none loads no model: there is nothing to benchmark; choose a diffusion style")
@@ -215,7 +216,7 @@ def run_benchmark(settings: BenchSettings, model: Any, style: Any, run: Any, *, 
 def _run_mode(mode: str, stylizer: Any, settings: BenchSettings, model: Any, style: Any, rc: Any,
               camera_frames: list[Any], edges: Any, tmp: str, model_inputs: Callable[..., Any]) -> dict[str, Any]:
     from realtime.bench.modes import PacedCapture, PipelineParts, open_framer, run_live, run_pipeline, run_step
-    from realtime.bench.stats import summarize
+    from realtime.pipeline.timing import summarize
 
     batch = settings.batch if mode == "step" else 1
     notes: list[str] = []

@@ -1,9 +1,8 @@
-"""Measuring for ``stylecam bench``: per-stage frame clocks, percentile summaries, memory probes (GUIDE 6.14).
+"""Measuring for ``stylecam bench``: the stage names, the eager step's parts, memory probes, stage records (GUIDE 6.14).
 
-- :class:`FrameClock` times the stages of one frame: host stages with ``time.perf_counter``, device stages with CUDA
-  events on a CUDA device (``perf_counter`` elsewhere). Events are read once per frame, after one synchronisation,
-  so timing never serialises the stages it measures.
-- :func:`summarize` turns a list of milliseconds into ``n, mean_ms, min_ms, p50_ms, p95_ms, p99_ms, max_ms``.
+- Frame clocks and percentile summaries are the project's one timing helper, :mod:`realtime.pipeline.timing` (the
+  frame processor times every stage on the clock it is given).
+- :class:`StepHooks` time the eager step's parts (encode, ControlNet, UNet, decode) on that clock.
 - :class:`MemoryProbe` reports peak GPU memory as the allocator sees it (``torch.cuda.max_memory_allocated``) and as
   the device sees it (``torch.cuda.mem_get_info``: used = total - free, sampled once per frame), plus the process's
   peak resident set size.
@@ -14,12 +13,10 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
-from engines.timing import percentile
+from realtime.pipeline.timing import Clock, summarize
 
 log = logging.getLogger(__name__)
 
@@ -48,116 +45,12 @@ STAGES: dict[str, str] = {
 STEP_PARTS = ("encode", "controlnet", "unet", "decode", "step_other")
 
 
-def summarize(values_ms: Sequence[float]) -> dict[str, float | int]:
-    """``{n, mean_ms, min_ms, p50_ms, p95_ms, p99_ms, max_ms}`` of a non-empty list of milliseconds."""
-    s = sorted(float(v) for v in values_ms)
-    if not s:
-        raise ValueError("no values to summarize")
-    return {
-        "n": len(s), "mean_ms": sum(s) / len(s), "min_ms": s[0], "p50_ms": percentile(s, 50),
-        "p95_ms": percentile(s, 95), "p99_ms": percentile(s, 99), "max_ms": s[-1],
-    }
-
-
-class FrameClock:
-    """Per-frame stage timer.
-
-    ``begin()``; ``with clock.host("crop"): ...`` / ``with clock.device("step"): ...`` (or ``start``/``stop`` from
-    forward hooks); ``end(keep)`` synchronises once (CUDA), turns events into milliseconds and, when ``keep``, adds
-    them to the recorded frames. A stage run several times in one frame adds up. ``frame_ms`` holds the wall time of
-    each kept frame (``begin`` to the end of the synchronisation), ``stages`` each stage's per-frame times.
-    """
-
-    def __init__(self, device: Any = "cpu") -> None:
-        import torch
-
-        self.torch_device = torch.device(device)
-        self.cuda = self.torch_device.type == "cuda"
-        self.stages: dict[str, list[float]] = {}
-        self.frame_ms: list[float] = []
-        self.timer: dict[str, str] = {}
-        self._host: dict[str, float] = {}
-        self._events: dict[str, list[tuple[Any, Any]]] = {}
-        self._open: dict[str, Any] = {}
-        self._t0: float | None = None
-
-    def begin(self) -> None:
-        self._host.clear()
-        self._events.clear()
-        self._open.clear()
-        self._t0 = time.perf_counter()
-
-    def start(self, name: str, device: bool = True) -> None:
-        if device and self.cuda:
-            import torch
-
-            ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
-            self._open[name] = ev
-            self.timer.setdefault(name, "cuda_event")
-        else:
-            self._open[name] = time.perf_counter()
-            self.timer.setdefault(name, "perf_counter")
-
-    def stop(self, name: str) -> None:
-        begun = self._open.pop(name, None)
-        if begun is None:
-            raise RuntimeError(f"stage {name!r} stopped without being started")
-        if isinstance(begun, float):
-            self._host[name] = self._host.get(name, 0.0) + (time.perf_counter() - begun) * 1e3
-        else:
-            import torch
-
-            ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
-            self._events.setdefault(name, []).append((begun, ev))
-
-    @contextmanager
-    def host(self, name: str) -> Iterator[None]:
-        """A stage that runs on the CPU (timed with ``perf_counter``)."""
-        self.start(name, device=False)
-        try:
-            yield
-        finally:
-            self.stop(name)
-
-    @contextmanager
-    def device(self, name: str) -> Iterator[None]:
-        """A stage that runs on the device (CUDA events on CUDA, ``perf_counter`` elsewhere)."""
-        self.start(name, device=True)
-        try:
-            yield
-        finally:
-            self.stop(name)
-
-    def end(self, keep: bool = True) -> dict[str, float]:
-        """Close the frame: one synchronisation, then this frame's milliseconds per stage (recorded when ``keep``)."""
-        if self._t0 is None:
-            raise RuntimeError("FrameClock.end() without begin()")
-        if self._open:
-            raise RuntimeError(f"stages still open at the end of the frame: {', '.join(self._open)}")
-        if self.cuda:
-            import torch
-
-            torch.cuda.synchronize(self.torch_device)
-        wall = (time.perf_counter() - self._t0) * 1e3
-        ms = dict(self._host)
-        for name, pairs in self._events.items():
-            ms[name] = ms.get(name, 0.0) + sum(a.elapsed_time(b) for a, b in pairs)
-        if keep:
-            self.frame_ms.append(wall)
-            for name, v in ms.items():
-                self.stages.setdefault(name, []).append(v)
-        self._t0 = None
-        return ms
-
-
 class StepHooks:
     """Forward hooks on a FrameStep's parts (VAE encoder, ControlNet, UNet, VAE decoder) that time them on a
-    :class:`FrameClock`. Only for an eager step: a compiled engine runs the step as one graph. ``remove()`` (or
+    :class:`~realtime.pipeline.timing.Clock`. Only for an eager step: a compiled engine runs the step as one graph. ``remove()`` (or
     leaving the ``with`` block) takes the hooks off."""
 
-    def __init__(self, step: Any, clock: FrameClock) -> None:
+    def __init__(self, step: Any, clock: Clock) -> None:
         self.clock = clock
         self.handles: list[Any] = []
         self.parts: dict[str, Any] = {}

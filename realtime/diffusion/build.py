@@ -1,0 +1,42 @@
+"""Build the stylizer a command runs: models loaded, LoRAs fused, the frame step on the requested engine backend.
+
+:func:`build_stylizer` is the one way ``image``, ``clip``, ``live``, ``build`` and ``bench`` get a
+:class:`~realtime.diffusion.stylizer.Stylizer` from their configs.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from realtime.config import ModelConfig, RunConfig, StyleConfig
+
+if TYPE_CHECKING:
+    from realtime.diffusion.stylizer import Stylizer
+
+log = logging.getLogger(__name__)
+
+
+def build_stylizer(model: ModelConfig, style: StyleConfig, run: RunConfig) -> "Stylizer | None":
+    """Load the models for ``model`` + ``style`` (LoRAs fused) and return a :class:`~realtime.diffusion.stylizer.Stylizer`;
+    ``None`` for the pass-through style (no model loaded at all)."""
+    if style.passthrough:
+        return None
+    from realtime.diffusion.engine_select import check_backend
+    from realtime.diffusion.lora import fuse_loras
+    from realtime.diffusion.models import load_components, resolve_device, resolve_dtype
+    from realtime.diffusion.stylizer import Stylizer
+
+    device = resolve_device(run.device)
+    dtype = resolve_dtype(run.dtype, device)
+    check_backend(run.backend, device)  # before any model loads: a missing extra is a one-line error, no fallback
+    comps = load_components(model, device, dtype, seed=run.seed)
+    if device.type == "cpu":  # after loading: a bad input's one-line error is never preceded by this warning
+        log.warning("running on the CPU: expect seconds per frame at real model sizes (a CUDA GPU gives real time)")
+    fuse_loras(comps, style.loras, allow_pickle=model.allow_pickle)
+    runner_factory = None
+    if run.backend != "eager":
+        from realtime.diffusion.engine_select import runner_factory as make_factory
+
+        runner_factory = make_factory(model, style, run, comps, device, dtype)
+    log.info("stylizer on %s (%s), model size %s, backend %s", device, str(dtype).replace("torch.", ""), run.size, run.backend)
+    return Stylizer(comps, style, run.size, device=device, dtype=dtype, seed=run.seed, runner_factory=runner_factory)
