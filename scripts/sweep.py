@@ -2,22 +2,16 @@
 
     python scripts/sweep.py --input IMG [IMG ...] --out-dir DIR [--model SPEC] [axes] [stylizer options]
 
-The logic lives in :mod:`realtime.research.sweep`; this is the command line over it (``--help`` explains every option).
+The logic lives in :mod:`realtime.research.sweep`, the command line in :mod:`realtime.cli.sweep` (``--help`` explains
+every option); this is its entry point.
 """
 from __future__ import annotations
 
 import sys
 
-from realtime.cli.console import run_main, setup_logging
+from realtime.cli.sweep import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    from realtime.research.sweep import build_parser, sweep_main
-
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose, args.debug, args.quiet)
-    return run_main(lambda: sweep_main(args), debug=args.debug)
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

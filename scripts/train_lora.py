@@ -2,23 +2,16 @@
 
     python scripts/train_lora.py --model SPEC --data DIR --steps N --grad-accum K --rank R --out FILE.safetensors [--resume DIR]
 
-The logic lives in :mod:`realtime.research.train_lora` and :mod:`realtime.research.lora_trainer`; this is the command line over it
-(``--help`` explains the objective and every option).
+The logic lives in :mod:`realtime.research.train_lora` and :mod:`realtime.research.lora_trainer`, the command line in
+:mod:`realtime.cli.train_lora` (``--help`` explains the objective and every option); this is its entry point.
 """
 from __future__ import annotations
 
 import sys
 
-from realtime.cli.console import run_main, setup_logging
+from realtime.cli.train_lora import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    from realtime.research.train_lora import build_parser, train_main
-
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose, args.debug, args.quiet)
-    return run_main(lambda: train_main(args), debug=args.debug)
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip_files import (audio_packets, audio_seconds, has_display_matrix, leftovers, make_face_clip, video_end,
-                        video_frames, video_pts)
+from clip_files import audio_packets, audio_seconds, has_display_matrix, leftovers, video_end, video_frames, video_pts
+from live_clips import make_face_clip
 from media_files import (VFR_PTS, make_audio_only, make_clip, make_corrupt_middle, make_png, make_truncated,
                          make_vfr_clip, make_zero_frame_video)
 from realtime.cli import main
@@ -217,11 +217,11 @@ def test_corrupt_frame_is_repeated_and_counted(tmp_path, caplog):
 
 
 def test_models_load_once_for_a_batch(capsys, silent, tmp_path, monkeypatch):
-    import realtime.pipeline.processor as pipeline
+    import realtime.diffusion.build as build
 
     calls = []
-    real = pipeline.build_stylizer
-    monkeypatch.setattr(pipeline, "build_stylizer", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = build.build_stylizer
+    monkeypatch.setattr(build, "build_stylizer", lambda *a, **k: calls.append(1) or real(*a, **k))
     other = make_clip(tmp_path / "other.mp4", n=6, size=(96, 64))
     outdir = tmp_path / "out"
     outdir.mkdir()

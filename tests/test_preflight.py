@@ -33,13 +33,13 @@ class ModelLoadReached(AssertionError):
 def no_model_load(monkeypatch):
     """Loading a model is a test failure here: every error must come before it."""
     import realtime.diffusion.models
-    import realtime.pipeline.processor
+    import realtime.diffusion.build
 
     def boom(*a, **k):
         raise ModelLoadReached("a model load was reached before the bad input was reported")
 
     monkeypatch.setattr(realtime.diffusion.models, "load_components", boom)
-    monkeypatch.setattr(realtime.pipeline.processor, "build_stylizer", boom)
+    monkeypatch.setattr(realtime.diffusion.build, "build_stylizer", boom)
 
 
 def _safetensors(path: Path, header: dict, data: bytes = b"") -> Path:
@@ -394,7 +394,7 @@ def test_style_file_errors_name_field_value_and_what_is_allowed(tmp_path, text, 
 
 
 # ------------------------------------------------------------------- the real logging set-up, in a subprocess
-_WRAPPER = ("import os, sys, realtime.diffusion.models as m, realtime.pipeline.processor as p\n"
+_WRAPPER = ("import os, sys, realtime.diffusion.models as m, realtime.diffusion.build as p\n"
             "def boom(*a, **k): os._exit(99)\n"
             "m.load_components = boom; p.build_stylizer = boom\n"
             "from realtime.cli import main\n"

@@ -30,7 +30,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def config(tmp: Path, data: Path, **kw):
-    from realtime.research.train_lora import TrainConfig
+    from realtime.research.train_config import TrainConfig
 
     base = dict(data=data, out=tmp / "style.safetensors", model="random:tiny", resolution=64, device="cpu",
                 lr=1e-2, steps=2, progress=False)
@@ -91,7 +91,7 @@ def test_captions_from_txt_or_metadata(tmp_path):
 # ---------------------------------------------------------------------------------------------- objective
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_loss_is_the_denoising_mse_for_the_scheduler_target(tmp_path, dataset, _tiny_components_master, prediction_type):
-    from realtime.research.train_lora import default_timestep_range
+    from realtime.research.train_config import default_timestep_range
 
     comps = copy.deepcopy(_tiny_components_master)
     comps.scheduler_config = {**comps.scheduler_config, "prediction_type": prediction_type}
@@ -247,7 +247,7 @@ def test_text_encoder_lora_and_bf16_autocast(tmp_path, dataset, _tiny_components
 
 
 def test_config_errors():
-    from realtime.research.train_lora import TrainConfig, parse_timesteps
+    from realtime.research.train_config import TrainConfig, parse_timesteps
 
     ok = dict(data=Path("d"), out=Path("o.safetensors"))
     for bad, needle in [(dict(resolution=100), "multiple of 64"), (dict(out=Path("o.bin")), ".safetensors"),

@@ -133,7 +133,7 @@ def run_bench(args: argparse.Namespace) -> int:
     """``stylecam bench``: measure, print a summary on stdout, write ``--json``."""
     from realtime.bench.runner import run_benchmark
     from realtime.bench.schema import write_json_atomic
-    from realtime.pipeline.preflight import bench_inputs
+    from realtime.cli.preflight import bench_inputs
 
     settings, model, style, run = settings_from_args(args)
     # models, LoRAs, --source, --face-model, --json and every backend: fail before minutes of measuring, not after
@@ -191,7 +191,7 @@ def run_compare(args: argparse.Namespace) -> int:
 def _labels(paths: list[str], docs: list[dict[str, Any]]) -> list[str]:
     """Each result's label: its own ``label`` field, else the file name without .json (made unique)."""
     out: list[str] = []
-    for p, doc in zip(paths, docs):
+    for p, doc in zip(paths, docs, strict=True):
         base = doc.get("label") or Path(p).stem
         name, k = base, 2
         while name in out:

@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction, add_global: Callable[[argparse.A
 def run_build(args: argparse.Namespace) -> int:
     from realtime.geometry import parse_size
     from realtime.cli.options import model_from_args, run_from_args, style_from_args
-    from realtime.pipeline.preflight import build_inputs
+    from realtime.cli.preflight import build_inputs
 
     style = style_from_args(args)
     if style.passthrough:
@@ -47,7 +47,7 @@ def run_build(args: argparse.Namespace) -> int:
         raise UsageError("--backend eager has nothing to build: choose auto, compile, onnxruntime or tensorrt")
     model = model_from_args(args)
     build_inputs(style, model, run)  # models, LoRAs and the backend on this device, before anything loads
-    from realtime.pipeline.processor import build_stylizer
+    from realtime.diffusion.build import build_stylizer
 
     t0 = time.perf_counter()
     log.info("building the %s engine for %s at %s (the first TensorRT build takes minutes)", run.backend, args.model, run.size)

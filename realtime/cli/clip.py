@@ -15,7 +15,7 @@ from realtime.cli.console import one_line
 from realtime.cli.options import add_common_options, model_from_args, output_size_arg, run_from_args, style_from_args
 from realtime.geometry import Size
 from realtime.pipeline.clip import (DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PIX_FMT, ClipJob, ClipOptions, check_encoder,
-                                    plan_outputs)
+                                    clip_inputs, plan_outputs)
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,9 @@ def options_from_args(args: argparse.Namespace) -> ClipOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``stylecam clip``: every input checked first (:func:`realtime.pipeline.preflight.clip_inputs`: exit 2 before any model
+    """``stylecam clip``: every input checked first (:func:`realtime.pipeline.clip.clip_inputs`: exit 2 before any model
     loads), then the models once, then each file. One input: its error is the command's. Several: each bad file is
     reported on its own line and the others go on; 0 when all succeeded, else 1."""
-    from realtime.pipeline.preflight import clip_inputs
-
     opts = options_from_args(args)
     style = style_from_args(args)
     model = model_from_args(args)
@@ -97,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_files(args: argparse.Namespace, opts: ClipOptions, style: Any, model: Any,
                checked: list[tuple[Path, Path, Size]], failed: list[Path]) -> int:
     """Load the models once and stylize each checked file; returns how many were written (failures appended)."""
-    from realtime.pipeline.processor import build_stylizer, canny_config
+    from realtime.diffusion.build import build_stylizer
+    from realtime.pipeline.processor import canny_config
     from realtime.vision.edges import EdgeDetector
 
     batch = len(checked) + len(failed) > 1

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from realtime.cli.main import build_parser
     from realtime.geometry import Size
     from realtime.cli.options import run_from_args
-    from realtime.pipeline.preflight import demo_inputs
+    from realtime.cli.preflight import demo_inputs
 
     if not 0.5 <= args.seconds <= 120:
         raise UsageError(f"--seconds {args.seconds}: must be between 0.5 and 120")

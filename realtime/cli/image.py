@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from realtime.geometry import Size
 from realtime.io.images import write_image
@@ -14,13 +13,14 @@ log = logging.getLogger(__name__)
 def stylize_image(args) -> int:  # noqa: ANN001 - argparse namespace from realtime.cli
     """Run ``stylecam image`` from parsed arguments; returns the exit code."""
     from realtime.cli.options import output_size_arg, run_from_args
-    from realtime.pipeline.preflight import image_inputs
+    from realtime.cli.preflight import image_inputs
 
     _, dst, frame, style, model = image_inputs(args)  # every input checked before any model loads
     out_size = output_size_arg(args.output_size) or Size(frame.shape[1], frame.shape[0])
     run = run_from_args(args, out_size)
     from realtime.vision.edges import EdgeDetector
-    from realtime.pipeline.processor import FrameProcessor, build_stylizer, canny_config
+    from realtime.diffusion.build import build_stylizer
+    from realtime.pipeline.processor import FrameProcessor, canny_config
 
     t0 = time.perf_counter()
     stylizer = build_stylizer(model, style, run)

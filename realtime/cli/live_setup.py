@@ -1,6 +1,6 @@
 """Building a live session from ``stylecam live``'s arguments (kept apart from the loop in :mod:`realtime.pipeline.live`).
 
-Order: validate the options, check the inputs (:func:`realtime.pipeline.preflight.live_inputs`: a file source decodes, file
+Order: validate the options, check the inputs (:func:`realtime.cli.preflight.live_inputs`: a file source decodes, file
 outputs, the face model, model specs and LoRAs), open the source (no camera -> exit 2), open the sinks (no virtual
 camera device, no display, unwritable file -> exit 2), the face framer, load the stylizer (slow), then warm it up on a grey frame
 before the loop starts, so the first frame delivered is a real stylized frame. Everything opened is registered on the
@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +23,6 @@ from realtime.geometry import Size, parse_size
 
 log = logging.getLogger(__name__)
 
-#: Command-line temporal options -> TemporalConfig fields (kept when the style changes while running).
-_TEMPORAL_ARGS = {"motion_threshold": "motion_threshold", "similarity_filter": "similarity_filter",
-                  "similarity_threshold": "similarity_threshold", "max_skips": "max_skips"}
-
-
 @dataclass
 class LiveParts:
     source: Any
@@ -35,21 +31,6 @@ class LiveParts:
     session: Any
     command_sources: list[Any]
     warmup_s: float | None = None
-
-
-def temporal_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The TemporalConfig fields given on the command line."""
-    out: dict[str, Any] = {}
-    if getattr(args, "no_blend", False):
-        out["blend"] = 1.0
-    elif getattr(args, "blend", None) is not None:
-        out["blend"] = args.blend
-    if getattr(args, "no_motion_adaptive", False):
-        out["motion_adaptive"] = False
-    for arg, field in _TEMPORAL_ARGS.items():
-        if getattr(args, arg, None) is not None:
-            out[field] = getattr(args, arg)
-    return out
 
 
 def output_specs(args: argparse.Namespace) -> list[str]:
@@ -70,18 +51,53 @@ def warm_up(stylizer: Any, size: Size) -> float:
     return seconds
 
 
+def _load_stylizer(model: Any, style: Any, run_cfg: Any, stack: contextlib.ExitStack) -> tuple[Any, float]:
+    """Load the stylizer behind its watchdog and warm it up; returns it and the warm-up seconds per frame."""
+    from realtime.diffusion.build import build_stylizer
+    from realtime.pipeline.watchdog import GuardedStylizer
+
+    raw = build_stylizer(model, style, run_cfg)
+    stylizer = GuardedStylizer(raw)
+    stack.callback(stylizer.close)
+    # On the stylizer's own thread, like every later frame (CUDA graph/compile state can be per thread).
+    warmup_s = stylizer.schedule(lambda: warm_up(raw, run_cfg.size)).result()
+    device = getattr(raw, "device", None)
+    if getattr(device, "type", "") == "cpu":
+        log.warning("running on the CPU: %.2f s per frame at %s, expect about %.2g fps (a CUDA GPU gives real "
+                    "time)", warmup_s, run_cfg.size, 1.0 / max(warmup_s, 1e-6))
+    else:
+        log.info("warm-up: %.1f ms per frame at %s", warmup_s * 1e3, run_cfg.size)
+    stylizer.observe(warmup_s)
+    return stylizer, warmup_s
+
+
+def _stylizer_loader(model: Any, run_cfg: Any) -> Callable[[Any], Any]:
+    """What the session calls on a LoRA change (on its background thread, while frames flow): a warmed-up stylizer."""
+    from realtime.diffusion.build import build_stylizer
+
+    def loader(new_style: Any) -> Any:
+        fresh = build_stylizer(model, new_style, run_cfg)
+        try:
+            log.info("new LoRAs: warm-up %.1f ms per frame", warm_up(fresh, run_cfg.size) * 1e3)
+        except BaseException:
+            fresh.close()
+            raise
+        return fresh
+
+    return loader
+
+
 def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LiveParts:
-    from realtime.io.camera import open_source
+    from realtime.io.sources import open_source
     from realtime.pipeline.controls import ControlFile, StdinCommands, stdin_usable
     from realtime.vision.edges import EdgeDetector
     from realtime.vision.face import FaceFramer, FramingConfig
-    from realtime.cli.options import model_from_args, run_from_args, style_from_args
-    from realtime.pipeline.processor import FrameProcessor, build_stylizer, canny_config
-    from realtime.pipeline.preflight import live_inputs
+    from realtime.cli.options import model_from_args, run_from_args, style_from_args, temporal_options
+    from realtime.pipeline.processor import FrameProcessor, canny_config
+    from realtime.cli.preflight import live_inputs
     from realtime.pipeline.session import LiveSession
     from realtime.io.sinks import open_sinks
     from realtime.pipeline.temporal import SimilarityFilter
-    from realtime.pipeline.watchdog import GuardedStylizer
 
     # --- options (cheap checks first: nothing is opened before the command line is known to be good)
     style = style_from_args(args)
@@ -117,38 +133,15 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
              "" if not hasattr(source, "paced") else (" (paced)" if source.paced else " (as fast as possible)"))
 
     # --- the stylizer (slow), then its warm-up
-    stylizer = None
-    warmup_s = None
-    if model is not None:
-        raw = build_stylizer(model, style, run_cfg)
-        stylizer = GuardedStylizer(raw)
-        stack.callback(stylizer.close)
-        # On the stylizer's own thread, like every later frame (CUDA graph/compile state can be per thread).
-        warmup_s = stylizer.schedule(lambda: warm_up(raw, run_cfg.size)).result()
-        device = getattr(raw, "device", None)
-        if getattr(device, "type", "") == "cpu":
-            log.warning("running on the CPU: %.2f s per frame at %s, expect about %.2g fps (a CUDA GPU gives real "
-                        "time)", warmup_s, run_cfg.size, 1.0 / max(warmup_s, 1e-6))
-        else:
-            log.info("warm-up: %.1f ms per frame at %s", warmup_s * 1e3, run_cfg.size)
-        stylizer.observe(warmup_s)
+    stylizer, warmup_s = _load_stylizer(model, style, run_cfg, stack) if model is not None else (None, None)
     processor = FrameProcessor(
         work_size, out_size, stylizer=stylizer, edges=EdgeDetector(canny_config(style)), framer=framer,
         mirror=args.mirror, similarity=None if style.passthrough else SimilarityFilter.from_config(style.temporal),
         style=style,
     )
     stack.callback(processor.close)
-    loader = None
-    if model is not None:
-        def loader(new_style: Any) -> Any:  # a LoRA change: on the session's background thread, while frames flow
-            fresh = build_stylizer(model, new_style, run_cfg)
-            try:
-                log.info("new LoRAs: warm-up %.1f ms per frame", warm_up(fresh, run_cfg.size) * 1e3)
-            except BaseException:
-                fresh.close()
-                raise
-            return fresh
-    session = LiveSession(processor, style, temporal_overrides=temporal_overrides(args), loader=loader)
+    loader = _stylizer_loader(model, run_cfg) if model is not None else None
+    session = LiveSession(processor, style, temporal_overrides=temporal_options(args), loader=loader)
     sources: list[Any] = []
     if not args.no_stdin and stdin_usable():
         sources.append(StdinCommands())

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from realtime.config import DEFAULT_MODEL, DEFAULT_STYLE, DEVICE_CHOICES, DTYPE_CHOICES, LoraSpec, ModelConfig, RunConfig, StyleConfig, load_style, override_style
+from realtime.config import (BACKEND_CHOICES, DEFAULT_MODEL, DEFAULT_STYLE, DEVICE_CHOICES, DTYPE_CHOICES, LoraSpec, ModelConfig,
+                             RunConfig, StyleConfig, check_model_options, load_style, override_style)
 from realtime.errors import UsageError
 from realtime.geometry import Size, auto_model_size, parse_size
-
-BACKEND_CHOICES = ("auto", "eager", "compile", "onnxruntime", "tensorrt")
 
 
 def add_style_options(p: argparse.ArgumentParser) -> None:
@@ -56,38 +55,49 @@ def add_common_options(p: argparse.ArgumentParser, *, temporal: bool = False) ->
     add_model_options(p)
 
 
-def _number_overrides(args: argparse.Namespace) -> dict[str, object]:
+#: temporal options whose value goes straight to the TemporalConfig field of the same name
+_TEMPORAL_VALUES = ("motion_threshold", "similarity_filter", "similarity_threshold", "max_skips")
+
+
+def temporal_options(args: argparse.Namespace) -> dict[str, object]:
+    """The :class:`~realtime.config.TemporalConfig` fields given on the command line (``--blend``/``--no-blend``,
+    ``--no-motion-adaptive``, ...); commands without the temporal options give none. The one mapping of these options:
+    the style overrides and the live session (which keeps them when the style changes) both use it."""
+    no_blend, blend = getattr(args, "no_blend", False), getattr(args, "blend", None)
+    if no_blend and blend is not None:
+        raise UsageError("--blend and --no-blend: give one")
+    out: dict[str, object] = {}
+    if no_blend or blend is not None:
+        out["blend"] = 1.0 if no_blend else blend
+    if getattr(args, "no_motion_adaptive", False):
+        out["motion_adaptive"] = False
+    for name in _TEMPORAL_VALUES:
+        if getattr(args, name, None) is not None:
+            out[name] = getattr(args, name)
+    return out
+
+
+def style_overrides(args: argparse.Namespace, *, loras: bool = True) -> dict[str, object]:
+    """The style options as :func:`~realtime.config.override_style` keywords (``None``: not given); ``loras=False``
+    leaves ``--lora`` out (the sweep scales them per cell)."""
     o: dict[str, object] = {
         "prompt": args.prompt,
         "negative_prompt": args.negative_prompt,
         "strength": args.strength,
         "control_scale": args.control_scale,
         "guidance": args.guidance,
-        "loras": tuple(LoraSpec.parse(x) for x in args.lora),
-        "canny_low": args.canny_low,
-        "canny_high": args.canny_high,
     }
-    if getattr(args, "no_blend", False) and getattr(args, "blend", None) is not None:
-        raise UsageError("--blend and --no-blend: give one")
-    blend = 1.0 if getattr(args, "no_blend", False) else getattr(args, "blend", None)
-    o.update(
-        temporal_blend=blend,
-        temporal_motion_threshold=getattr(args, "motion_threshold", None),
-        temporal_motion_adaptive=False if getattr(args, "no_motion_adaptive", False) else None,
-        temporal_similarity_filter=getattr(args, "similarity_filter", None),
-        temporal_similarity_threshold=getattr(args, "similarity_threshold", None),
-        temporal_max_skips=getattr(args, "max_skips", None),
-    )
+    if loras:
+        o["loras"] = tuple(LoraSpec.parse(x) for x in args.lora)
+    o.update(canny_low=args.canny_low, canny_high=args.canny_high)
+    o.update({f"temporal_{k}": v for k, v in temporal_options(args).items()})
     return o
 
 
 def style_from_args(args: argparse.Namespace) -> StyleConfig:
     style = load_style(args.style)
-    overrides = _number_overrides(args)
-    if style.passthrough:
-        model_given = [f"--{k}" for k, default in (("model", DEFAULT_MODEL), ("controlnet", "auto"), ("vae", "auto")) if getattr(args, k) != default]
-        if model_given:
-            raise UsageError(f"--style none loads no model: {', '.join(model_given)} cannot be used with it")
+    overrides = style_overrides(args)
+    check_model_options(style, args.model, args.controlnet, args.vae)
     return override_style(style, **overrides)
 
 

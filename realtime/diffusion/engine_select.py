@@ -77,3 +77,16 @@ def runner_factory(model: ModelConfig, style: StyleConfig, run: RunConfig, comps
         return runner
 
     return build
+
+
+def check_backend(name: str, device: Any) -> None:
+    """A requested engine backend that can run on ``device`` (``eager``/``auto`` always can): else
+    :class:`~engines.BackendUnavailable`, never a silent fallback (GUIDE 6.4)."""
+    if name in ("eager", "auto"):
+        return
+    from engines import BackendUnavailable as EngineBackendUnavailable
+    from engines import get_backend
+
+    ok, why = get_backend(name).is_available(device)
+    if not ok:
+        raise EngineBackendUnavailable(why)

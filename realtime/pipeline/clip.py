@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from realtime.errors import DeviceUnavailable, OutputError, UsageError
+from realtime.config import ModelConfig, StyleConfig
+from realtime.errors import DeviceUnavailable, InputError, OutputError, UsageError
 from realtime.files import check_input_file, check_output_path
 from realtime.geometry import Size
+from realtime.pipeline.preflight import check_container, check_style_models, check_video, face_model
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,29 @@ def plan_outputs(inputs: Sequence[str | os.PathLike[str]], output: str | os.Path
     return pairs
 
 
+def clip_inputs(pairs: Sequence[tuple[Path, Path]], opts: ClipOptions, style: StyleConfig, model: ModelConfig, *,
+                batch: bool) -> tuple[list[tuple[Path, Path, Size]], list[tuple[Path, InputError]]]:
+    """``stylecam clip`` (after :func:`plan_outputs`): each input probed in its range, each output
+    checked, the face model and the models. One input: its error is raised. A batch: the files that pass with their
+    display sizes, and those that fail with their errors (each reported on its own line, the others go on)."""
+    good: list[tuple[Path, Path, Size]] = []
+    failed: list[tuple[Path, InputError]] = []
+    for src, dst in pairs:  # the encoder itself is checked once, before (check_encoder)
+        try:
+            check_input_file(src)
+            check_output_path(dst, overwrite=opts.overwrite, inputs=(src,))
+            check_container(dst, opts.codec)
+            good.append((src, dst, check_video(src, start=opts.start, end=opts.end)))
+        except InputError as e:
+            if not batch:
+                raise
+            failed.append((src, e))
+    if opts.face:
+        face_model(opts.face_model)
+    check_style_models(style, model)
+    return good, failed
+
+
 # ------------------------------------------------------------------------------------------------------ the runner
 class _BatchDetector:
     """One MediaPipe detector for a whole batch: each file's timestamps are shifted past the previous file's (VIDEO
@@ -205,7 +230,6 @@ class ClipJob:
         if options.face:
             from realtime.vision.face import FaceDetector
             from realtime.vision.framing import FramingConfig
-            from realtime.pipeline.preflight import face_model
 
             det = FaceDetector(face_model(options.face_model), min_detection_confidence=FramingConfig().min_score)
             self._detector = _BatchDetector(det)

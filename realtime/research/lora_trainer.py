@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from realtime.errors import DeviceUnavailable, UsageError
-from realtime.research.train_lora import RESUME_KEYS, TEXT_TARGETS, UNET_TARGETS, TrainConfig, TrainResult, default_timestep_range
+from realtime.files import check_input_file
+from realtime.research.train_config import (RESUME_KEYS, TEXT_TARGETS, UNET_TARGETS, TrainConfig, TrainResult,
+                                           default_timestep_range, find_checkpoint)
 
 if TYPE_CHECKING:
     import torch
@@ -58,7 +60,6 @@ class LoraTrainer:
         from realtime.io.images import read_image
         from realtime.research.lora_dataset import scan_dataset
         from realtime.diffusion.models import load_components, resolve_device
-        from realtime.files import check_input_file
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
@@ -338,12 +339,10 @@ class LoraTrainer:
         return directory
 
     def load_checkpoint(self, path: Path) -> Path:
-        """Continue from a checkpoint (see :func:`realtime.research.train_lora.find_checkpoint`): weights, optimizer, step,
+        """Continue from a checkpoint (see :func:`realtime.research.train_config.find_checkpoint`): weights, optimizer, step,
         data order and RNG states. Settings that shape the LoRA (rank, alpha, model, ...) must match."""
         import torch
         from safetensors.torch import load_file
-
-        from realtime.research.train_lora import find_checkpoint
 
         directory = find_checkpoint(path)
         saved = json.loads((directory / "config.json").read_text(encoding="utf-8"))

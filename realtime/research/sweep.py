@@ -1,5 +1,6 @@
 """Parameter sweeps: run the stylizer over a grid of settings for one or more images, write every output, a labelled
-comparison grid per input and the settings of every output as JSON and CSV (``scripts/sweep.py`` is the command line).
+comparison grid per input and the settings of every output as JSON and CSV (:mod:`realtime.cli.sweep` is the command
+line, ``scripts/sweep.py`` its entry point).
 
 Axes (any combination; the grid is their cartesian product, in this order): model, style preset, LoRA scale (applied to
 every LoRA given with ``--lora``), ControlNet scale, guidance, strength. With no axis and no ``--style`` the grid is the
@@ -16,7 +17,6 @@ with its settings as the title), ``settings.json`` and ``settings.csv`` (one row
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import itertools
@@ -24,16 +24,19 @@ import json
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from realtime.config import DEFAULT_MODEL, DEFAULT_STYLE, LoraSpec, ModelConfig, StyleConfig
+from realtime.config import (DEFAULT_MODEL, DEFAULT_STYLE, LoraSpec, ModelConfig, StyleConfig, check_model_options, load_style,
+                             override_style)
 from realtime.errors import OutputError, UsageError
+from realtime.files import atomic_output, check_input_file
 from realtime.geometry import Size
+from realtime.pipeline.preflight import check_image, check_loras, check_model
 
 log = logging.getLogger(__name__)
 
@@ -158,26 +161,52 @@ def parse_list(text: str | None, what: str, kind: type = float) -> tuple[Any, ..
         raise UsageError(f"{what} {text!r}: every item must be a number") from None
 
 
-def plan_sweep(args: argparse.Namespace, axes: SweepAxes) -> list[SweepSetting]:
+@dataclass(frozen=True)
+class SweepBase:
+    """The stylizer options every cell shares (the sweep's ``--style``, ``--model``, ``--lora``, ``--prompt``, ...);
+    each axis value overrides them for its cell.
+
+    style, model: ``None`` = not given (the grid's default). lora: ``PATH[:SCALE]`` texts. overrides: the other style
+    options as :func:`realtime.config.override_style` keywords (``None`` = not given; ``strength``, ``control_scale``
+    and ``guidance`` among them).
+    """
+
+    style: str | None = None
+    model: str | None = None
+    controlnet: str = "auto"
+    vae: str = "auto"
+    allow_pickle: bool = False
+    lora: tuple[str, ...] = ()
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _cell_style(base: SweepBase, name: str, model: str, lora: Sequence[str], numbers: Mapping[str, Any]) -> StyleConfig:
+    """The style of one cell: preset ``name`` with the shared overrides, its LoRAs and its axis values."""
+    style = load_style(name)
+    overrides = {**base.overrides, "loras": tuple(LoraSpec.parse(x) for x in lora)}
+    overrides.update({k: v for k, v in numbers.items() if v is not None})
+    check_model_options(style, model, base.controlnet, base.vae)
+    return override_style(style, **overrides)
+
+
+def plan_sweep(base: SweepBase, axes: SweepAxes) -> list[SweepSetting]:
     """The grid's settings, in order (model, style, LoRA scale, ControlNet scale, guidance, strength).
 
-    ``args`` carries the shared stylizer options (:func:`realtime.cli.options.add_common_options`, with ``style`` and
-    ``model`` defaulting to ``None``): they apply to every cell, and each axis value overrides them for its cell.
-    Giving an option and its axis together (``--strength`` and ``--strengths``) is an error.
+    ``base`` carries the shared stylizer options: they apply to every cell, and each axis value overrides them for its
+    cell. Giving an option and its axis together (``--strength`` and ``--strengths``) is an error.
     """
-    from realtime.cli.options import style_from_args
-
+    shared = {"style": base.style, "model": base.model, **{k: base.overrides.get(k) for k in ("control_scale", "guidance", "strength")}}
     for name, single in (("lora_scale", None), ("control_scale", "control_scale"), ("guidance", "guidance"),
                          ("strength", "strength"), ("style", "style"), ("model", "model")):
-        if single and name in axes.given and getattr(args, single, None) is not None:
+        if single and name in axes.given and shared.get(single) is not None:
             raise UsageError(f"--{single.replace('_', '-')} and {AXES[name][0]}: give one")
-    cli_loras = tuple(LoraSpec.parse(x) for x in (args.lora or []))
+    cli_loras = tuple(LoraSpec.parse(x) for x in base.lora)
     if axes.lora_scales and not cli_loras:
         raise UsageError("--lora-scales needs at least one --lora PATH to scale")
-    if "none" in axes.styles or args.style == "none":
+    if "none" in axes.styles or base.style == "none":
         raise UsageError("style 'none' is pass-through: the grid already shows the input first")
-    styles = axes.styles or ((args.style,) if args.style else (DEFAULT_PRESETS if not axes.given else (DEFAULT_STYLE,)))
-    models = axes.models or (args.model or DEFAULT_MODEL,)
+    styles = axes.styles or ((base.style,) if base.style else (DEFAULT_PRESETS if not axes.given else (DEFAULT_STYLE,)))
+    models = axes.models or (base.model or DEFAULT_MODEL,)
     dims: list[tuple[str, tuple[Any, ...]]] = [
         ("model", models), ("style", styles), ("lora_scale", axes.lora_scales or (None,)),
         ("control_scale", axes.control_scales or (None,)), ("guidance", axes.guidances or (None,)),
@@ -187,15 +216,12 @@ def plan_sweep(args: argparse.Namespace, axes: SweepAxes) -> list[SweepSetting]:
     settings = []
     for i, combo in enumerate(itertools.product(*(values for _, values in dims)), start=1):
         values = dict(zip((name for name, _ in dims), combo, strict=True))
-        ns = argparse.Namespace(**vars(args))
-        ns.style, ns.model = values["style"], values["model"]
-        if values["lora_scale"] is not None:
-            ns.lora = [str(replace(x, scale=values["lora_scale"])) for x in cli_loras]
-        for name in ("control_scale", "guidance", "strength"):
-            if values[name] is not None:
-                setattr(ns, name, values[name])
-        model = ModelConfig(model=ns.model, controlnet=args.controlnet, vae=args.vae, allow_pickle=args.allow_pickle)
-        style = style_from_args(ns)
+        lora: Sequence[str] = base.lora
+        if values["lora_scale"] is not None:  # written out and parsed again, as a --lora PATH:SCALE would be
+            lora = [str(replace(x, scale=values["lora_scale"])) for x in cli_loras]
+        model = ModelConfig(model=values["model"], controlnet=base.controlnet, vae=base.vae, allow_pickle=base.allow_pickle)
+        numbers = {name: values[name] for name in ("control_scale", "guidance", "strength")}
+        style = _cell_style(base, values["style"], values["model"], lora, numbers)
         shown = tuple((k, v) for k, v in values.items() if k in swept and v is not None)
         lora_scale = values["lora_scale"] if values["lora_scale"] is not None else (cli_loras[0].scale if len({x.scale for x in cli_loras}) == 1 else None)
         settings.append(SweepSetting(i, model, style, shown, lora_scale))
@@ -267,6 +293,16 @@ def check_out_dir(job: SweepJob) -> None:
         raise OutputError(f"output {existing[0]} exists{more}: pass --overwrite to replace")
 
 
+def sweep_inputs(job: Any) -> None:
+    """Before any model loads: every input image decodes, the outputs may be written, every model and LoRA resolves."""
+    for p in job.inputs:
+        check_image(p)
+    check_out_dir(job)
+    for s in job.settings:
+        check_model(s.model)
+    check_loras((lora for s in job.settings for lora in s.style.loras), allow_pickle=any(s.model.allow_pickle for s in job.settings))
+
+
 def _prepare_out_dir(job: SweepJob) -> None:
     check_out_dir(job)
     try:
@@ -316,7 +352,6 @@ def run_sweep(job: SweepJob) -> SweepReport:
     from realtime.research.grid import make_grid
     from realtime.io.images import read_image, write_image
     from realtime.diffusion.models import resolve_device, resolve_dtype
-    from realtime.files import check_input_file
     from realtime.pipeline.processor import FrameProcessor, canny_config
     from realtime.diffusion.stylizer import Stylizer
 
@@ -381,8 +416,6 @@ def run_sweep(job: SweepJob) -> SweepReport:
 
 def write_settings(job: SweepJob, report: SweepReport) -> tuple[Path, Path]:
     """``settings.json`` (axes, grids and one record per output) and ``settings.csv`` (the records), atomically."""
-    from realtime.files import atomic_output
-
     axes = {name: [dict(s.axis_values).get(name) for s in job.settings] for name in AXES}
     doc = {
         "out_dir": str(job.out_dir),
@@ -400,90 +433,3 @@ def write_settings(job: SweepJob, report: SweepReport) -> tuple[Path, Path]:
         with atomic_output(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
     return paths
-
-
-# ------------------------------------------------------------------------------------------------- command line
-DESCRIPTION = """\
-Run the stylizer over a grid of settings for one or more images. Writes every output
-(DIR/<input-stem>/<NN>_<slug>.png, at the input's size unless --output-size), a labelled comparison grid per input
-(DIR/<input-stem>_grid.png: the input as the model sees it first, then each output titled with its settings) and the
-settings of every output (DIR/settings.json, DIR/settings.csv).
-
-Axes (comma-separated values; the grid is the cartesian product): --models, --styles, --lora-scales (the scale of every
---lora), --control-scales, --guidances, --strengths. The other stylizer options (--prompt, --lora, --strength, ...)
-apply to every cell; an option and its own axis cannot be given together. With no axis and no --style the grid is the
-five seed experiments: anime (strong ControlNet, strong style), anime-soft (weaker ControlNet), soft-render,
-cel-shaded and vibrant. Each model is loaded once; a LoRA scale is always fused into the pristine weights."""
-
-EPILOG = """\
-examples:
-  python scripts/sweep.py --input me.jpg --out-dir sweep/                      # the five presets
-  python scripts/sweep.py --input me.jpg --out-dir sweep/ --lora anime.safetensors --lora-scales 0,0.5,1 \\
-      --control-scales 0.5,1
-  python scripts/sweep.py --input a.png b.png --out-dir sweep/ --model random:tiny --size 64x64   # smoke run
-
-exit codes: 0 done, 2 bad input or usage (missing/unreadable image, bad value, output exists without --overwrite,
-model not available), 1 any other failure, 130 interrupted (every file written so far is complete)."""
-
-
-def build_parser(prog: str = "sweep.py") -> argparse.ArgumentParser:
-    from realtime.cli.options import add_common_options
-
-    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", nargs="+", required=True, metavar="IMG", help="input image(s) (PNG, JPEG, WebP, ...)")
-    p.add_argument("--out-dir", required=True, type=Path, metavar="DIR", help="where outputs, grids and settings go (created if missing)")
-    g = p.add_argument_group("grid axes (comma-separated lists)")
-    g.add_argument("--models", metavar="SPEC,...", help="model specs to compare (each loaded once)")
-    g.add_argument("--styles", metavar="NAME,...", help="presets or .toml files, e.g. anime,cel-shaded,vibrant")
-    g.add_argument("--lora-scales", metavar="X,...", help="scales applied to every --lora, e.g. 0,0.5,1")
-    g.add_argument("--control-scales", metavar="X,...", help="ControlNet scales, e.g. 0.5,0.8,1.1")
-    g.add_argument("--guidances", metavar="X,...", help="guidance scales (1 = one UNet pass; > 1 runs CFG)")
-    g.add_argument("--strengths", metavar="X,...", help="strengths in (0, 1], e.g. 0.6,0.75,0.9")
-    g = p.add_argument_group("outputs")
-    g.add_argument("--output-size", default=None, help="size of the written outputs WxH (default: each input's size)")
-    g.add_argument("--grid-columns", type=int, default=None, metavar="N", help="grid cells per row (default: min(cells, 6))")
-    g.add_argument("--cell-width", type=int, default=256, metavar="PX", help="enlarge grid cells to at least this width (default 256)")
-    g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    g.add_argument("--progress", action="store_true", help="show a progress bar")
-    add_common_options(p)
-    p.set_defaults(style=None, model=None)
-    g = p.add_argument_group("logging")
-    g.add_argument("--debug", action="store_true", help="tracebacks and library logs")
-    g.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    return p
-
-
-def job_from_args(args: argparse.Namespace) -> SweepJob:
-    """Translate parsed options into a :class:`SweepJob` (validating everything before any model is loaded)."""
-    from realtime.geometry import parse_size
-    from realtime.cli.options import output_size_arg
-
-    if args.backend != "eager":
-        raise UsageError(f"--backend {args.backend}: the sweep runs eagerly (an engine per setting would be rebuilt); drop --backend")
-    axes = SweepAxes(
-        models=parse_list(args.models, "--models", str), styles=parse_list(args.styles, "--styles", str),
-        lora_scales=parse_list(args.lora_scales, "--lora-scales"), control_scales=parse_list(args.control_scales, "--control-scales"),
-        guidances=parse_list(args.guidances, "--guidances"), strengths=parse_list(args.strengths, "--strengths"),
-    )
-    settings = plan_sweep(args, axes)
-    size = None if args.size == "auto" else parse_size(args.size, model=True)
-    return SweepJob(
-        inputs=tuple(Path(p) for p in args.input), out_dir=Path(args.out_dir), settings=tuple(settings), size=size,
-        output_size=output_size_arg(args.output_size), seed=args.seed, device=args.device, dtype=args.dtype,
-        overwrite=args.overwrite, columns=args.grid_columns, cell_width=args.cell_width, progress=args.progress,
-    )
-
-
-def sweep_main(args: argparse.Namespace) -> int:
-    """Run a sweep from parsed options (exceptions are turned into exit codes by the caller)."""
-    from realtime.pipeline.preflight import sweep_inputs
-
-    job = job_from_args(args)
-    sweep_inputs(job)  # images, outputs, models and LoRAs: before any model loads
-    log.info("sweep: %d setting(s) x %d input(s) -> %s", len(job.settings), len(job.inputs), job.out_dir)
-    report = run_sweep(job)
-    log.info("wrote %d output(s), %d grid(s), %s and %s", len(report.records), len(report.grids),
-             report.settings_json, report.settings_csv)
-    return 0

@@ -1,0 +1,111 @@
+"""What each ``stylecam`` command checks before any model loads (GUIDE 6.12): ``image``, ``live``, ``bench``, ``build``
+and ``demo`` (``clip``'s list is :func:`realtime.pipeline.clip.clip_inputs`). The checks themselves are the shared ones of
+:mod:`realtime.pipeline.preflight`; the engine backend on a device is :func:`realtime.diffusion.engine_select.check_backend`.
+Nothing here logs: the one error line is the first thing a user sees.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from realtime.cli.options import model_from_args, style_from_args
+from realtime.config import ModelConfig, StyleConfig
+from realtime.errors import BackendUnavailable, OutputError, UsageError
+from realtime.files import check_input_file, check_output_path
+from realtime.pipeline.clip import check_encoder
+from realtime.pipeline.preflight import check_container, check_image, check_style_models, check_video, face_model, is_camera
+
+
+def image_inputs(args: argparse.Namespace) -> tuple[Path, Path, np.ndarray, StyleConfig, ModelConfig]:
+    """``stylecam image``: (input, output, the decoded input, style, model)."""
+    from realtime.io.images import image_format
+
+    src = check_input_file(args.input)
+    dst = Path(args.output)
+    image_format(dst)
+    check_output_path(dst, overwrite=args.overwrite, inputs=(src,))
+    style = style_from_args(args)
+    model = model_from_args(args)
+    frame = check_image(src)
+    check_style_models(style, model)
+    return src, dst, frame, style, model
+
+
+def check_video_output(path: Path, codec: str, pix_fmt: str, *, overwrite: bool, inputs: tuple[Path, ...] = (),
+                       codec_option: bool = True) -> None:
+    """A video output: writable, not an input, not existing (unless ``overwrite``), its encoder and container exist."""
+    check_output_path(path, overwrite=overwrite, inputs=inputs)
+    check_encoder(codec, pix_fmt)
+    check_container(path, codec, codec_option=codec_option)
+
+
+def live_inputs(args: argparse.Namespace, style: StyleConfig, model: ModelConfig | None, outputs: list[str]) -> None:
+    """``stylecam live``: a file source decodes, file outputs are writable with their encoder, the face model and
+    the models resolve. Cameras, virtual cameras and windows are opened (and so checked) before the models load."""
+    source = None
+    if not is_camera(args.source) and Path(args.source).expanduser().exists():
+        source = Path(args.source).expanduser()
+        check_video(source, what="--source")
+    for spec in outputs:
+        if spec not in ("vcam", "window", "none"):
+            check_video_output(Path(spec).expanduser(), "libx264", "yuv420p", overwrite=args.overwrite,
+                               inputs=(source,) if source is not None else (), codec_option=False)
+    if not args.no_face:
+        face_model(args.face_model)
+    check_style_models(style, model)
+
+
+def bench_inputs(settings: Any, model: ModelConfig, style: StyleConfig, run: Any, *, json_path: str | None,
+                 overwrite: bool) -> None:
+    """``stylecam bench``: the models, a file ``--source``, an explicit ``--face-model`` (a default one that does
+    not resolve is a skipped stage, as documented), the ``--json`` target, and every requested backend on the
+    device, all before anything is measured."""
+    from realtime.diffusion.engine_select import check_backend
+    from realtime.diffusion.models import resolve_device
+
+    if style.passthrough:
+        raise UsageError("--style none loads no model: there is nothing to benchmark; choose a diffusion style")
+    check_style_models(style, model)
+    if settings.source is not None and not is_camera(settings.source):
+        check_video(settings.source, what="--source")
+    if settings.face and settings.face_model is not None:
+        face_model(settings.face_model)
+    if json_path:
+        check_output_path(Path(json_path), overwrite=overwrite)
+    device = resolve_device(run.device)
+    for backend in dict.fromkeys(settings.backends):
+        check_backend(backend, device)
+
+
+def build_inputs(style: StyleConfig, model: ModelConfig, run: Any) -> None:
+    """``stylecam build``: the models and the backend on the device."""
+    from realtime.diffusion.engine_select import check_backend
+    from realtime.diffusion.models import resolve_device
+
+    check_style_models(style, model)
+    check_backend(run.backend, resolve_device(run.device))
+
+
+def demo_inputs(args: argparse.Namespace, clip_args: argparse.Namespace) -> None:
+    """``stylecam demo``: the style and model of the stylized copy (``clip_args``: the ``clip`` command it runs),
+    the face model, the encoders of the demo clip (libx264 + AAC) and a writable output directory."""
+    import av
+
+
+    check_style_models(style_from_args(clip_args), model_from_args(clip_args))
+    face_model(None)
+    check_encoder("libx264", "yuv420p")
+    try:
+        av.codec.Codec("aac", "w")
+    except Exception as e:  # noqa: BLE001 - PyAV raises its own error type for an unknown codec
+        raise BackendUnavailable(f"this PyAV has no AAC encoder for the demo clip's sound ({e})") from e
+    out = Path(args.out_dir)
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise OutputError(f"--out-dir {out}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"--out-dir {out}: {existing} is not writable")
