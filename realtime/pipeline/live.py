@@ -16,16 +16,18 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from realtime.errors import OutputError, UsageError
-from realtime.io.frames import Frame, FrameSource, Sink
-from realtime.io.sinks import WindowSink
-from realtime.pipeline.controls import Command, CommandSource, key_command
-from realtime.pipeline.processor import FrameProcessor
-from realtime.pipeline.session import LiveSession
+from realtime.pipeline.controls import Command, key_command
+
+if TYPE_CHECKING:  # annotations only: `stylecam --help` registers the live command without loading these
+    from realtime.io.frames import Frame, FrameSource, Sink
+    from realtime.pipeline.controls import CommandSource
+    from realtime.pipeline.processor import FrameProcessor
+    from realtime.pipeline.session import LiveSession
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,8 @@ class LiveLoop:
             raise UsageError(f"--frames {frames}: must be at least 1")
         if fps is not None and not fps > 0:
             raise UsageError(f"--fps {fps}: must be positive")
+        from realtime.io.sinks import WindowSink  # kept out of `stylecam --help` (see the imports)
+
         self.source, self.processor, self.sinks, self.session = source, processor, list(sinks), session
         self.windows = [sink for sink in self.sinks if isinstance(sink, WindowSink)]
         self.command_sources = list(command_sources)
