@@ -1,7 +1,8 @@
 """Small shared helpers for PyAV and OpenCV: open an input with one-line errors, honour display rotation, quiet OpenCV.
 
-Used by :mod:`realtime.io.camera` (reading) and :mod:`realtime.io.sinks` (writing, audio copy). Images are numpy arrays,
-HxWx3, uint8, RGB. PyAV and OpenCV are imported inside the functions so importing this module stays cheap.
+Used by :mod:`realtime.io.camera` and :mod:`realtime.io.videofile` (reading) and :mod:`realtime.io.audio` (audio copy).
+Images are numpy arrays, HxWx3, uint8, RGB. PyAV and OpenCV are imported inside the functions so importing this module
+stays cheap.
 """
 from __future__ import annotations
 
