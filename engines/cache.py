@@ -35,7 +35,10 @@ KEY_LENGTH = 20
 
 
 def default_cache_root(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The cache root: ``explicit`` (``--cache-dir``), else ``$STYLECAM_CACHE``, else :func:`user_cache_dir`."""
+    """The cache root: ``explicit`` (``--cache-dir``), else ``$STYLECAM_CACHE``, else :func:`user_cache_dir`.
+
+    ``engines`` imports nothing from ``realtime`` (docs/design.md §1), so this is its own copy of the rule that
+    :func:`realtime.files.cache_root` decides for the application; ``tests/test_files.py`` pins the two equal."""
     if explicit:
         return Path(explicit).expanduser()
     env = os.environ.get("STYLECAM_CACHE")

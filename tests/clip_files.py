@@ -1,33 +1,11 @@
-"""Helpers for ``tests/test_clip.py``: clips with a real face, and readers of what an output file holds (video
-timestamps, decoded frames, audio packets). Builders of ordinary test clips are in ``tests/media_files.py``."""
+"""Readers of what an output file holds (video timestamps, decoded frames, audio packets, display matrix) and of what a
+writer left behind (:func:`leftovers`): the one copy of each for every test. Builders of ordinary test clips are in
+``tests/media_files.py``; the clip of a moving face is ``tests/live_clips.py``'s :func:`make_face_clip`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-
-
-def make_face_clip(path: Path, face: np.ndarray, n: int = 12, size: tuple[int, int] = (192, 128), rate: int = 25) -> Path:
-    """``n`` frames of ``face`` (HxWx3 uint8 RGB, e.g. skimage's astronaut) scaled to the clip height and placed at the
-    left edge of a grey canvas, so face framing moves the window away from the centre. H.264, no audio."""
-    import av
-    import cv2
-
-    w, h = size
-    scaled = cv2.resize(face, (h, h), interpolation=cv2.INTER_AREA)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=rate)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for i in range(n):
-            img = np.full((h, w, 3), 110, np.uint8)
-            img[:, :h] = scaled
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
 
 
 def video_pts(path: Path) -> list[float]:
@@ -91,6 +69,6 @@ def has_display_matrix(path: Path) -> bool:
 
 
 def leftovers(directory: Path) -> list[str]:
-    """Hidden files (the sinks' temporaries start with a dot) left in ``directory``."""
+    """Hidden files (the sinks' and atomic writers' temporaries start with a dot) left in ``directory``."""
     return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
 

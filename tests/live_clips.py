@@ -1,5 +1,6 @@
 """Helpers for the live tests: a clip of skimage's astronaut moving with known affine motion plus a faceless
-stretch, readers of output files, and stand-ins for sinks, command sources and stylizers."""
+stretch (also used by the clip tests), and stand-ins for sinks and command sources. Readers of output files are in
+``tests/clip_files.py``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,6 +39,8 @@ def face_frame(astronaut: np.ndarray, i: int, n: int, size: tuple[int, int] = CL
 
 
 def make_face_clip(path: Path, astronaut: np.ndarray, n: int = 40, rate: int = CLIP_FPS) -> Path:
+    """``n`` frames of :func:`face_frame` (the face moves left to right, none in :data:`FACELESS`), H.264 at ``rate``
+    fps, no audio: the one face clip of the tests (live, live controls, clip)."""
     import av
 
     w, h = CLIP_SIZE
@@ -53,18 +56,6 @@ def make_face_clip(path: Path, astronaut: np.ndarray, n: int = 40, rate: int = C
         for p in s.encode():
             c.mux(p)
     return path
-
-
-def decode_all(path: Path) -> list[np.ndarray]:
-    """Every frame of ``path`` as HxWx3 uint8 RGB."""
-    import av
-
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-
-
-def leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
 
 
 class CaptureSink:

@@ -68,6 +68,23 @@ def test_cache_root_resolution(tmp_path, monkeypatch):
     assert user_cache_dir({}, "nt", r"C:\Users\ann") == PureWindowsPath(r"C:\Users\ann\AppData\Local\stylecam")
 
 
+def test_engines_default_root_is_the_application_cache_root(tmp_path, monkeypatch):
+    """engines cannot import realtime, so it keeps its own documented default: it must agree with cache_root."""
+    from engines.cache import default_cache_root
+    from engines.cache import user_cache_dir as engines_user_cache_dir
+    from realtime.files import cache_root, user_cache_dir
+
+    for env in ({"STYLECAM_CACHE": str(tmp_path / "env")}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")}, {}):
+        for name in ("STYLECAM_CACHE", "XDG_CACHE_HOME"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert default_cache_root() == cache_root() and default_cache_root("x") == cache_root("x")
+    for environ, os_name, home in (({}, "posix", "/h"), ({"XDG_CACHE_HOME": "/x"}, "posix", "/h"), ({}, "nt", r"C:\h"),
+                                   ({"LOCALAPPDATA": r"D:\l"}, "nt", None)):
+        assert engines_user_cache_dir(environ, os_name, home) == user_cache_dir(environ, os_name, home)
+
+
 def test_every_cache_lives_under_the_one_root(tmp_path, monkeypatch):
     """The face model, URL LoRAs and generated tokenizers all sit under cache_root() (one function decides)."""
     from realtime.config import LoraSpec
