@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import os
 import tempfile
-import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
@@ -143,6 +142,8 @@ def _expected(size: int | None, sha256: str | None) -> str:
 def _fetch_into(url: str, f: object, size: int | None, timeout_s: float) -> tuple[int, str]:
     """Stream ``url`` into the open binary file ``f``; returns (bytes written, sha256 hex). Network errors propagate;
     local write errors become :class:`OutputError`. With ``size`` known, at most ``size + 1`` bytes are read."""
+    import urllib.request  # here: every command imports this module, and http/ssl cost `stylecam --help` ~10 ms
+
     digest, written = hashlib.sha256(), 0
     with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (callers pass https URLs)
         while size is None or written <= size:

@@ -17,8 +17,9 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from realtime.cli.options import AddGlobal, Subparsers, add_common_options
 from realtime.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,9 @@ def _csv(text: str) -> list[str]:
     return [x.strip() for x in str(text).split(",") if x.strip()]
 
 
-def add_parser(subparsers: Any, add_global: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
+def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
     """Register ``bench`` (with ``bench compare`` and ``bench schema``) on the CLI's subparsers. ``add_global`` adds
     the CLI's global options (--debug, -v, -q) to each parser."""
-    from realtime.cli.options import add_common_options
-
     p = subparsers.add_parser(
         "bench", help="measure latency, fps and memory on this machine",
         description="Measure per-stage latency (p50/p95/p99/max), fps and peak memory of the stylizer on this machine "
@@ -65,8 +64,7 @@ def add_parser(subparsers: Any, add_global: Callable[[argparse.ArgumentParser], 
     g.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     g.add_argument("--label", default=None, help="a free label stored in the result (e.g. 'h100-tensorrt')")
     g.add_argument("--note", action="append", default=[], metavar="TEXT", help="a note stored in the result (repeatable), e.g. 'machine shared with other jobs'")
-    if add_global:
-        add_global(p)
+    add_global(p)
     p.set_defaults(func=run_bench)
 
     sub = p.add_subparsers(dest="bench_command", metavar="{compare,schema}", parser_class=type(p))
@@ -74,19 +72,11 @@ def add_parser(subparsers: Any, add_global: Callable[[argparse.ArgumentParser], 
     c.add_argument("results", nargs="+", metavar="RESULT.json", help="result files written by `stylecam bench --json`")
     c.add_argument("--plot", default=None, metavar="OUT.png", help="stacked bars of the mean stage times per run (needs matplotlib: pip install 'stylecam[plot]')")
     c.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
-    if add_global:
-        add_global(c)
+    add_global(c)
     c.set_defaults(func=run_compare)
     s = sub.add_parser("schema", help="print the JSON Schema of result files", description="Print the JSON Schema (draft 2020-12) of bench result files.")
-    if add_global:
-        add_global(s)
+    add_global(s)
     s.set_defaults(func=run_schema)
-    return p
-
-
-def add_bench_parser(subparsers: Any, add_global: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
-    """Alias of :func:`add_parser`."""
-    return add_parser(subparsers, add_global)
 
 
 def settings_from_args(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:

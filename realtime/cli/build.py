@@ -5,17 +5,17 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 
 from realtime.errors import UsageError
-from realtime.cli.options import add_common_options
+from realtime.cli.options import AddGlobal, Subparsers, add_common_options
 
 log = logging.getLogger(__name__)
 
 
-def add_parser(sub: argparse._SubParsersAction, add_global: Callable[[argparse.ArgumentParser], None]) -> None:
-    p = sub.add_parser(
+def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
+    """Register ``stylecam build`` and ``stylecam cache``."""
+    p = subparsers.add_parser(
         "build", help="build the engine for a style/model/size ahead of time",
         description="Build (and cache) the frame-step engine for a style, model and size, so `live` starts at once. "
         "On an NVIDIA machine with TensorRT: stylecam build --backend tensorrt.",
@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction, add_global: Callable[[argparse.A
     add_global(p)
     p.set_defaults(func=run_build)
 
-    p = sub.add_parser("cache", help="list or clear cached engines", description="List or clear cached engines.")
+    p = subparsers.add_parser("cache", help="list or clear cached engines", description="List or clear cached engines.")
     p.add_argument("action", choices=("list", "clear"))
     p.add_argument("--older-than", metavar="YYYY-MM-DD", help="with clear: only entries created before this date")
     p.add_argument("--cache-dir", default=None, help="engine cache directory (default $STYLECAM_CACHE, else the user cache directory)")

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from realtime.cli.console import one_line
-from realtime.cli.options import add_common_options, model_from_args, output_size_arg, run_from_args, style_from_args
+from realtime.cli.options import AddGlobal, Subparsers, add_common_options, model_from_args, output_size_arg, run_from_args, style_from_args
 from realtime.geometry import Size
 from realtime.pipeline.clip import (DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PIX_FMT, ClipJob, ClipOptions, check_encoder,
                                     clip_inputs, plan_outputs)
@@ -34,7 +33,7 @@ def parse_seconds(text: str) -> float:
     return seconds
 
 
-def add_parser(subparsers: Any, add_global_options: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
     """Register ``stylecam clip``."""
     p = subparsers.add_parser(
         "clip", help="stylize video files (audio and timing kept)",
@@ -56,7 +55,7 @@ def add_parser(subparsers: Any, add_global_options: Callable[[argparse.ArgumentP
     g.add_argument("--no-face", action="store_true", help="no face framing: the centred window of the model's aspect")
     g.add_argument("--face-model", default=None, metavar="PATH", help="MediaPipe face detector .tflite (default: STYLECAM_FACE_MODEL, then the cache)")
     add_common_options(p, temporal=True)
-    add_global_options(p)
+    add_global(p)
     p.set_defaults(func=run, interrupted_code=130)
 
 

@@ -9,12 +9,16 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Callable
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+from realtime.cli import clip as clip_command
+from realtime.cli.options import AddGlobal, Parser, Subparsers, add_global_options, run_from_args
+from realtime.errors import OutputError, UsageError
+from realtime.geometry import Size
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +72,9 @@ def make_demo_clip(path: Path, seconds: float = 4.0, size: tuple[int, int] = (12
     return path
 
 
-def add_parser(sub: argparse._SubParsersAction, add_global: Callable[[argparse.ArgumentParser], None]) -> None:
-    p = sub.add_parser("demo", help="make a demo clip and stylize it", description=(
+def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
+    """Register ``stylecam demo``."""
+    p = subparsers.add_parser("demo", help="make a demo clip and stylize it", description=(
         "Make a 1280x720 demo clip (a moving face with a tone as its sound) and stylize it like `stylecam clip`. "
         "Uses the default model (downloaded from the hub on first use) unless --model says otherwise."))
     p.add_argument("--out-dir", default="stylecam-demo", help="where demo.mp4 and demo_<style>.mp4 go (default stylecam-demo)")
@@ -82,12 +87,15 @@ def add_parser(sub: argparse._SubParsersAction, add_global: Callable[[argparse.A
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from realtime.errors import OutputError, UsageError
+def _clip_parser() -> argparse.ArgumentParser:
+    """``stylecam`` with only its ``clip`` command: what the demo's stylized copy is parsed with (same errors)."""
+    parser = Parser(prog="stylecam")
+    clip_command.add_parser(parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser),
+                            add_global_options)
+    return parser
 
-    from realtime.cli.main import build_parser
-    from realtime.geometry import Size
-    from realtime.cli.options import run_from_args
+
+def run(args: argparse.Namespace) -> int:
     from realtime.cli.preflight import demo_inputs
 
     if not 0.5 <= args.seconds <= 120:
@@ -101,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             argv += [f"--{name}", getattr(args, name)]
     if args.debug:
         argv.append("--debug")
-    clip_args = build_parser().parse_args(argv)
+    clip_args = _clip_parser().parse_args(argv)
     run_from_args(clip_args, Size(1280, 720))  # --size, --device, --dtype: checked before seconds of clip making
     demo_inputs(args, clip_args)  # style, model, face model, encoders, output directory
     try:

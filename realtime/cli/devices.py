@@ -8,19 +8,22 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Callable
+from typing import Any
+
+from realtime.cli.options import AddGlobal, Subparsers
 
 log = logging.getLogger(__name__)
 
 
-def add_parser(subparsers: Any, add_global_options: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
+    """Register ``stylecam devices``."""
     p = subparsers.add_parser("devices", help="list cameras and virtual cameras",
                               description="List the cameras (what --source takes: index or path, name, modes) and the "
                                           "virtual camera backends and devices (what --output vcam uses).")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--max-index", type=int, default=10, help="camera indices probed where devices cannot be listed "
                                                              "(Windows, macOS; default 10)")
-    add_global_options(p)
+    add_global(p)
     p.set_defaults(func=run)
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from realtime import __version__
+from realtime.cli.options import AddGlobal, Subparsers
 
 
 def _version(module: str) -> str | None:
@@ -104,6 +105,14 @@ def _engine_lines() -> list[str]:
     if not entries:
         return [_line(None, "engines", f"none cached in {EngineCache(None).engines_dir}")]
     return [_line(None, "engine", f"{e.key} {e.backend} {e.size_bytes / 2**20:.0f} MiB {e.created}") for e in entries]
+
+
+def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
+    """Register ``stylecam doctor``."""
+    p = subparsers.add_parser("doctor", help="check this machine", description="Check Python, torch, GPU, TensorRT, virtual camera, face model and model cache.")
+    p.add_argument("--face-model", default=None, help="face model to check (default: STYLECAM_FACE_MODEL, then the cache)")
+    add_global(p)
+    p.set_defaults(func=run_doctor)
 
 
 def run_doctor(args: argparse.Namespace) -> int:

@@ -4,15 +4,29 @@ from __future__ import annotations
 import logging
 import time
 
+import argparse
+
+from realtime.cli.options import AddGlobal, Subparsers, add_common_options, output_size_arg, run_from_args
 from realtime.geometry import Size
 from realtime.io.images import write_image
 
 log = logging.getLogger(__name__)
 
 
-def stylize_image(args) -> int:  # noqa: ANN001 - argparse namespace from realtime.cli
+def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
+    """Register ``stylecam image``."""
+    p = subparsers.add_parser("image", help="stylize one image", description="Stylize one image.")
+    p.add_argument("input", help="input image (PNG, JPEG, WebP, ...)")
+    p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp, ...)")
+    p.add_argument("--output-size", default=None, help="output WxH (default: the input's size)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_common_options(p)
+    add_global(p)
+    p.set_defaults(func=stylize_image)
+
+
+def stylize_image(args: argparse.Namespace) -> int:
     """Run ``stylecam image`` from parsed arguments; returns the exit code."""
-    from realtime.cli.options import output_size_arg, run_from_args
     from realtime.cli.preflight import image_inputs
 
     _, dst, frame, style, model = image_inputs(args)  # every input checked before any model loads

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
 
 from realtime.cli.live_setup import build_live
-from realtime.cli.options import add_common_options
+from realtime.cli.options import AddGlobal, Subparsers, add_common_options
 from realtime.pipeline.live import LiveLoop, LiveResult, close_all, graceful_sigint, log_summary
 
 log = logging.getLogger(__name__)
@@ -18,7 +16,7 @@ DEFAULT_OUTPUT_SIZE = "1280x720"
 DEFAULT_CAMERA_SIZE = "1280x720"
 
 
-def add_parser(subparsers: Any, add_global_options: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
     p = subparsers.add_parser(
         "live", help="stylize a camera live into a virtual camera, a window or a file",
         description="Stylize a camera (or a clip standing in for one) live: face framing, Canny, one-step SD-Turbo, "
@@ -55,7 +53,7 @@ def add_parser(subparsers: Any, add_global_options: Callable[[argparse.ArgumentP
     g.add_argument("--vcam-backend", help="pyvirtualcam backend (v4l2loopback, obs, unitycapture)")
     g.add_argument("--vcam-device", help="virtual camera device (/dev/video10, 'OBS Virtual Camera')")
     add_common_options(p, temporal=True)
-    add_global_options(p)
+    add_global(p)
     p.set_defaults(func=run, interrupted_code=0)
 
 

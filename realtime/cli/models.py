@@ -9,8 +9,9 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Callable
+from typing import Any
 
+from realtime.cli.options import AddGlobal, Subparsers
 from realtime.config import DEFAULT_MODEL, DTYPE_CHOICES
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,8 @@ PULL_DTYPE_HELP = (
 )
 
 
-def add_parser(subparsers: Any, add_global_options: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
+    """Register ``stylecam models`` (``pull`` and ``list``)."""
     p = subparsers.add_parser("models", help="download models ahead of time, list the cached ones",
                               description="Download the models stylecam loads ahead of time (pull) and list what the "
                                           "Hugging Face cache holds (list).")
@@ -38,14 +40,14 @@ def add_parser(subparsers: Any, add_global_options: Callable[[argparse.ArgumentP
     pull.add_argument("--controlnet", default="auto", help="ControlNet hub id, 'none', or auto (the default one)")
     pull.add_argument("--vae", default="auto", help="'taesd' (default), 'full' (the main model's vae/ too) or a hub id")
     pull.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=PULL_DTYPE_HELP)
-    add_global_options(pull)
+    add_global(pull)
     pull.set_defaults(func=run)
 
     lst = sub.add_parser("list", help="list the cached models (works offline)",
                          description="List the models in the Hugging Face cache: id, revision, size, path and the "
                                      "licence from the model card where it names one. Works offline.")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
-    add_global_options(lst)
+    add_global(lst)
     lst.set_defaults(func=run)
 
 

@@ -3,11 +3,34 @@ the frozen configs (preset first, command-line values override it)."""
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 
+from realtime.cli.console import EXIT_USAGE
 from realtime.config import (BACKEND_CHOICES, DEFAULT_MODEL, DEFAULT_STYLE, DEVICE_CHOICES, DTYPE_CHOICES, LoraSpec, ModelConfig,
                              RunConfig, StyleConfig, check_model_options, load_style, override_style)
 from realtime.errors import UsageError
 from realtime.geometry import Size, auto_model_size, parse_size
+
+#: The shape every command module registers itself with: ``add_parser(subparsers, add_global)``, where ``subparsers``
+#: is ``stylecam``'s :class:`Subparsers` and ``add_global`` adds ``--debug``, ``-v`` and ``-q`` to a command's parser.
+Subparsers = argparse._SubParsersAction
+AddGlobal = Callable[[argparse.ArgumentParser], None]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump) and exit code 2: ``stylecam`` and its commands' parsers."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(EXIT_USAGE)
+
+
+def add_global_options(p: argparse.ArgumentParser) -> None:
+    """``--debug``, ``-v`` and ``-q``: the :data:`AddGlobal` that ``stylecam`` gives every command."""
+    p.add_argument("--debug", action="store_true", help="tracebacks and library logs")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
 
 def add_style_options(p: argparse.ArgumentParser) -> None:
