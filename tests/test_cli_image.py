@@ -159,3 +159,57 @@ def test_version_and_help_are_fast_and_clean():
     assert r.returncode == 0 and r.stdout.startswith("stylecam ")
     r = subprocess.run([sys.executable, "-c", "import sys, realtime.cli; print('torch' in sys.modules, 'diffusers' in sys.modules)"], capture_output=True, text=True, timeout=60)
     assert r.stdout.split() == ["False", "False"]  # --help never imports the heavy libraries
+
+
+def test_every_command_registers_with_the_one_add_parser_shape():
+    """cli/main registers each command module by a plain import; every one has add_parser(subparsers, add_global)."""
+    import inspect
+
+    from realtime.cli import bench, build, clip, demo, devices, doctor, image, live, models, styles
+    from realtime.cli.main import build_parser
+
+    for module in (bench, build, clip, demo, devices, doctor, image, live, models, styles):
+        assert list(inspect.signature(module.add_parser).parameters) == ["subparsers", "add_global"], module.__name__
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert list(commands) == ["image", "styles", "doctor", "clip", "build", "cache", "live", "devices", "demo", "bench",
+                              "models"]
+
+
+def test_temporal_options_are_one_mapping_for_the_style_and_the_live_session():
+    import argparse
+
+    from realtime.cli.options import style_overrides, temporal_options
+    from realtime.errors import UsageError
+
+    base = dict(prompt=None, negative_prompt=None, strength=None, control_scale=None, guidance=None, lora=[],
+                canny_low=None, canny_high=None)
+    args = argparse.Namespace(**base, blend=None, no_blend=True, motion_threshold=0.3, no_motion_adaptive=True,
+                              similarity_filter=None, similarity_threshold=0.9, max_skips=None)
+    assert temporal_options(args) == {"blend": 1.0, "motion_adaptive": False, "motion_threshold": 0.3,
+                                      "similarity_threshold": 0.9}
+    overrides = style_overrides(args)
+    assert {k[len("temporal_"):]: v for k, v in overrides.items() if k.startswith("temporal_")} == temporal_options(args)
+    assert "loras" not in style_overrides(args, loras=False)
+    assert temporal_options(argparse.Namespace(**base)) == {}  # commands without the temporal options
+    with pytest.raises(UsageError, match="--blend and --no-blend"):
+        temporal_options(argparse.Namespace(blend=0.5, no_blend=True))
+
+
+def test_input_and_output_checks_live_in_files(tmp_path):
+    from realtime.errors import InputNotFound, OutputError
+    from realtime.files import check_input_file, check_output_path
+
+    src = tmp_path / "in.png"
+    src.write_bytes(b"x")
+    assert check_input_file(src) == src
+    with pytest.raises(InputNotFound, match="--thing not found"):
+        check_input_file(tmp_path / "gone.png", "--thing")
+    with pytest.raises(InputNotFound, match="is not a file"):
+        check_input_file(tmp_path)
+    check_output_path(tmp_path / "new.png", overwrite=False)
+    for path, kw, needle in ((src, {}, "exists: pass --overwrite"), (src, {"inputs": (src,)}, "is the input"),
+                             (tmp_path, {}, "is a directory"), (tmp_path / "no" / "x.png", {}, "does not exist"),
+                             (src / "x.png", {}, "is a file, not a directory")):
+        with pytest.raises(OutputError, match=needle):
+            check_output_path(path, overwrite=False, **kw)
+    check_output_path(src, overwrite=True)

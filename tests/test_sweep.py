@@ -207,3 +207,20 @@ def test_help_explains_the_axes():
     for option in ("--input", "--out-dir", "--lora-scales", "--control-scales", "--guidances", "--strengths",
                    "--styles", "--models", "--model", "--lora", "five seed experiments"):
         assert option in r.stdout
+
+
+def test_plan_sweep_takes_plain_values_not_a_namespace():
+    """research.sweep knows nothing of argparse: the shared options come as a frozen SweepBase."""
+    import pytest as _pytest
+
+    from realtime.config import LoraSpec
+    from realtime.errors import UsageError
+    from realtime.research.sweep import SweepAxes, SweepBase, plan_sweep
+
+    base = SweepBase(model="random:tiny", lora=("a.safetensors:0.5",), overrides={"guidance": None, "prompt": "p"})
+    cells = plan_sweep(base, SweepAxes(lora_scales=(0.0, 1.0), strengths=(0.6, 0.9)))
+    assert [(c.lora_scale, c.style.strength) for c in cells] == [(0.0, 0.6), (0.0, 0.9), (1.0, 0.6), (1.0, 0.9)]
+    assert all(c.style.prompt == "p" and c.model.model == "random:tiny" for c in cells)
+    assert cells[-1].style.loras[-1] == LoraSpec("a.safetensors", 1.0)
+    with _pytest.raises(UsageError, match="--strength and --strengths: give one"):
+        plan_sweep(SweepBase(overrides={"strength": 0.5}), SweepAxes(strengths=(0.6,)))
