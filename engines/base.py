@@ -171,7 +171,7 @@ class Runner:
         if len(inputs) != len(self.inputs):
             raise EngineOptionError(f"{self.backend} runner takes {len(self.inputs)} inputs "
                                     f"({', '.join(self.input_names)}), got {len(inputs)}")
-        for x, spec in zip(inputs, self.inputs):
+        for x, spec in zip(inputs, self.inputs, strict=True):
             if tuple(x.shape) != spec.shape:
                 raise EngineOptionError(f"input {spec.name!r} has shape {tuple(x.shape)}; this engine was built "
                                         f"for {spec.shape} (fixed shapes: build another engine)")

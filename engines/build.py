@@ -68,8 +68,8 @@ def build_runner(module: Any, example_inputs: Sequence["torch.Tensor"], *, backe
     inputs = cast_inputs(inputs, dtype, device)
     outputs = run_module(module, inputs)
     output_names = check_names(output_names, len(outputs), "output")
-    in_specs = tuple(TensorSpec.of(n, x) for n, x in zip(input_names, inputs))
-    out_specs = tuple(TensorSpec.of(n, y) for n, y in zip(output_names, outputs))
+    in_specs = tuple(TensorSpec.of(n, x) for n, x in zip(input_names, inputs, strict=True))
+    out_specs = tuple(TensorSpec.of(n, y) for n, y in zip(output_names, outputs, strict=True))
     del outputs
 
     def context(name: str) -> BuildContext:

@@ -53,8 +53,8 @@ class CompiledRunner(Runner):
 
     def _run(self, inputs: Sequence["torch.Tensor"]) -> tuple["torch.Tensor", ...]:
         if self.graph is None:
-            return run_module(self.compiled, [convert_input(x, s, self.device) for x, s in zip(inputs, self.inputs)])
-        for buf, x in zip(self.static_inputs, inputs):
+            return run_module(self.compiled, [convert_input(x, s, self.device) for x, s in zip(inputs, self.inputs, strict=True)])
+        for buf, x in zip(self.static_inputs, inputs, strict=True):
             buf.copy_(x, non_blocking=True)
         self.graph.replay()
         if self.clone_outputs:

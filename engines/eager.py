@@ -36,7 +36,7 @@ class EagerRunner(Runner):
         self.module = module
 
     def _run(self, inputs: Sequence["torch.Tensor"]) -> tuple["torch.Tensor", ...]:
-        xs = [convert_input(x, s, self.device) for x, s in zip(inputs, self.inputs)]
+        xs = [convert_input(x, s, self.device) for x, s in zip(inputs, self.inputs, strict=True)]
         return run_module(self.module, xs)
 
     def refit(self, new_state: Mapping[str, "torch.Tensor"]) -> None:

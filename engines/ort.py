@@ -115,7 +115,7 @@ class OrtRunner(Runner):
         if not self._out_bufs:
             self._out_bufs = tuple(torch.empty(s.shape, dtype=s.torch_dtype(), device=self.device)
                                    for s in self.outputs)
-        for spec, buf in zip(self.outputs, self._out_bufs):
+        for spec, buf in zip(self.outputs, self._out_bufs, strict=True):
             binding.bind_output(spec.name, "cuda", index, np.dtype(spec.dtype), list(spec.shape), buf.data_ptr())
         torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch must be ready
         try:

@@ -102,7 +102,7 @@ def lora_set(module: nn.Module, names: tuple[str, ...], seed: int, rank: int = 2
 def assert_outputs_close(got, want, *, levels: int = 1, rel: float = 1e-3, floor: float = 1e-6) -> None:
     """uint8 images within ``levels``; float outputs within ``rel`` of their scale; same dtypes and shapes."""
     assert len(got) == len(want)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g.dtype == w.dtype and g.shape == w.shape
         if w.dtype == torch.uint8:
             assert (g.int() - w.int()).abs().max().item() <= levels

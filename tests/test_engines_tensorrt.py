@@ -85,5 +85,5 @@ def test_tensorrt_refit_a_b_a():
         engines.refit(r, engines.fused_weights(base, [(b, 1.0)]))
         assert not torch.equal(r(*_cuda(x))[1], first[1])
         engines.refit(r, engines.fused_weights(base, [(a, 1.0)]))
-        for got, want in zip(r(*_cuda(x)), first):
+        for got, want in zip(r(*_cuda(x)), first, strict=True):
             assert torch.equal(got, want)

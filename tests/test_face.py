@@ -215,7 +215,7 @@ def test_one_euro_filter() -> None:
     rng = np.random.default_rng(0)
     noisy = 5.0 + rng.normal(0, 0.5, t.size)
     f = OneEuroFilter(min_cutoff=0.5, beta=0.0)
-    out = np.array([f(v, ti) for v, ti in zip(noisy, t)])
+    out = np.array([f(v, ti) for v, ti in zip(noisy, t, strict=True)])
     assert np.std(out[30:]) < 0.3 * np.std(noisy[30:])
     assert abs(out[-30:].mean() - 5.0) < 0.2
 
@@ -224,7 +224,7 @@ def test_one_euro_filter() -> None:
     lag = {}
     for beta in (0.0, 1.0):
         f = OneEuroFilter(min_cutoff=0.5, beta=beta)
-        lag[beta] = float(np.mean(ramp[-30:] - np.array([f(v, ti) for v, ti in zip(ramp, t)])[-30:]))
+        lag[beta] = float(np.mean(ramp[-30:] - np.array([f(v, ti) for v, ti in zip(ramp, t, strict=True)])[-30:]))
     assert lag[1.0] < 0.2 * lag[0.0]
 
     # Vectors are filtered per element; reset restarts at the next value.
@@ -293,7 +293,7 @@ def test_tracker_hold_ease_out_and_back_without_jumps() -> None:
     assert abs(wins[79].cx - centre.cx) < 1e-9
     px, _ = _target_point(wins[-1], cfg)
     assert px == pytest.approx(420, abs=2)  # and back to the face
-    steps = [max(abs(b.cx - a.cx), abs(b.cy - a.cy), abs(b.h - a.h)) for a, b in zip(wins, wins[1:])]
+    steps = [max(abs(b.cx - a.cx), abs(b.cy - a.cy), abs(b.h - a.h)) for a, b in zip(wins, wins[1:], strict=False)]
     assert max(steps) < 0.05 * FRAME.height  # no jump anywhere
 
 
@@ -383,7 +383,7 @@ def test_faceless_stretch_eases_out_and_back(scene: Scene, detector: FaceDetecto
     assert wins[29].h < 0.8 * centre.h  # (it was a real zoom on the face before)
     px, py = _target_point(wins[-1], cfg)
     assert abs(px - 400) < 0.05 * wins[-1].h and abs(py - 230) < 0.05 * wins[-1].h
-    steps = [max(abs(b.cx - a.cx), abs(b.cy - a.cy), abs(b.h - a.h)) for a, b in zip(wins, wins[1:])]
+    steps = [max(abs(b.cx - a.cx), abs(b.cy - a.cy), abs(b.h - a.h)) for a, b in zip(wins, wins[1:], strict=False)]
     assert max(steps) < 0.04 * FRAME.height  # no jump: at most ~19 px per frame at 480 lines
 
 
@@ -437,7 +437,7 @@ def test_switching_framing_off_while_running_eases_to_centre(scene: Scene, detec
         framer.enabled = False
         wins = [framer.update(scene.frame(250, 210), (30 + i) / FPS) for i in range(16)]
         assert framer.faces == [] and wins[-1] == centre
-        assert max(abs(b.h - a.h) for a, b in zip([win] + wins, wins)) < 0.05 * FRAME.height
+        assert max(abs(b.h - a.h) for a, b in zip([win] + wins, wins, strict=False)) < 0.05 * FRAME.height
         framer.enabled = True
         for i in range(25):
             win = framer.update(scene.frame(250, 210), (46 + i) / FPS)
@@ -460,6 +460,6 @@ def test_mirror_flips_the_framing_without_a_jump(scene: Scene, detector: FaceDet
         for i in range(30, 45):
             wins.append(framer.update(np.ascontiguousarray(scene.frame(230, 210)[:, ::-1]), i / FPS))
             assert framer.tracker.misses == 0 and framer.tracker.tracked is not tracked  # kept tracking
-        steps = [max(abs(b.cx - a.cx), abs(b.cy - a.cy), abs(b.h - a.h)) for a, b in zip(wins, wins[1:])]
+        steps = [max(abs(b.cx - a.cx), abs(b.cy - a.cy), abs(b.h - a.h)) for a, b in zip(wins, wins[1:], strict=False)]
         assert max(steps) < 0.01 * FRAME.height
         assert abs(wins[-1].cx - (FRAME.width - 230)) < 0.05 * wins[-1].h

@@ -90,7 +90,7 @@ def test_two_loras_with_text_encoder_part(tiny_components, frame, tmp_path, _tin
     b = write_kohya_lora(tiny_components.unet, tmp_path / "b.safetensors")
     te_before = [p.clone() for p in tiny_components.text_encoder.parameters()]
     fuse_loras(tiny_components, [LoraSpec(str(a), 0.7), LoraSpec(str(b), 0.3)])
-    te_changed = any(not torch.equal(x, y) for x, y in zip(te_before, tiny_components.text_encoder.parameters()))
+    te_changed = any(not torch.equal(x, y) for x, y in zip(te_before, tiny_components.text_encoder.parameters(), strict=True))
     assert te_changed, "the text-encoder part of the LoRA was not fused"
     only_a = copy.deepcopy(_tiny_components_master)
     fuse_loras(only_a, [LoraSpec(str(a), 0.7)])

@@ -119,7 +119,7 @@ def make_grid(
     total = layout.size
     canvas = np.full((total.height, total.width, 3), BACKGROUND, dtype=np.uint8)
     step = line_height()
-    for i, (image, lines) in enumerate(zip(images, labels)):
+    for i, (image, lines) in enumerate(zip(images, labels, strict=True)):
         x, y = layout.origin(i)
         for j, text in enumerate(lines):
             draw_text(canvas, str(text), x + MARGIN, y + MARGIN + j * step, layout.cell.width - 2 * MARGIN)
