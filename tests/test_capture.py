@@ -138,7 +138,7 @@ def test_slow_consumer_sees_fresh_frames_and_latency_does_not_grow() -> None:
     assert stats.dropped > 0  # the consumer skipped ahead
     # Every frame the camera produced was delivered, counted as dropped, or is the one still waiting in the box.
     assert stats.frames - delivered - 1 <= stats.dropped <= stats.frames - delivered
-    assert sum(b - a - 1 for a, b in zip(numbers, numbers[1:])) <= stats.dropped
+    assert sum(b - a - 1 for a, b in zip(numbers, numbers[1:], strict=False)) <= stats.dropped
 
 
 def test_camera_image_is_rgb_size_and_fps_measured() -> None:
@@ -306,7 +306,7 @@ def test_file_vfr_timestamps_and_range(tmp_path: Path) -> None:
     assert [round(f.timestamp * 1000) for f in got] == VFR_PTS
     # Each frame lasts until the next one (B-frames scramble the decoder's packet durations); the last one 1/25 s.
     assert [float(f.duration * src.time_base) for f in got] == pytest.approx(
-        [b / 1000 - a / 1000 for a, b in zip(VFR_PTS, VFR_PTS[1:])] + [0.04])
+        [b / 1000 - a / 1000 for a, b in zip(VFR_PTS, VFR_PTS[1:], strict=False)] + [0.04])
     plain = make_clip(tmp_path / "p.mp4", n=25)
     with FileSource(plain, start=0.2, end=0.6) as src:
         assert src.duration == pytest.approx(0.4) and src.frame_count == 10
