@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from live_clips import CLIP_FPS, CaptureSink, decode_all, face_x, leftovers, make_face_clip
+from clip_files import leftovers, video_frames
+from live_clips import CLIP_FPS, CaptureSink, face_x, make_face_clip
 from realtime.cli import build_parser, main
 from realtime.config import load_style
 from realtime.errors import UsageError
@@ -69,7 +70,7 @@ def test_live_clip_to_file_end_to_end(capsys, caplog, clip: Path, tmp_path: Path
     out = tmp_path / "out.mp4"
     code, err = run_cli(capsys, "live", "--source", str(clip), "--output", str(out), *TINY, "--frames", "20")
     assert code == 0, err
-    frames = decode_all(out)
+    frames = video_frames(out)
     assert len(frames) == 20 and frames[0].shape == (96, 128, 3)
     assert leftovers(tmp_path) == []
     assert "s per frame at 64x64, expect about" in caplog.text  # the CPU warning, with the rate to expect
@@ -83,7 +84,7 @@ def test_first_frame_is_a_real_stylized_frame_of_that_input(clip: Path) -> None:
     from realtime.config import ModelConfig, RunConfig
     from realtime.vision.edges import EdgeDetector
     from realtime.vision.face import FaceFramer, FramingConfig
-    from realtime.pipeline.processor import build_stylizer
+    from realtime.diffusion.build import build_stylizer
 
     args, parts = parts_for(["--source", str(clip), "--output", "none", "--no-pace", *TINY, "--frames", "3"])
     sink = CaptureSink()
@@ -117,7 +118,7 @@ def test_style_none_frames_the_moving_face(capsys, clip: Path, tmp_path: Path, a
     code, err = run_cli(capsys, "live", "--source", str(clip), "--output", str(out), "--style", "none", "--no-pace",
                         "--output-size", "128x96", "--no-stdin")
     assert code == 0, err
-    got = decode_all(out)
+    got = video_frames(out)
     assert len(got) == N_FRAMES
     expected, windows = [], []
     with open_source(str(clip), paced=False) as src, FrameProcessor(
@@ -125,7 +126,7 @@ def test_style_none_frames_the_moving_face(capsys, clip: Path, tmp_path: Path, a
         while (f := src.read()) is not None:
             expected.append(proc.process(f.image, f.timestamp))
             windows.append(proc.last_window)
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         assert np.abs(g.astype(np.int16) - e).mean() < 4.0  # equal up to H.264
     # The window follows the face across the frame; in the output the face stays put.
     # (The window eases in from the full frame over the first 20 frames, holds through the faceless frames 24-29.)
@@ -234,7 +235,7 @@ def test_camera_unplugged_mid_run_exits_1_and_keeps_the_recording(capsys, tmp_pa
                         "--output-size", "128x96", "--no-stdin")
     line = assert_one_line_error(code, err, "camera index 0 was lost", exit_code=1)
     assert "reconnect" in line
-    assert out.is_file() and 1 <= len(decode_all(out)) <= 12
+    assert out.is_file() and 1 <= len(video_frames(out)) <= 12
     assert leftovers(tmp_path) == []
 
 
@@ -347,7 +348,7 @@ def test_ctrl_c_is_a_normal_stop_with_a_finalized_file(clip: Path, tmp_path: Pat
     assert "stopping (Ctrl-C" in err and "fps; interrupted)" in err  # the summary at exit
     # stderr holds our log lines only: no OpenCV/MediaPipe/absl spam.
     assert all(ln.startswith(("INFO ", "WARNING ")) for ln in err.splitlines()), err
-    frames = decode_all(out)
+    frames = video_frames(out)
     assert 1 <= len(frames) < N_FRAMES and frames[0].shape == (96, 128, 3)
     assert leftovers(tmp_path) == []
 
