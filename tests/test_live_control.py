@@ -316,7 +316,7 @@ def test_lora_a_b_a_on_the_real_stylizer_gives_exactly_a(tmp_path: Path, tiny_co
 
     from lora_files import write_diffusers_lora, write_kohya_lora
     from realtime.config import ModelConfig, RunConfig
-    from realtime.pipeline.processor import build_stylizer
+    from realtime.diffusion.build import build_stylizer
     from realtime.pipeline.watchdog import GuardedStylizer
 
     a = (LoraSpec(str(write_diffusers_lora(tiny_components.unet, tmp_path / "a.safetensors")), 0.8),)
