@@ -1,7 +1,7 @@
 """The backend interface: options, tensor specs, the Runner base class and the backend registry.
 
 A :class:`Runner` replaces a fixed-shape torch module: it is called with the same tensors the module takes and returns
-the same tuple of tensors (GUIDE 6.3), so the application never branches on the backend. Inputs are converted to the
+the same tuple of tensors (docs/design.md §6), so the application never branches on the backend. Inputs are converted to the
 engine's input dtype and device on the way in (a no-op when they already match); outputs come back in the engine's
 dtypes on the engine's device, i.e. what the module returns once cast to ``EngineOptions.dtype``.
 

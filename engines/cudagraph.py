@@ -1,4 +1,4 @@
-"""CUDA-graph capture shared by the compile and TensorRT backends (fixed shapes, buffers allocated once; GUIDE 6.7).
+"""CUDA-graph capture shared by the compile and TensorRT backends (fixed shapes, buffers allocated once; docs/design.md §6).
 
 Unverified here: this machine has no GPU. The code follows PyTorch's documented whole-network capture recipe (warm-up on
 a side stream, then ``torch.cuda.graph``); the ``gpu``-marked tests exercise it where CUDA exists.

@@ -1,7 +1,7 @@
 """Exceptions of the ``engines`` package.
 
 ``engines`` imports nothing from ``realtime``, so it has its own exception classes. Each subclasses a built-in
-(convention 11). How the CLI should map them to exit codes (GUIDE 6.12):
+(convention 11). How the CLI should map them to exit codes (docs/design.md §7):
 
 =========================  =========  ==============================================================================
 exception                  exit code  meaning

@@ -1,6 +1,6 @@
 """Weight changes without a rebuild: LoRA fusion from the base weights, the ONNX weight map, refit planning.
 
-The rule that makes A -> B -> A exact (GUIDE 7, NVIDIA demo/Diffusion's lesson): new weights are always computed from
+The rule that makes A -> B -> A exact (docs/design.md §12, NVIDIA demo/Diffusion's lesson): new weights are always computed from
 the *base* weights plus the *whole* new LoRA set (:func:`fused_weights`), never as a delta applied on top of the
 previous set. The result holds every base weight, so weights the new set does not touch go back to their base value.
 

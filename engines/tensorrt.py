@@ -1,6 +1,6 @@
 """The TensorRT backend: build an engine from the float16 ONNX, cache it, run it with torch tensors, refit LoRA changes.
 
-UNVERIFIED HERE. TensorRT cannot be installed on the development/CI machines (GUIDE 5: the PyPI packages are stubs that
+UNVERIFIED HERE. TensorRT cannot be installed on the development/CI machines (docs/design.md §11: the PyPI packages are stubs that
 download from NVIDIA's index, unreachable; tensorrt-rtx does not support Hopper), so nothing in this file that imports
 ``tensorrt`` has been executed. It is written to the TensorRT 10 and 11 Python APIs as documented by NVIDIA:
 

@@ -91,7 +91,7 @@ class LoraSpec:
 
 @dataclass(frozen=True)
 class TemporalConfig:
-    """Frame-to-frame consistency (GUIDE 3).
+    """Frame-to-frame consistency (docs/design.md §4).
 
     - ``blend``: weight ``a`` of the current frame in ``z_in = a*z + (1-a)*z_prev``; 1 disables latent blending.
     - ``motion_adaptive``: ``a`` rises towards 1 where the input latent moved by more than ``motion_threshold`` (mean
@@ -167,7 +167,7 @@ class StyleConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Model specs (GUIDE 4): hub id, local directory or single ``.safetensors`` file, or ``random:<arch>``.
+    """Model specs (docs/design.md §5): hub id, local directory or single ``.safetensors`` file, or ``random:<arch>``.
 
     ``controlnet`` and ``vae`` default to ``auto``: the project defaults for a hub/local model, the same random
     architecture for a ``random:`` model. ``controlnet="none"`` runs without ControlNet; ``vae`` is ``taesd`` (TAESD,

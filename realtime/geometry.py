@@ -1,4 +1,4 @@
-"""Sizes and crop windows: the one sizing rule of GUIDE section 2.
+"""Sizes and crop windows: the one sizing rule of docs/design.md §3.
 
 - ``--size WxH`` is the model resolution: multiples of 64, 64..2048 per side. ``auto`` picks the multiple-of-64 size whose
   aspect ratio is closest to the output's, with an area near 512x512 (16:9 -> 704x384, square -> 512x512).

@@ -1,5 +1,5 @@
 """TensorRT backend. The version logic runs everywhere; building, running and refitting an engine need TensorRT and a
-CUDA GPU (marker ``tensorrt``), which the development and CI machines cannot have (GUIDE 5: TensorRT cannot be
+CUDA GPU (marker ``tensorrt``), which the development and CI machines cannot have (docs/design.md §11: TensorRT cannot be
 installed there). Those tests are skipped there, by name, and run on an NVIDIA machine with ``pip install
 'stylecam[trt]'``."""
 from __future__ import annotations
@@ -27,7 +27,7 @@ def test_version_parsing_and_support():
 
 def _trt_usable() -> tuple[bool, str]:
     if not installed("tensorrt"):
-        return False, "TensorRT is not installed (it cannot be installed on the CPU dev/CI machines, GUIDE 5)"
+        return False, "TensorRT is not installed (it cannot be installed on the CPU dev/CI machines, docs/design.md §11)"
     if not torch.cuda.is_available():
         return False, "TensorRT needs a CUDA GPU"
     return True, ""

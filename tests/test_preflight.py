@@ -178,7 +178,7 @@ def test_clip_batch_reports_each_bad_file_before_any_model(capsys, caplog, input
     out.mkdir()
     with caplog.at_level(logging.INFO):
         code, err = run_cli(capsys, ["clip", str(inputs["text"]), str(inputs["audio"]), "-o", str(out), *TINY])
-    assert code == 1, err  # a batch: each failure on its own line, exit 1 (GUIDE 6.12); no model was loaded
+    assert code == 1, err  # a batch: each failure on its own line, exit 1 (docs/design.md §7); no model was loaded
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2 and "notavideo.mp4" in errors[0] and "no video stream" in errors[1]
     assert list(out.iterdir()) == []

@@ -1,4 +1,4 @@
-"""The benchmark runner behind ``stylecam bench`` (GUIDE 1 "Benchmarks", 6.14): settings and the sweep.
+"""The benchmark runner behind ``stylecam bench`` (docs/design.md §9): settings and the sweep.
 
 For every size x backend a stylizer is built (:func:`realtime.diffusion.build.build_stylizer`), then each mode runs warm-up
 frames and ``--frames`` timed frames (:mod:`realtime.bench.modes`). The result document (:mod:`realtime.bench.schema`)

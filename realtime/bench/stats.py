@@ -1,4 +1,4 @@
-"""Measuring for ``stylecam bench``: the stage names, the eager step's parts, memory probes, stage records (GUIDE 6.14).
+"""Measuring for ``stylecam bench``: the stage names, the eager step's parts, memory probes, stage records (docs/design.md §9).
 
 - Frame clocks and percentile summaries are the project's one timing helper, :mod:`realtime.pipeline.timing` (the
   frame processor times every stage on the clock it is given).

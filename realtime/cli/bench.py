@@ -1,4 +1,4 @@
-"""``stylecam bench``: per-stage latency, fps and peak memory on this machine, as JSON (GUIDE 1 "Benchmarks").
+"""``stylecam bench``: per-stage latency, fps and peak memory on this machine, as JSON (docs/design.md §9).
 
     stylecam bench --model random:sd-turbo --sizes 256x256,512x512 --mode step,pipeline --json out.json
     stylecam bench --backends eager,compile --batch 4                # backend sweep, batched step throughput

@@ -1,5 +1,5 @@
 """``stylecam clip IN [IN ...] -o OUT``: the command line (options, the checks before any model loads, the batch loop).
-The per-file work is :class:`realtime.pipeline.clip.ClipJob`; exit codes as GUIDE 6.12 (batch: 1 when any file failed).
+The per-file work is :class:`realtime.pipeline.clip.ClipJob`; exit codes as docs/design.md §7 (batch: 1 when any file failed).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Command-line plumbing shared by ``stylecam`` and the scripts: logging set-up, quiet libraries, exit codes.
 
-Exit codes (GUIDE 6.12): 0 success; 2 bad input/usage or something this machine lacks (:class:`~realtime.errors.InputError`
+Exit codes (docs/design.md §7): 0 success; 2 bad input/usage or something this machine lacks (:class:`~realtime.errors.InputError`
 and the engines' ``BackendUnavailable``); 1 runtime failure; 130 interrupted by Ctrl-C. One line on stderr, no traceback
 unless ``--debug``.
 """

@@ -64,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
         parts = build_live(args, stack)
         loop = LiveLoop(parts.source, parts.processor, parts.sinks, parts.session,
                         command_sources=parts.command_sources, frames=args.frames, fps=args.fps)
+        from realtime.io.sinks import WindowSink
+
         for sink in parts.sinks:
-            if hasattr(sink, "on_key"):
+            if isinstance(sink, WindowSink):
                 sink.on_key = loop.on_key
         stack.pop_all()  # from here on close_all() closes everything, sinks first
         result: LiveResult | None = None

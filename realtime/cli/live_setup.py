@@ -97,6 +97,8 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
     from realtime.cli.preflight import live_inputs
     from realtime.pipeline.session import LiveSession
     from realtime.io.sinks import open_sinks
+    from realtime.io.videofile import FileSource
+    from realtime.io.videowriter import VideoFileSink
     from realtime.pipeline.temporal import SimilarityFilter
 
     # --- options (cheap checks first: nothing is opened before the command line is known to be good)
@@ -125,12 +127,12 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
     sinks = open_sinks(specs, out_size.width, out_size.height, fps, overwrite=args.overwrite,
                        vcam_backend=args.vcam_backend, vcam_device=args.vcam_device)
     for sink in reversed(sinks):  # on a failure below: file sinks are aborted (nothing left behind)
-        stack.callback(sink.abort if hasattr(sink, "abort") else sink.close)
+        stack.callback(sink.abort if isinstance(sink, VideoFileSink) else sink.close)
 
     framer = FaceFramer(FramingConfig(enabled=not args.no_face), source.size, work_size.aspect, model=args.face_model)
     stack.callback(framer.close)
     log.info("source %s: %s at %.3g fps%s", args.source, source.size, source.fps,
-             "" if not hasattr(source, "paced") else (" (paced)" if source.paced else " (as fast as possible)"))
+             "" if not isinstance(source, FileSource) else (" (paced)" if source.paced else " (as fast as possible)"))
 
     # --- the stylizer (slow), then its warm-up
     stylizer, warmup_s = _load_stylizer(model, style, run_cfg, stack) if model is not None else (None, None)

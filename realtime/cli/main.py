@@ -1,6 +1,6 @@
 """``stylecam``: image | live | clip | bench | build | styles | devices | cache | doctor | models.
 
-Only this module (and the scripts' ``main``) configures logging and turns errors into exit codes (GUIDE 6.12).
+Only this module (and the scripts' ``main``) configures logging and turns errors into exit codes (docs/design.md §7).
 Heavy libraries are imported inside the commands, so ``stylecam --help`` is fast.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What each ``stylecam`` command checks before any model loads (GUIDE 6.12): ``image``, ``live``, ``bench``, ``build``
+"""What each ``stylecam`` command checks before any model loads (docs/design.md §7): ``image``, ``live``, ``bench``, ``build``
 and ``demo`` (``clip``'s list is :func:`realtime.pipeline.clip.clip_inputs`). The checks themselves are the shared ones of
 :mod:`realtime.pipeline.preflight`; the engine backend on a device is :func:`realtime.diffusion.engine_select.check_backend`.
 Nothing here logs: the one error line is the first thing a user sees.

@@ -1,6 +1,6 @@
 """Between the stylizer and ``engines/``: the cache key of a FrameStep engine, its options, and the runner factory.
 
-``engines`` knows nothing about diffusion; this module tells it what identifies a FrameStep engine (GUIDE 6.6): the
+``engines`` knows nothing about diffusion; this module tells it what identifies a FrameStep engine (docs/design.md §6): the
 models that were loaded (hub snapshot or file hashes), ControlNet, VAE, the LoRA files' hashes and scales (left out for
 refittable TensorRT engines, which get the LoRA set by refit), model resolution, batch, dtype and CFG on/off. The
 backend, its version, torch, the GPU name and compute capability are added by ``engines.build_runner``.
@@ -81,7 +81,7 @@ def runner_factory(model: ModelConfig, style: StyleConfig, run: RunConfig, comps
 
 def check_backend(name: str, device: Any) -> None:
     """A requested engine backend that can run on ``device`` (``eager``/``auto`` always can): else
-    :class:`~engines.BackendUnavailable`, never a silent fallback (GUIDE 6.4)."""
+    :class:`~engines.BackendUnavailable`, never a silent fallback (docs/design.md §6)."""
     if name in ("eager", "auto"):
         return
     from engines import BackendUnavailable as EngineBackendUnavailable

@@ -1,4 +1,4 @@
-"""Which files of a Hugging Face repo stylecam loads, and what of them the local cache holds (GUIDE 4).
+"""Which files of a Hugging Face repo stylecam loads, and what of them the local cache holds (docs/design.md §5).
 
 Pure functions over file names plus a look at the cache folders: no torch, no download, so ``stylecam models``, the
 loaders in :mod:`realtime.diffusion.models` and the pre-flight check agree on one layout without loading anything.

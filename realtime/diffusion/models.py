@@ -1,4 +1,4 @@
-"""Resolve model specs into loaded components (GUIDE 4).
+"""Resolve model specs into loaded components (docs/design.md §5).
 
 A spec is a hub id (``owner/name``), a local diffusers directory, a single ``.safetensors`` file, or ``random:<arch>``
 (the real architecture with random weights and no download: ``random:sd-turbo`` is SD-Turbo's UNet 865.9M, the SD2.1

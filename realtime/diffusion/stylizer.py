@@ -1,4 +1,4 @@
-"""The math of one frame (GUIDE 3) and the state around it.
+"""The math of one frame (docs/design.md §4) and the state around it.
 
 :class:`FrameStep` is a plain ``nn.Module`` with fixed shapes: RGB uint8 image + Canny map + previous latents + prompt
 embeddings + fixed noise + every per-frame number as a tensor in; RGB uint8 image + this frame's input and output latents

@@ -1,4 +1,4 @@
-"""An offline CLIP tokenizer for ``random:`` model specs (GUIDE 4): byte tokens plus generated letter merges, the real
+"""An offline CLIP tokenizer for ``random:`` model specs (docs/design.md §5): byte tokens plus generated letter merges, the real
 vocabulary size, no download; written once under :func:`realtime.files.cache_root`."""
 from __future__ import annotations
 

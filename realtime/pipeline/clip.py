@@ -8,7 +8,7 @@ next to the target, copies the audio (re-encoded only when the container needs i
 only when everything succeeded. Images between the stages are HxWx3 uint8 RGB numpy arrays.
 
 Several inputs go to a directory (``-o outdir/``): the models are loaded once, each file gets its own progress bar, a
-failing file is reported on its own line and the others go on (exit 1 when any failed, GUIDE 6.12).
+failing file is reported on its own line and the others go on (exit 1 when any failed, docs/design.md §7).
 """
 from __future__ import annotations
 

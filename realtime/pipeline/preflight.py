@@ -1,4 +1,4 @@
-"""Every input checked before any model loads (GUIDE 6.12): the shared checks the commands run first.
+"""Every input checked before any model loads (docs/design.md §7): the shared checks the commands run first.
 
 A user who mistyped a file name learns it at once, in one line on stderr, with exit code 2, and nothing is written:
 input images open and decode, videos have a video stream whose first frame decodes, LoRA files exist and carry a

@@ -3,7 +3,7 @@
 The one frame path: ``stylecam image``, ``live``, ``clip`` and every ``bench`` mode call :class:`FrameProcessor` (so a
 clip looks exactly like the live camera would, and the benchmark times what ``live`` runs). Images are HxWx3 uint8 RGB
 numpy arrays. Framing, when on, comes from a :class:`~realtime.vision.protocols.Framer`; without one the crop window
-is the largest centred window of the model's aspect ratio (GUIDE 2). Stages are timed on a
+is the largest centred window of the model's aspect ratio (docs/design.md §3). Stages are timed on a
 :class:`~realtime.pipeline.timing.Clock` (``perf_counter`` unless one is given).
 """
 from __future__ import annotations

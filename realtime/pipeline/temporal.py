@@ -1,4 +1,4 @@
-"""Temporal consistency on the host side (GUIDE 3): the similarity filter and the runtime tuning of latent blending.
+"""Temporal consistency on the host side (docs/design.md §4): the similarity filter and the runtime tuning of latent blending.
 
 Fixed noise and (motion-adaptive) latent blending run inside :class:`~realtime.diffusion.stylizer.FrameStep` (its ``blend`` and
 ``motion_gain`` inputs, from :class:`~realtime.config.TemporalConfig`); nothing here duplicates them. What lives here:

@@ -1,4 +1,4 @@
-"""The one timing helper of the project: frame clocks per stage, stage means, percentile summaries (GUIDE 6.14).
+"""The one timing helper of the project: frame clocks per stage, stage means, percentile summaries (docs/design.md §9).
 
 - A :class:`Clock` times the stages of one frame. :class:`PerfCounterClock` times every stage with
   ``time.perf_counter``; :class:`CudaEventClock` times *device* stages with CUDA events (host stages still with

@@ -1,4 +1,4 @@
-"""MediaPipe face detection -> a smoothed crop window that keeps the face framed (GUIDE 2, "Sizes").
+"""MediaPipe face detection -> a smoothed crop window that keeps the face framed (docs/design.md §3).
 
 - :func:`resolve_face_model` finds the BlazeFace short-range ``.tflite``: an explicit path, then
   ``STYLECAM_FACE_MODEL``, then the cache, then the official download (size and sha256 verified).
