@@ -6,6 +6,7 @@ Every sink keeps the :class:`~realtime.io.frames.Sink` contract: HxWx3 uint8 RGB
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -13,6 +14,7 @@ import re
 import socket
 import sys
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,8 +28,26 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "NullSink", "VirtualCameraSink", "WindowSink", "VideoFileSink", "KEY_ACTIONS", "open_sinks",
-    "virtual_camera_status", "virtual_camera_fix",
+    "virtual_camera_status", "virtual_camera_fix", "use_virtual_camera",
 ]
+
+#: ``factory(width, height, fps, *, fmt, backend, device)`` -> a camera object (``send(frame)``, ``close()``,
+#: ``backend``, ``device``) used instead of ``pyvirtualcam.Camera``; set by :func:`use_virtual_camera`.
+_vcam_factory: Callable[..., Any] | None = None
+
+
+@contextlib.contextmanager
+def use_virtual_camera(factory: Callable[..., Any]) -> Iterator[None]:
+    """A documented seam: while the block runs, :class:`VirtualCameraSink` opens its device with
+    ``factory(width, height, fps, fmt=..., backend=..., device=...)`` instead of ``pyvirtualcam.Camera`` (the same
+    arguments; the object needs ``send(frame)``, ``close()``, ``backend`` and ``device``). Tests inject virtual
+    cameras that fail mid-run; a factory raising is a device that does not open."""
+    global _vcam_factory
+    previous, _vcam_factory = _vcam_factory, factory
+    try:
+        yield
+    finally:
+        _vcam_factory = previous
 
 NO_DISPLAY = "no display for a window: use --output vcam or a file path"
 
@@ -126,7 +146,8 @@ class VirtualCameraSink:
             from pyvirtualcam import camera as vcam
         except ImportError as e:
             raise BackendUnavailable("pyvirtualcam is not installed: pip install pyvirtualcam") from e
-        backends = sorted(vcam.BACKENDS)
+        factory = _vcam_factory or pyvirtualcam.Camera
+        backends = sorted(vcam.BACKENDS) if _vcam_factory is None else [backend or "injected"]
         if backend is not None and backend not in backends:
             raise UsageError(
                 f"virtual camera backend {backend!r} is not available on {platform.system()}: "
@@ -136,7 +157,7 @@ class VirtualCameraSink:
             raise DeviceUnavailable(f"pyvirtualcam has no virtual camera backend for {platform.system()}")
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         try:
-            self._cam = pyvirtualcam.Camera(self.width, self.height, self.fps, fmt=pyvirtualcam.PixelFormat.RGB,
+            self._cam = factory(self.width, self.height, self.fps, fmt=pyvirtualcam.PixelFormat.RGB,
                                             backend=backend, device=device)
         except Exception as e:  # pyvirtualcam reports every backend failure as RuntimeError (ValueError for args)
             raise DeviceUnavailable(_vcam_error(e, device)) from e
@@ -331,7 +352,7 @@ def open_sinks(
     fps: float,
     *,
     overwrite: bool = False,
-    codec: str = "libx264",
+    codec: str | None = None,
     crf: int | None = 18,
     pix_fmt: str = "yuv420p",
     vcam_backend: str | None = None,

@@ -5,8 +5,10 @@ nothing of each other (both build on :mod:`realtime.io.frames`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from realtime.errors import DeviceUnavailable, InputNotFound, UsageError
@@ -14,7 +16,23 @@ from realtime.io.camera import CameraSource, Opener
 from realtime.io.frames import FrameSource
 from realtime.io.videofile import FileSource
 
-__all__ = ["open_source"]
+__all__ = ["open_source", "use_camera_opener"]
+
+_camera_opener: Opener | None = None  # set by use_camera_opener: what opens cameras when open_source gets none
+
+
+@contextlib.contextmanager
+def use_camera_opener(opener: Opener) -> Iterator[None]:
+    """A documented seam: while the block runs, cameras that :func:`open_source` opens without an explicit
+    ``opener`` (``stylecam live --source 0``) are opened with ``opener(device)`` instead of ``cv2.VideoCapture``. Tests
+    inject cameras that fail, stall or vanish mid-run; an embedding application can supply its own capture. The
+    opener returns an object with the :class:`~realtime.io.camera.Capture` interface (or None: no camera)."""
+    global _camera_opener
+    previous, _camera_opener = _camera_opener, opener
+    try:
+        yield
+    finally:
+        _camera_opener = previous
 
 
 def open_source(
@@ -38,9 +56,9 @@ def open_source(
         if start is not None or end is not None:
             raise UsageError("--start/--end apply to video files, not to cameras")
         device: int | str = int(text) if text.isdigit() else text
-        if isinstance(device, str) and not os.path.exists(device):
+        if isinstance(device, str) and not os.path.exists(device) and (opener or _camera_opener) is None:
             raise DeviceUnavailable(f"no camera at {device}: run `stylecam devices` to list cameras")
-        return CameraSource(device, width=width, height=height, fps=fps, mjpg=mjpg, opener=opener)
+        return CameraSource(device, width=width, height=height, fps=fps, mjpg=mjpg, opener=opener or _camera_opener)
     if Path(text).expanduser().exists():
         return FileSource(Path(text).expanduser(), paced=paced, start=start, end=end)
     raise InputNotFound(

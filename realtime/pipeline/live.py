@@ -109,6 +109,7 @@ class LiveLoop:
         self.on_frame = on_frame
         self.delivered = 0
         self.stop_requested = False
+        self.dropped_sinks: list[Sink] = []  # outputs that failed mid-run (closed, no longer sent to)
         self.keys: deque[Command] = deque()  # window key commands (filled from the window's callback)
         self._latency_total = 0.0
         self._started = 0.0
@@ -181,8 +182,11 @@ class LiveLoop:
         overlay = self._overlay_lines() if self.session.overlay else []
         for window in self.windows:
             window.set_overlay(overlay)
-        for sink in self.sinks:
-            sink.send(out, frame.timestamp)
+        for sink in list(self.sinks):
+            try:
+                sink.send(out, frame.timestamp)
+            except Exception as e:  # noqa: BLE001 - one output failing must not stop the others
+                self._drop_sink(sink, e)
         now = time.perf_counter()
         self.processor.times.add("output", (now - t0) * 1e3)
         latency = now - max(frame.arrived, self._started)  # a frame waiting since before the loop: from the start
@@ -198,11 +202,34 @@ class LiveLoop:
         self._last_send = now
         self.delivered += 1
 
+    def _drop_sink(self, sink: Sink, exc: BaseException) -> None:
+        """An output failed mid-run (a virtual camera gone, a disk full, a recording's directory removed): one
+        warning, the sink is closed (a file keeps the frames written so far when it can still be finalized, else it
+        is removed) and the other outputs continue. The last output failing is a runtime failure (raised)."""
+        self.sinks.remove(sink)
+        if sink in self.windows:
+            self.windows.remove(sink)
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        kept = ""
+        try:
+            sink.close()
+        except Exception as close_exc:  # noqa: BLE001 - nothing more to save
+            log.debug("closing the failed output failed", exc_info=True)
+            kept = f" (and it could not be finalized: {' '.join(str(close_exc).split())[:120]})"
+        self.dropped_sinks.append(sink)
+        what = describe_sink(sink)
+        if not self.sinks:
+            raise OutputError(f"{what} failed ({text[:160]}){kept}: no output left") from exc
+        log.warning("%s failed (%s): dropped%s; the other outputs continue", what, text[:160], kept)
+
     def _overlay_lines(self) -> list[str]:
+        from realtime.pipeline.watchdog import GuardedStylizer
+
         p, s = self.processor, self.session
+        failing = isinstance(p.stylizer, GuardedStylizer) and not p.stylizer.last_ok and p.mode == "stylize"
         fps = f"{self._fps_ema:.1f} fps" if self._fps_ema else "-- fps"
         lat = f"{1e3 * self._win.latencies[-1]:.0f} ms" if self._win.latencies else "-- ms"
-        flags = [x for x, on in (("BYPASS", p.mode == "bypass"), ("BLANK", p.mode == "blank"),
+        flags = [x for x, on in (("PASS-THROUGH (stylizer failing)", failing), ("BYPASS", p.mode == "bypass"), ("BLANK", p.mode == "blank"),
                                  ("mirror", p.mirror), ("framing", p.framing),
                                  ("blend", not s.style.passthrough and s.style.temporal.blend < 1.0),
                                  ("switching...", s.pending_style is not None)) if on]
@@ -243,6 +270,17 @@ class LiveLoop:
         )
 
 
+def describe_sink(sink: object) -> str:
+    """A sink as a user names it: ``recording NAME``, ``virtual camera DEVICE``, ``window``, ``output``."""
+    from realtime.io.sinks import VideoFileSink, VirtualCameraSink, WindowSink
+
+    if isinstance(sink, VideoFileSink):
+        return f"recording {sink.path.name}"
+    if isinstance(sink, VirtualCameraSink):
+        return f"virtual camera {sink.device}"
+    return "window" if isinstance(sink, WindowSink) else f"output {type(sink).__name__}"
+
+
 def log_summary(r: LiveResult) -> None:
     log.info("%d frames delivered in %.1f s (%.1f fps; %s), input frames %d, dropped %d, skipped %d, "
              "passed through %d, mean latency %.0f ms", r.delivered, r.seconds, r.output_fps, r.ended,
@@ -253,8 +291,8 @@ def log_summary(r: LiveResult) -> None:
 
 @contextlib.contextmanager
 def graceful_sigint(loop: LiveLoop) -> Iterator[None]:
-    """First Ctrl-C asks the loop to stop after the current frame (sinks are then closed normally); a second one
-    raises KeyboardInterrupt at once. Only in the main thread (elsewhere signals cannot be handled)."""
+    """First Ctrl-C (or SIGTERM) asks the loop to stop after the current frame (sinks are then closed normally); a
+    second one raises KeyboardInterrupt at once. Only in the main thread (elsewhere signals cannot be handled)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -266,10 +304,12 @@ def graceful_sigint(loop: LiveLoop) -> Iterator[None]:
         log.info("stopping (Ctrl-C again to stop at once)")
 
     previous = signal.signal(signal.SIGINT, handler)
+    previous_term = signal.signal(signal.SIGTERM, handler)  # `kill`, a service manager: the same normal stop
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 class Closable(Protocol):
@@ -293,6 +333,10 @@ def close_all(sinks: Sequence[Sink], others: Sequence[Closable | None]) -> None:
                     log.warning("%s", e)
                 elif error is None:
                     error = e
+            except OSError as e:  # a recording whose folder was removed, a disk that filled at the end
+                log.debug("closing %s failed", type(obj).__name__, exc_info=True)
+                if error is None:
+                    error = _lost_output(obj, e)
             except Exception as e:  # keep closing the rest; report the first failure
                 log.debug("closing %s failed", type(obj).__name__, exc_info=True)
                 if error is None:
@@ -302,3 +346,13 @@ def close_all(sinks: Sequence[Sink], others: Sequence[Closable | None]) -> None:
             signal.signal(signal.SIGINT, previous)
     if error is not None:
         raise error
+
+
+def _lost_output(sink: object, exc: OSError) -> OutputError:
+    """An output that could not be finalized, as one line naming it and why (never the temporary file's name)."""
+    from realtime.io.sinks import VideoFileSink
+
+    if isinstance(sink, VideoFileSink) and not sink.path.parent.is_dir():
+        return OutputError(f"{describe_sink(sink)} not kept: its folder {sink.path.parent} was removed while "
+                           f"recording")
+    return OutputError(f"{describe_sink(sink)} could not be finalized: {exc.strerror or exc}")
