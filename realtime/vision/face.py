@@ -24,27 +24,33 @@ import urllib.error
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from realtime.errors import BackendUnavailable, BadInputFile, InputNotFound, ModelNotFound, OutputError, UsageError
 from realtime.files import cache_root, download_file
-from realtime.vision.framing import FaceBox, FaceTracker, FramingConfig, OneEuroFilter
+from realtime.vision.framing import FACE_MODEL_RANGES, FaceBox, FaceTracker, FramingConfig, OneEuroFilter
+from realtime.vision.search import Detector, FaceSearch
 from realtime.geometry import CropWindow, Size
 
 __all__ = [
     "FACE_MODEL_FILE",
+    "FACE_MODEL_FULL_FILE",
     "FACE_MODEL_SHA256",
     "FACE_MODEL_SIZE",
     "FACE_MODEL_URL",
     "FaceBox",
+    "Detector",
     "FaceDetector",
     "FaceFramer",
+    "FaceSearch",
     "FaceTracker",
     "FramingConfig",
     "OneEuroFilter",
     "face_model_cache_dir",
+    "face_model_range",
+    "full_range_model",
     "quiet_native_stderr",
     "resolve_face_model",
 ]
@@ -58,6 +64,7 @@ FACE_MODEL_URL = (
 )
 FACE_MODEL_SIZE = 229_746
 FACE_MODEL_SHA256 = "b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f"
+FACE_MODEL_FULL_FILE = "face_detection_full_range_sparse.tflite"  # from the mediapipe 0.10.21 wheel (Apache-2.0)
 _FIX = "pass --face-model PATH or set STYLECAM_FACE_MODEL"
 _DOWNLOAD_TIMEOUT_S = 30.0
 
@@ -99,25 +106,64 @@ def _download_face_model(dest: Path, url: str = FACE_MODEL_URL) -> Path:
         raise ModelNotFound(f"could not download the MediaPipe face model from {url} ({e}): {_FIX}") from e
 
 
-def resolve_face_model(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The face detector model to load: ``explicit``, then ``$STYLECAM_FACE_MODEL``, then the cache, then a download.
+def _existing(path: Path, what: str, fix: str) -> Path:
+    path = path.expanduser()
+    if not path.is_file():
+        raise InputNotFound(f"{what}={path} does not exist: {fix}")
+    return path
 
+
+def full_range_model() -> Path | None:
+    """The full-range face model when one is there: ``$STYLECAM_FACE_MODEL_FULL`` (which must exist), else
+    ``FACE_MODEL_FULL_FILE`` in :func:`face_model_cache_dir`; ``None`` otherwise (there is no official download)."""
+    env = os.environ.get("STYLECAM_FACE_MODEL_FULL", "")
+    if env:
+        return _existing(Path(env), "STYLECAM_FACE_MODEL_FULL", "point it at face_detection_full_range_sparse.tflite")
+    cached = face_model_cache_dir() / FACE_MODEL_FULL_FILE
+    return cached if cached.is_file() else None
+
+
+def face_model_range(path: str | os.PathLike[str], requested: str = "auto") -> str:
+    """``short`` or ``full``: ``requested`` unless ``auto``; then ``full`` for the full-range model's file name or the
+    path :func:`full_range_model` gives, else ``short``."""
+    if requested in ("short", "full"):
+        return requested
+    p = Path(path)
+    if "full_range" in p.name.lower():
+        return "full"
+    with contextlib.suppress(InputNotFound, OSError):
+        full = full_range_model()
+        if full is not None and full.resolve() == p.resolve():
+            return "full"
+    return "short"
+
+
+def resolve_face_model(explicit: str | os.PathLike[str] | None = None, face_range: str = "short") -> Path:
+    """The face detector model to load.
+
+    ``short`` (BlazeFace short range): ``explicit``, then ``$STYLECAM_FACE_MODEL``, then the cache, then the official
+    download. ``full`` (full range, no official download): ``explicit``, then :func:`full_range_model`. ``auto``:
+    ``explicit``, then the full-range model when there is one, else as ``short``.
     Raises :class:`InputNotFound` for an explicit or environment path that does not exist, and :class:`ModelNotFound`
-    when the model is not cached and cannot be downloaded (``HF_HUB_OFFLINE``/``STYLECAM_OFFLINE`` set, or no network).
+    when the model is not cached and cannot be downloaded (``HF_HUB_OFFLINE``/``STYLECAM_OFFLINE`` set, or no network)
+    or, for ``full``, is not there.
     """
+    if face_range not in FACE_MODEL_RANGES:
+        raise UsageError(f"face model range {face_range!r}: must be one of {', '.join(FACE_MODEL_RANGES)}")
     if explicit is not None and str(explicit) != "":
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise InputNotFound(f"face model {path} does not exist: pass --face-model PATH to a MediaPipe .tflite file")
-        return path
+        return _existing(Path(explicit), "face model", "pass --face-model PATH to a MediaPipe .tflite file")
+    if face_range != "short":
+        full = full_range_model()
+        if full is not None:
+            return full
+        if face_range == "full":
+            raise ModelNotFound(
+                f"no full-range face model: set STYLECAM_FACE_MODEL_FULL to face_detection_full_range_sparse.tflite "
+                f"(from the mediapipe 0.10.21 wheel) or put it in {face_model_cache_dir()}, or use the short range"
+            )
     env = os.environ.get("STYLECAM_FACE_MODEL", "")
     if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise InputNotFound(
-                f"STYLECAM_FACE_MODEL={path} does not exist: point it at a MediaPipe .tflite file or unset it"
-            )
-        return path
+        return _existing(Path(env), "STYLECAM_FACE_MODEL", "point it at a MediaPipe .tflite file or unset it")
     cached = face_model_cache_dir() / FACE_MODEL_FILE
     if cached.is_file():
         if _verified(cached):
@@ -194,14 +240,6 @@ def _import_mediapipe() -> tuple[Any, Any, Any]:
 # ------------------------------------------------------------------------------------------------- detector
 
 
-class Detector(Protocol):
-    """Anything that finds faces in a frame: :class:`FaceDetector`, or a fake in tests."""
-
-    def detect(self, rgb: np.ndarray, timestamp_s: float) -> list[FaceBox]: ...
-
-    def close(self) -> None: ...
-
-
 def _check_frame(rgb: np.ndarray) -> None:
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         got = f"{type(rgb).__name__} {getattr(rgb, 'shape', '')} {getattr(rgb, 'dtype', '')}"
@@ -234,11 +272,12 @@ def _track_open(det: "FaceDetector") -> None:
 
 
 class FaceDetector:
-    """MediaPipe Tasks face detector (BlazeFace short range) in VIDEO running mode.
+    """MediaPipe Tasks face detector (BlazeFace short or full range) in VIDEO running mode.
 
     ``detect(rgb, timestamp_s)``: ``rgb`` HxWx3 uint8 RGB; returns the faces found, in pixels. Timestamps are turned
     into strictly increasing milliseconds (equal or earlier times are nudged forward by 1 ms), as MediaPipe requires.
-    Model resolution as :func:`resolve_face_model`. Use as a context manager or call :meth:`close`.
+    Model resolution as :func:`resolve_face_model` with ``face_range``; :attr:`face_range` is the model's range
+    (``short`` or ``full``, :func:`face_model_range`). Use as a context manager or call :meth:`close`.
     """
 
     def __init__(
@@ -247,6 +286,7 @@ class FaceDetector:
         *,
         min_detection_confidence: float = 0.5,
         min_suppression_threshold: float = 0.3,
+        face_range: str = "short",
     ) -> None:
         for name, v in (
             ("min_detection_confidence", min_detection_confidence),
@@ -254,7 +294,8 @@ class FaceDetector:
         ):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise UsageError(f"face detector {name}={v!r}: must be a number in 0..1")
-        self.model_path = resolve_face_model(model)
+        self.model_path = resolve_face_model(model, face_range)
+        self.face_range = face_model_range(self.model_path, face_range)
         mp, vision, base_options = _import_mediapipe()
         self._mp = mp
         options = vision.FaceDetectorOptions(
@@ -274,7 +315,7 @@ class FaceDetector:
                 ) from e
             _track_open(self)
             self._detect_ms(np.zeros((480, 640, 3), np.uint8), 0)  # warm-up: the first inference is the slowest
-        log.debug("face detector ready: %s", self.model_path)
+        log.debug("face detector ready: %s (%s range)", self.model_path, self.face_range)
 
     def _detect_ms(self, rgb: np.ndarray, ms: int) -> Any:
         global _alignment_warning_seen
@@ -320,12 +361,13 @@ class FaceDetector:
 
 
 class FaceFramer:
-    """Per frame: detect faces and return the crop window that keeps the tracked face framed.
+    """Per frame: find the face and return the crop window that keeps the tracked face framed.
 
     cfg: framing settings. frame: the camera frame size. aspect: the window's aspect ratio (model width / height).
     detector: a :class:`FaceDetector` (or any object with ``detect``/``close``); ``None`` creates one from ``model``
-    (resolved as :func:`resolve_face_model`) when framing is enabled. A detector passed in is not closed by
-    :meth:`close`; one created here is.
+    (resolved as :func:`resolve_face_model` with ``cfg.face_range``) when framing is enabled. A detector passed in is
+    not closed by :meth:`close`; one created here is. The detector sees what :class:`~realtime.vision.search.FaceSearch`
+    shows it (regions around the face, scan tiles, scaled to its input; faces confirmed over ``cfg.confirm_frames``).
 
     ``update(rgb, timestamp_s)`` takes the HxWx3 uint8 RGB frame and returns a :class:`CropWindow` of ``aspect``
     inside ``frame``. ``enabled`` can be switched while running: off eases to the centre window and skips detection.
@@ -349,11 +391,23 @@ class FaceFramer:
         self.tracker = FaceTracker(dataclasses.replace(cfg, enabled=True), frame, aspect)
         self._model = model
         self._owns_detector = detector is None
-        self._detector: Detector | None = detector
+        self._detector: Detector | None = None
+        self.search: FaceSearch | None = None
         self._enabled = cfg.enabled
-        if self._enabled and self._detector is None:
-            self._detector = FaceDetector(model, min_detection_confidence=cfg.min_score)
-        self.faces: list[FaceBox] = []  # the last frame's detections (for overlays and statistics)
+        if detector is not None:
+            self._attach(detector)
+        elif self._enabled:
+            self._attach(self._new_detector())
+        self.faces: list[FaceBox] = []  # the last frame's confirmed faces (for overlays and statistics)
+
+    def _new_detector(self) -> FaceDetector:
+        return FaceDetector(self._model, min_detection_confidence=self.cfg.min_score, face_range=self.cfg.face_range)
+
+    def _attach(self, detector: Detector) -> None:
+        self._detector = detector
+        face_range = detector.face_range if isinstance(detector, FaceDetector) else "short"
+        self.search = FaceSearch(detector, self.frame, face_range=face_range, confirm_frames=self.cfg.confirm_frames,
+                                 hold_frames=self.cfg.hold_frames, min_score=self.cfg.min_score)
 
     @property
     def enabled(self) -> bool:
@@ -362,8 +416,10 @@ class FaceFramer:
     @enabled.setter
     def enabled(self, on: bool) -> None:
         if on and self._detector is None:
-            self._detector = FaceDetector(self._model, min_detection_confidence=self.cfg.min_score)
+            self._attach(self._new_detector())
             self._owns_detector = True
+        if on and not self._enabled and self.search is not None:
+            self.search.reset()  # what it tracked before is stale: confirm afresh
         self._enabled = bool(on)
 
     @property
@@ -374,20 +430,22 @@ class FaceFramer:
     def mirror(self) -> None:
         """Call when the frames start (or stop) arriving mirrored: the framing flips with them, without a jump."""
         self.tracker.mirror()
+        if self.search is not None:
+            self.search.mirror()
 
     def update(self, rgb: np.ndarray, timestamp_s: float) -> CropWindow:
         _check_frame(rgb)
         h, w = rgb.shape[:2]
         if (w, h) != (self.frame.width, self.frame.height):
             raise UsageError(f"frame of {w}x{h} given to a FaceFramer set up for {self.frame}")
-        if not self._enabled or self._detector is None:
+        if not self._enabled or self.search is None:
             self.faces = []
             return self.tracker.step([], timestamp_s, release=True)
-        self.faces = self._detector.detect(rgb, timestamp_s)
+        self.faces = self.search.detect(rgb, timestamp_s)
         return self.tracker.step(self.faces, timestamp_s)
 
     def close(self) -> None:
-        det, self._detector = self._detector, None
+        det, self._detector, self.search = self._detector, None, None
         if det is not None and self._owns_detector:
             det.close()
 

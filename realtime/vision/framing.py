@@ -31,6 +31,7 @@ GATE_SIZE_RATIO = 2.0
 # The detector's box height is noisier than its centre (and people zoom slower than they move): the window height's
 # One Euro beta is this fraction of the configured one.
 SIZE_BETA_FACTOR = 0.25
+FACE_MODEL_RANGES = ("auto", "short", "full")
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,11 @@ class FramingConfig:
     ease_frames: frames to ease out to the centre window after the hold (and to ease back in when a face returns).
     min_score: detections below this score are ignored (also the detector's confidence threshold).
     level_eyes: estimate the eye-line roll angle (smoothed) for a rotation step; the crop stays axis-aligned.
+    confirm_frames: frames a newly seen face must be found on (same place and size) before framing follows it, so a
+        single-frame false positive never moves the window (1: at once; :mod:`realtime.vision.search`).
+    face_range: the face model: ``short`` (BlazeFace short range), ``full`` (full range: ``$STYLECAM_FACE_MODEL_FULL``
+        or the cache) or ``auto`` (full range when it is there, else short); see
+        :func:`realtime.vision.face.resolve_face_model`.
     """
 
     enabled: bool = True
@@ -157,6 +163,8 @@ class FramingConfig:
     ease_frames: int = 20
     min_score: float = 0.5
     level_eyes: bool = False
+    confirm_frames: int = 3
+    face_range: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("enabled", "level_eyes"):
@@ -168,10 +176,12 @@ class FramingConfig:
         _check_number("framing", "beta", self.beta, 0.0, 1e4)
         _check_number("framing", "d_cutoff", self.d_cutoff, 0.0, 100.0, lo_open=True)
         _check_number("framing", "min_score", self.min_score, 0.0, 1.0)
-        for name in ("hold_frames", "ease_frames"):
+        for name, lo in (("hold_frames", 0), ("ease_frames", 0), ("confirm_frames", 1)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 10_000:
-                raise UsageError(f"framing {name}={v!r}: must be an integer in 0..10000")
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= 10_000:
+                raise UsageError(f"framing {name}={v!r}: must be an integer in {lo}..10000")
+        if self.face_range not in FACE_MODEL_RANGES:
+            raise UsageError(f"framing face_range={self.face_range!r}: must be one of {', '.join(FACE_MODEL_RANGES)}")
 
 
 def _smoothstep(p: float) -> float:
