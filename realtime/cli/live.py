@@ -8,6 +8,8 @@ import logging
 
 from realtime.cli.live_setup import build_live
 from realtime.cli.options import AddGlobal, Subparsers, add_common_options
+from realtime.cli.panel import add_live_options as add_panel_options
+from realtime.cli.panel import open_panel
 from realtime.pipeline.live import LiveLoop, LiveResult, close_all, graceful_sigint, log_summary
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
     g = p.add_argument_group("virtual camera")
     g.add_argument("--vcam-backend", help="pyvirtualcam backend (v4l2loopback, obs, unitycapture)")
     g.add_argument("--vcam-device", help="virtual camera device (/dev/video10, 'OBS Virtual Camera')")
+    add_panel_options(p)
     add_common_options(p, temporal=True)
     add_global(p)
     p.set_defaults(func=run, interrupted_code=0)
@@ -61,9 +64,16 @@ def run(args: argparse.Namespace) -> int:
     """``stylecam live`` from parsed arguments; returns the exit code (0 also for Ctrl-C and q)."""
     stack = contextlib.ExitStack()
     with stack:
+        panel = open_panel(args)  # listening before any model loads (a busy port or a missing extra: exit 2)
+        if panel is not None:
+            stack.callback(panel.close)
         parts = build_live(args, stack)
         loop = LiveLoop(parts.source, parts.processor, parts.sinks, parts.session,
                         command_sources=parts.command_sources, frames=args.frames, fps=args.fps)
+        if panel is not None:  # one more command source: the same commands as stdin
+            loop.command_sources.append(panel.hub)
+            panel.hub.attach(loop)
+            panel.announce()
         from realtime.io.sinks import WindowSink
 
         for sink in parts.sinks:
@@ -79,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                     log.info("stopped at once (second Ctrl-C)")
                     result = loop.result("interrupted")
         finally:
-            close_all(parts.sinks, [parts.source, *parts.command_sources, parts.session, parts.processor])
+            close_all(parts.sinks, [parts.source, *parts.command_sources, parts.session, parts.processor, panel])
         if result is not None:
             log_summary(result)
     return 0

@@ -52,6 +52,9 @@ class LiveSession:
         self.overlay = True
         self.applied = 0
         self.on_stats = on_stats
+        #: Called after each :meth:`apply` with the command and None (applied) or the one-line reason it was not (the
+        #: web panel answers its request with it).
+        self.on_applied: Callable[[Command, str | None], None] | None = None
         self._temporal = dict(temporal_overrides or {})
         self._names = list(style_names) if style_names is not None else builtin_style_names()
         self._loras = style.loras
@@ -97,9 +100,14 @@ class LiveSession:
         try:
             self._apply(cmd)
         except (UsageError, InputError, ValueError) as e:
-            log.warning("%s%s: %s", f"{cmd.source}: " if cmd.source else "", cmd, str(e).strip().splitlines()[0])
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            log.warning("%s%s: %s", f"{cmd.source}: " if cmd.source else "", cmd, reason)
+            if self.on_applied is not None:
+                self.on_applied(cmd, reason)
             return False
         self.applied += 1
+        if self.on_applied is not None:
+            self.on_applied(cmd, None)
         return True
 
     def tick(self) -> None:
