@@ -17,13 +17,13 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
 from realtime.errors import BadInputFile, InputNotFound, OutputError
 
-__all__ = ["atomic_output", "cache_root", "check_input_file", "check_output_path", "default_mode", "download_file",
-           "user_cache_dir", "write_text_atomic"]
+__all__ = ["atomic_output", "cache_root", "check_input_file", "check_not_input", "check_output_path", "default_mode",
+           "download_file", "same_file", "user_cache_dir", "write_text_atomic"]
 
 
 def check_input_file(path: str | os.PathLike[str], what: str = "input") -> Path:
@@ -38,13 +38,40 @@ def check_input_file(path: str | os.PathLike[str], what: str = "input") -> Path:
     return p
 
 
-def check_output_path(path: Path, *, overwrite: bool, inputs: tuple[Path, ...] = ()) -> None:
-    """Fail (:class:`OutputError`) unless ``path`` can be written: its directory exists and is writable, it is not a
-    directory, not one of ``inputs``, and does not exist unless ``overwrite``."""
-    parent = path.parent if str(path.parent) else Path(".")
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` name the same file: the same resolved path (symlinks, ``..``, ``~`` followed), or, both
+    existing, the same inode on the same device (hard links, bind mounts, case-insensitive file systems)."""
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        if pa.resolve() == pb.resolve():
+            return True
+    except (OSError, RuntimeError):  # a symlink loop: fall through to the inode check
+        pass
+    try:
+        sa, sb = os.stat(pa), os.stat(pb)
+    except (OSError, ValueError):
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def check_not_input(path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None], *,
+                    what: str = "output") -> None:
+    """:class:`OutputError` when ``path`` is one of ``inputs`` (:func:`same_file`; ``None`` entries are skipped),
+    whatever ``--overwrite`` says: an output never replaces a file the command reads."""
     for src in inputs:
-        if path.resolve() == src.resolve():
-            raise OutputError(f"output {path} is the input: choose another name")
+        if src is not None and str(src) and same_file(path, src):
+            same = "" if str(Path(src)) == str(Path(path)) else f" (the same file as {src})"
+            raise OutputError(f"{what} {path} is the input{same}: choose another name")
+
+
+def check_output_path(path: Path, *, overwrite: bool,
+                      inputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+    """Fail (:class:`OutputError`) unless ``path`` can be written: its directory exists and is writable, it is not a
+    directory, not one of ``inputs`` (:func:`check_not_input`: the same file by path or inode, even with
+    ``overwrite``), and does not exist unless ``overwrite``."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    check_not_input(path, inputs)
     if not parent.is_dir():
         if parent.exists():
             raise OutputError(f"output directory {parent} is a file, not a directory")

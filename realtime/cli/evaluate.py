@@ -95,10 +95,11 @@ def _run(args: argparse.Namespace) -> int:
     from realtime.research.evaluation import EvalOptions, evaluate_clip, evaluate_images, to_json, to_markdown
     from realtime.research.metrics import MetricSettings
 
+    read = (args.input, args.output, args.face_model)  # both compared files are inputs here
     if args.json is not None:
-        check_output_path(args.json, overwrite=True)
+        check_output_path(args.json, overwrite=True, inputs=read)
     if args.md is not None:
-        check_output_path(args.md, overwrite=True)
+        check_output_path(args.md, overwrite=True, inputs=(*read, args.json))
     if args.no_clip and (args.prompt is not None or args.clip_model is not None):
         raise UsageError("--no-clip with --prompt/--clip-model: choose one")
     if args.no_face and args.face_model is not None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from realtime.cli.console import EXIT_USAGE
+from realtime.cli.console import EXIT_USAGE, printable
 from realtime.config import (BACKEND_CHOICES, DEFAULT_MODEL, DEFAULT_STYLE, DEVICE_CHOICES, DTYPE_CHOICES, LoraSpec, ModelConfig,
                              RunConfig, StyleConfig, check_model_options, load_style, override_style)
 from realtime.errors import UsageError
@@ -22,7 +23,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with a one-line error (no usage dump) and exit code 2: ``stylecam`` and its commands' parsers."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(f"{self.prog}: error: {printable(message)}\n")  # one line whatever the user typed
         sys.exit(EXIT_USAGE)
 
 
@@ -138,3 +139,26 @@ def run_from_args(args: argparse.Namespace, output: Size) -> RunConfig:
 
 def output_size_arg(text: str | None) -> Size | None:
     return None if text in (None, "auto") else parse_size(text, what="--output-size")
+
+
+#: argparse destinations that name files a command reads (a missing attribute or a non-path value is skipped)
+_INPUT_OPTIONS = ("input", "inputs", "source", "face_model", "style", "control_file", "model", "controlnet", "vae",
+                  "validation_image", "resume")
+
+
+def input_files(args: argparse.Namespace) -> tuple[Path, ...]:
+    """Every local file the command line names as something to read: inputs, ``--source``, ``--face-model``, a style
+    file, ``--control-file``, local model files, local ``--lora`` files. Outputs are checked against all of them
+    (:func:`realtime.files.check_not_input`): no flag lets an output replace one of these."""
+    values: list[object] = []
+    for name in _INPUT_OPTIONS:
+        value = getattr(args, name, None)
+        values.extend(value if isinstance(value, (list, tuple)) else [value])
+    values.extend(LoraSpec.parse(x).path for x in (getattr(args, "lora", None) or ()) if isinstance(x, str))
+    found: list[Path] = []
+    for value in values:
+        if isinstance(value, (str, Path)) and str(value).strip():
+            path = Path(str(value).strip()).expanduser()
+            if path.is_file():
+                found.append(path)
+    return tuple(found)

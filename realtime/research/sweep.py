@@ -34,7 +34,7 @@ import numpy as np
 from realtime.config import (DEFAULT_MODEL, DEFAULT_STYLE, LoraSpec, ModelConfig, StyleConfig, check_model_options, load_style,
                              override_style)
 from realtime.errors import OutputError, UsageError
-from realtime.files import atomic_output, check_input_file
+from realtime.files import atomic_output, check_input_file, check_not_input
 from realtime.geometry import Size
 from realtime.pipeline.preflight import check_image, check_loras, check_model
 
@@ -284,9 +284,12 @@ def output_paths(job: SweepJob) -> list[Path]:
 
 
 def check_out_dir(job: SweepJob) -> None:
-    """The outputs may be written: ``--out-dir`` is not a file, no output exists unless ``--overwrite``."""
+    """The outputs may be written: ``--out-dir`` is not a file, no output is an input image (even with
+    ``--overwrite``), no output exists unless ``--overwrite``."""
     if job.out_dir.exists() and not job.out_dir.is_dir():
         raise OutputError(f"--out-dir {job.out_dir} is a file: give a directory")
+    for path in output_paths(job):
+        check_not_input(path, job.inputs)
     existing = [p for p in output_paths(job) if p.exists()]
     if existing and not job.overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""

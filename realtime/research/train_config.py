@@ -150,7 +150,8 @@ class TrainResult:
 def check_outputs(cfg: TrainConfig) -> None:
     """Refuse to clobber: the final file, or checkpoints of another run (unless --overwrite or --resume)."""
     out = Path(cfg.out)
-    check_output_path(out, overwrite=cfg.overwrite)
+    data = [p for p in Path(cfg.data).rglob("*") if p.is_file()] if Path(cfg.data).is_dir() else [Path(cfg.data)]
+    check_output_path(out, overwrite=cfg.overwrite, inputs=(*data, cfg.validation_image, cfg.model, cfg.resume))
     ws = cfg.workspace
     if ws.exists() and not ws.is_dir():
         raise OutputError(f"--work-dir {ws} is a file: give a directory")
