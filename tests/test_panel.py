@@ -225,6 +225,9 @@ def test_websocket_needs_the_token_and_the_origin(live) -> None:
 
 def test_preview_is_a_small_jpeg_of_the_output(live) -> None:
     client, hub, loop, _ = live
+    time.sleep(0.2)
+    assert hub.preview("output")[1] is None  # nobody watched yet: no preview taken
+    client.get("/api/preview/output.jpg")  # this request asks for them (404 or the first one)
     deadline = time.monotonic() + 10
     while hub.preview("output")[1] is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -295,3 +298,46 @@ def test_help_imports_no_web_library() -> None:
             "print(sorted(m for m in ('starlette', 'uvicorn', 'realtime.panel.server') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_stylecam_panel_serves_the_page_without_a_session() -> None:
+    exe = Path(sys.executable).with_name("stylecam")
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "realtime.cli.main"]
+    proc = subprocess.Popen([*cmd, "panel", "--panel-port", "0"], stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        for line in proc.stderr:
+            if "panel: http://" in line:
+                break
+        url = line.rsplit("panel: ", 1)[1].strip()
+        base, token = url.split("/?token=")
+        import urllib.error
+        import urllib.request
+
+        with urllib.request.urlopen(urllib.request.Request(f"{base}/api/state", headers={"X-Stylecam-Token": token}),
+                                    timeout=10) as r:
+            assert json.loads(r.read())["live"] is False
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/api/state", timeout=10)
+        assert refused.value.code == 403 and "token" in json.loads(refused.value.read())["error"]
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert b"stylecam panel" in r.read()
+    finally:
+        proc.send_signal(__import__("signal").SIGINT)
+        assert proc.wait(20) == 0
+
+
+def test_a_non_loopback_bind_accepts_any_host_but_still_checks_origin_and_token() -> None:
+    from realtime.panel.guard import Guard
+
+    assert allowed_hosts("0.0.0.0", 8765) is None and "localhost:8765" in allowed_hosts("127.0.0.1", 8765)
+    guard = Guard(None, TOKEN, None)
+
+    def scope(headers: dict[str, str], query: str = f"token={TOKEN}") -> dict:
+        return {"type": "http", "query_string": query.encode(),
+                "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+
+    assert guard.reason(scope({"host": "192.168.1.5:8765"})) is None
+    assert guard.reason(scope({"host": "192.168.1.5:8765", "origin": "http://192.168.1.5:8765"})) is None
+    assert "origin" in guard.reason(scope({"host": "192.168.1.5:8765", "origin": "http://evil.example"}))
+    assert "token" in guard.reason(scope({"host": "192.168.1.5:8765"}, query=""))

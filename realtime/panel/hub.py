@@ -6,8 +6,8 @@ The loop's thread calls :meth:`PanelHub.poll` (the hub is a :class:`~realtime.pi
 :meth:`PanelHub.preview`. What crosses threads: a queue of commands, a state dict replaced whole (never mutated), and
 the latest JPEG of each side.
 
-The frame thread's cost per frame: a few counters, a state snapshot every ``state_every_s`` and, at most
-``preview_fps`` times a second and only when the encoder is idle, a strided copy of the output (and input) at about
+The frame thread's cost per frame: a few counters, a state snapshot every ``state_every_s`` and, while a client
+watches (:meth:`PanelHub.watch`), at most ``preview_fps`` times a second and only when the encoder is idle, a strided copy of the output (and input) at about
 ``preview_width`` pixels wide. Resizing and JPEG encoding happen on the encoder's own thread; a frame that arrives while
 it is busy is simply not previewed (counted in ``preview_dropped``).
 """
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SIDES = ("output", "input")
+#: Previews are taken only while a client asked for one within this many seconds (nobody watching: no cost at all).
+WATCH_S = 2.0
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 75) -> bytes:
@@ -79,6 +81,7 @@ class PanelHub:
         self._state: dict[str, Any] = {"live": False, "settings": {}, "stats": {}, "history": []}
         self._jpeg: dict[str, tuple[int, bytes | None]] = {side: (0, None) for side in SIDES}
         self.want_input = False
+        self._wanted = -math.inf  # when a client last asked for previews (:meth:`watch`)
         self.preview_dropped = self.previews = 0
         self._loop: LiveLoop | None = None
         self._last_state = self._last_preview = -math.inf
@@ -121,7 +124,7 @@ class PanelHub:
         self._deliveries.append(now)
         if loop.delivered > 2:  # the first frames waited through the warm-up: not the session's latency
             self._latencies.append(time.perf_counter() - frame.arrived)
-        if now - self._last_preview >= 1.0 / self.preview_fps:
+        if now - self._last_preview >= 1.0 / self.preview_fps and now - self._wanted < WATCH_S:
             if self._slot is None:
                 self._last_preview = now
                 self._slot = (_shrunk(out, self.preview_width),
@@ -201,6 +204,10 @@ class PanelHub:
             for key, (_, f) in list(self._replies.items()):
                 if f is fut:
                     del self._replies[key]
+
+    def watch(self) -> None:
+        """A client wants previews (the WebSocket calls it while connected, a preview request once)."""
+        self._wanted = self._clock()
 
     def preview(self, side: str = "output") -> tuple[int, bytes | None]:
         """``(sequence number, JPEG bytes or None)`` of the latest preview of ``side`` (``output`` or ``input``)."""

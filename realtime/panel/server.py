@@ -123,6 +123,7 @@ def _api_routes(hub: PanelHub, lora_dir: Path | None) -> list[Any]:
 
     async def preview(request: Request) -> Response:
         side = request.path_params["side"]
+        hub.watch()
         if side not in SIDES:
             return _error(404, f"no preview {side!r}: {', '.join(SIDES)}")
         seq, jpeg = hub.preview(side)
@@ -147,6 +148,7 @@ def _pushes(hub: PanelHub) -> Any:
         last_state: Any = None
         try:
             while True:
+                hub.watch()
                 current = hub.state()
                 if current is not last_state:
                     last_state = current
