@@ -145,7 +145,7 @@ CLIP_CASES = {  # every one with an explicit --size: before, a clip's errors the
     "missing-lora": (lambda f: [str(f["good"]), "--lora", "missing.safetensors"], "LoRA file not found"),
     "corrupt-lora": (lambda f: [str(f["good"]), "--lora", str(f["corrupt_lora"])], "not a readable safetensors"),
     "bad-style": (lambda f: [str(f["good"]), "--style", str(f["bad_style"])], "strength"),
-    "container": (lambda f: [str(f["good"]), "--output-name", "out.webm"], "cannot hold libx264"),
+    "container": (lambda f: [str(f["good"]), "--output-name", "out.webm", "--codec", "libx264"], "cannot hold libx264"),
     "no-container": (lambda f: [str(f["good"]), "--output-name", "out.what"], "container format"),
 }
 
@@ -188,7 +188,7 @@ LIVE_CASES = {
     "source-text": (lambda f, o: ["--source", str(f["text"]), "--output", str(o / "l.mp4")], "not a readable video"),
     "source-audio": (lambda f, o: ["--source", str(f["audio"]), "--output", str(o / "l.mp4")], "no video stream"),
     "missing-lora": (lambda f, o: ["--source", str(f["good"]), "--output", str(o / "l.mp4"), "--lora", "gone.safetensors"], "LoRA file not found"),
-    "output-container": (lambda f, o: ["--source", str(f["good"]), "--output", str(o / "l.gif")], "cannot hold libx264"),
+    "output-container": (lambda f, o: ["--source", str(f["good"]), "--output", str(o / "l.gif")], "image format"),
     "output-is-source": (lambda f, o: ["--source", str(f["good"]), "--output", str(f["good"]), "--overwrite"], "is the input"),
 }
 

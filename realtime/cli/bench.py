@@ -123,11 +123,12 @@ def run_bench(args: argparse.Namespace) -> int:
     """``stylecam bench``: measure, print a summary on stdout, write ``--json``."""
     from realtime.bench.runner import run_benchmark
     from realtime.bench.schema import write_json_atomic
+    from realtime.cli.options import input_files
     from realtime.cli.preflight import bench_inputs
 
     settings, model, style, run = settings_from_args(args)
     # models, LoRAs, --source, --face-model, --json and every backend: fail before minutes of measuring, not after
-    bench_inputs(settings, model, style, run, json_path=args.json, overwrite=args.overwrite)
+    bench_inputs(settings, model, style, run, json_path=args.json, overwrite=args.overwrite, inputs=input_files(args))
     doc = run_benchmark(settings, model, style, run, command=_command_line())
     sys.stdout.write(summary_text(doc))
     if args.json:

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from realtime.cli.console import one_line
-from realtime.cli.options import AddGlobal, Subparsers, add_common_options, model_from_args, output_size_arg, run_from_args, style_from_args
+from realtime.cli.options import (AddGlobal, Subparsers, add_common_options, input_files, model_from_args, output_size_arg,
+                                  run_from_args, style_from_args)
 from realtime.geometry import Size
 from realtime.pipeline.clip import (DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PIX_FMT, ClipJob, ClipOptions, check_encoder,
                                     clip_inputs, plan_outputs)
@@ -48,7 +49,7 @@ def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
     g.add_argument("--start", type=parse_seconds, help="start at this time (seconds or [HH:]MM:SS)")
     g.add_argument("--end", type=parse_seconds, help="stop at this time (seconds or [HH:]MM:SS)")
     g.add_argument("--output-size", default=None, help="output WxH (default: the input's display size)")
-    g.add_argument("--codec", default=DEFAULT_CODEC, help=f"video encoder (default {DEFAULT_CODEC}; h264_nvenc on NVIDIA GPUs, libx265, libvpx-vp9, ...)")
+    g.add_argument("--codec", default=None, help=f"video encoder (default: {DEFAULT_CODEC}, or VP9 for .webm; h264_nvenc on NVIDIA GPUs, libx265, libvpx-vp9, ...)")
     g.add_argument("--crf", type=int, default=DEFAULT_CRF, help=f"quality for CRF encoders, 0..63, lower is better (default {DEFAULT_CRF})")
     g.add_argument("--pix-fmt", default=DEFAULT_PIX_FMT, help=f"encoder pixel format (default {DEFAULT_PIX_FMT}, the one every player takes)")
     g = p.add_argument_group("face framing")
@@ -75,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
     style = style_from_args(args)
     model = model_from_args(args)
     run_from_args(args, Size(512, 512))  # --size, --seed, --device, --dtype checked before any file
-    check_encoder(opts.codec, opts.pix_fmt)
+    if opts.codec is not None:
+        check_encoder(opts.codec, opts.pix_fmt)
     pairs = plan_outputs(args.inputs, args.output)
     batch = len(pairs) > 1
-    checked, bad = clip_inputs(pairs, opts, style, model, batch=batch)
+    checked, bad = clip_inputs(pairs, opts, style, model, batch=batch, inputs=input_files(args))
     for src, e in bad:
         log.error("%s failed: %s", src, one_line(e))
     failed = [src for src, _ in bad]

@@ -83,6 +83,9 @@ def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
     p.add_argument("--model", default=None, help="model spec (default stabilityai/sd-turbo; random:tiny runs anywhere in seconds)")
     for opt in ("--size", "--device", "--dtype", "--backend"):
         p.add_argument(opt, default=None, help=f"passed to `stylecam clip` ({opt})")
+    p.add_argument("--no-face", action="store_true", help="no face framing (passed to `stylecam clip`)")
+    p.add_argument("--face-model", default=None, metavar="PATH", help="MediaPipe face detector .tflite (passed to "
+                   "`stylecam clip`; default: STYLECAM_FACE_MODEL, then the cache, then a download)")
     add_global(p)
     p.set_defaults(func=run)
 
@@ -107,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
     for name in ("model", "size", "device", "dtype", "backend"):
         if getattr(args, name):
             argv += [f"--{name}", getattr(args, name)]
+    if args.no_face and args.face_model:
+        raise UsageError("--no-face with --face-model: choose one")
+    if args.no_face:
+        argv.append("--no-face")
+    if args.face_model:
+        argv += ["--face-model", args.face_model]
     if args.debug:
         argv.append("--debug")
     clip_args = _clip_parser().parse_args(argv)

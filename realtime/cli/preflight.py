@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from realtime.cli.options import model_from_args, style_from_args
+from realtime.cli.options import input_files, model_from_args, style_from_args
 from realtime.config import ModelConfig, StyleConfig
 from realtime.errors import BackendUnavailable, OutputError, UsageError
 from realtime.files import check_input_file, check_output_path
@@ -27,7 +27,7 @@ def image_inputs(args: argparse.Namespace) -> tuple[Path, Path, np.ndarray, Styl
     src = check_input_file(args.input)
     dst = Path(args.output)
     image_format(dst)
-    check_output_path(dst, overwrite=args.overwrite, inputs=(src,))
+    check_output_path(dst, overwrite=args.overwrite, inputs=(src, *input_files(args)))
     style = style_from_args(args)
     model = model_from_args(args)
     frame = check_image(src)
@@ -35,35 +35,35 @@ def image_inputs(args: argparse.Namespace) -> tuple[Path, Path, np.ndarray, Styl
     return src, dst, frame, style, model
 
 
-def check_video_output(path: Path, codec: str, pix_fmt: str, *, overwrite: bool, inputs: tuple[Path, ...] = (),
-                       codec_option: bool = True) -> None:
-    """A video output: writable, not an input, not existing (unless ``overwrite``), its encoder and container exist."""
+def check_video_output(path: Path, codec: str | None, pix_fmt: str, *, overwrite: bool,
+                       inputs: tuple[Path, ...] = (), codec_option: bool = True) -> None:
+    """A video output: writable, not an input, not existing (unless ``overwrite``), a video container (not an image
+    suffix) that holds ``codec`` (``None``: the container's default, as the writer picks it), its encoder exists."""
     check_output_path(path, overwrite=overwrite, inputs=inputs)
-    check_encoder(codec, pix_fmt)
-    check_container(path, codec, codec_option=codec_option)
+    check_encoder(check_container(path, codec, codec_option=codec_option), pix_fmt)
 
 
 def live_inputs(args: argparse.Namespace, style: StyleConfig, model: ModelConfig | None, outputs: list[str]) -> None:
     """``stylecam live``: a file source decodes, file outputs are writable with their encoder, the face model and
     the models resolve. Cameras, virtual cameras and windows are opened (and so checked) before the models load."""
-    source = None
-    if not is_camera(args.source) and Path(args.source).expanduser().exists():
-        source = Path(args.source).expanduser()
-        check_video(source, what="--source")
-    for spec in outputs:
-        if spec not in ("vcam", "window", "none"):
-            check_video_output(Path(spec).expanduser(), "libx264", "yuv420p", overwrite=args.overwrite,
-                               inputs=(source,) if source is not None else (), codec_option=False)
+    spec = str(args.source).strip()  # as realtime.io.sources.open_source reads it
+    if not is_camera(spec) and Path(spec).expanduser().exists():
+        check_video(Path(spec).expanduser(), what="--source")
+    inputs = input_files(args)  # the source among them: no output may be one of them, whatever --overwrite says
+    for out in outputs:
+        if out not in ("vcam", "window", "none"):
+            check_video_output(Path(out).expanduser(), None, "yuv420p", overwrite=args.overwrite, inputs=inputs,
+                               codec_option=False)
     if not args.no_face:
         face_model(args.face_model)
     check_style_models(style, model)
 
 
 def bench_inputs(settings: Any, model: ModelConfig, style: StyleConfig, run: Any, *, json_path: str | None,
-                 overwrite: bool) -> None:
+                 overwrite: bool, inputs: tuple[Path, ...] = ()) -> None:
     """``stylecam bench``: the models, a file ``--source``, an explicit ``--face-model`` (a default one that does
-    not resolve is a skipped stage, as documented), the ``--json`` target, and every requested backend on the
-    device, all before anything is measured."""
+    not resolve is a skipped stage, as documented), the ``--json`` target (not one of ``inputs``), and every requested
+    backend on the device, all before anything is measured."""
     from realtime.diffusion.engine_select import check_backend
     from realtime.diffusion.models import resolve_device
 
@@ -75,7 +75,7 @@ def bench_inputs(settings: Any, model: ModelConfig, style: StyleConfig, run: Any
     if settings.face and settings.face_model is not None:
         face_model(settings.face_model)
     if json_path:
-        check_output_path(Path(json_path), overwrite=overwrite)
+        check_output_path(Path(json_path), overwrite=overwrite, inputs=inputs)
     device = resolve_device(run.device)
     for backend in dict.fromkeys(settings.backends):
         check_backend(backend, device)
@@ -90,14 +90,35 @@ def build_inputs(style: StyleConfig, model: ModelConfig, run: Any) -> None:
     check_backend(run.backend, resolve_device(run.device))
 
 
+def hub_reachable(model: ModelConfig) -> None:
+    """Online, when a hub model is not cached yet: the hub answers (one quick request per repo), so no network is one
+    line now (:func:`realtime.diffusion.pull.probe_repo`), not after the demo clip is made. Offline: nothing to do
+    (:func:`check_style_models` already required the cache)."""
+    from realtime.diffusion.hubfiles import cached_snapshot, missing_parts
+    from realtime.diffusion.models import hub_offline, hub_repos
+    from realtime.diffusion.pull import probe_repo
+
+    if hub_offline():
+        return
+    for what, repo, parts in hub_repos(model):
+        snap = cached_snapshot(repo)
+        if snap is None or missing_parts(snap, parts):
+            probe_repo(repo, what)
+
+
 def demo_inputs(args: argparse.Namespace, clip_args: argparse.Namespace) -> None:
-    """``stylecam demo``: the style and model of the stylized copy (``clip_args``: the ``clip`` command it runs),
-    the face model, the encoders of the demo clip (libx264 + AAC) and a writable output directory."""
+    """``stylecam demo``: the style and model of the stylized copy (``clip_args``: the ``clip`` command it runs; a hub
+    model not cached yet: the hub reachable), the face model (its ``--face-model``, none with ``--no-face``), the
+    encoders of the demo clip (libx264 + AAC) and a writable output directory."""
     import av
 
 
-    check_style_models(style_from_args(clip_args), model_from_args(clip_args))
-    face_model(None)
+    style, model = style_from_args(clip_args), model_from_args(clip_args)
+    check_style_models(style, model)
+    if not style.passthrough:
+        hub_reachable(model)
+    if not clip_args.no_face:
+        face_model(clip_args.face_model)
     check_encoder("libx264", "yuv420p")
     try:
         av.codec.Codec("aac", "w")

@@ -27,6 +27,7 @@ from realtime.io.media import apply_ops, display_ops, open_input
 log = logging.getLogger(__name__)
 
 _WARN_FIRST = 5  # bad frames logged one by one; after that every 100th
+_NO_PTS_FORMATS = {"avi"}  # containers that store no presentation timestamps (decode order only)
 
 
 class FileSource:
@@ -123,6 +124,10 @@ class FileSource:
         else:
             self.frame_count = int(round(self.duration * self.fps)) if self.duration is not None else 0
         self.has_audio = bool(c.streams.audio)
+        # AVI stores decode order only: a frame's pts is its packet's, which B-frames (or packed DivX) reorder. The
+        # frames still come out of the decoder in presentation order, so each takes the earliest timestamp read.
+        codec = vs.codec_context.codec
+        self._reorder = c.format.name.split(",")[0] in _NO_PTS_FORMATS and not getattr(codec, "intra_only", False)
         self._check_complete()
         self.pts_offset = int(round((first_s + self._origin) / self.time_base))
         if self._start:
@@ -181,11 +186,14 @@ class FileSource:
                                     getattr(e, "strerror", None) or e)
                     continue
                 for f in decoded:
-                    pts = f.pts if f.pts is not None else (last_pts + step if last_pts is not None else 0)
+                    if self._reorder and self._expected:  # frames come in presentation order: the earliest slot
+                        pts = heapq.heappop(self._expected)
+                    else:
+                        pts = f.pts if f.pts is not None else (last_pts + step if last_pts is not None else 0)
+                        if tracking and last is None and pts not in self._expected:
+                            tracking = False
+                            self._expected.clear()
                     last_pts = pts
-                    if tracking and last is None and pts not in self._expected:
-                        tracking = False
-                        self._expected.clear()
                     t = float(pts * tb) - self._origin
                     image = apply_ops(f.to_ndarray(format="rgb24"), display_ops(f, vs)) if t < end else None
                     yield from self._missing(pts, last if last is not None else image, start, end, step)

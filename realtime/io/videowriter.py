@@ -7,6 +7,7 @@ container cannot hold its codec), trimmed to a time range.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import secrets
@@ -57,6 +58,84 @@ def check_video_codec(codec: str) -> Any:
     return enc
 
 
+#: encoders tried, in order, for an output whose command named no ``--codec``: the first this PyAV has and the
+#: container takes (libx264 for MP4/MKV/MOV/AVI, VP9 for WebM, ...)
+AUTO_CODECS = ("libx264", "libvpx-vp9", "libvpx", "mpeg4")
+#: muxers that write still pictures (or image sequences), never a video file stylecam can promise
+_IMAGE_MUXERS = {"image2", "image2pipe", "gif", "apng", "webp", "ico", "jpegxl_anim"}
+#: containers that store no presentation timestamps: B-frames there come back with scrambled times
+_NO_PTS_MUXERS = {"avi"}
+_VIDEO_SUFFIXES = ".mp4, .mkv, .mov or .webm"
+
+
+class _NamedBuffer(io.BytesIO):
+    """An in-memory file with a name: PyAV guesses the container format from it, and nothing touches the disk."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+
+def _muxer(path: Path) -> Any:
+    """An in-memory PyAV output container of the format ``path``'s suffix names, or :class:`UsageError` when there is
+    none or it is an image format (``.png``, ``.gif``, ``.jpg``, ...: a picture, not a video)."""
+    import av
+
+    try:
+        container = av.open(_NamedBuffer(path.name), mode="w")
+    except (ValueError, av.error.FFmpegError) as e:
+        raise UsageError(f"cannot tell the container format from {path.name!r}: use {_VIDEO_SUFFIXES}") from e
+    name = container.format.name.split(",")[0]
+    if name in _IMAGE_MUXERS or name.endswith("_pipe") or "image" in (container.format.long_name or "").lower():
+        container.close()
+        raise UsageError(f"output {path.name}: {path.suffix or name} is an image format, not a video file: use "
+                         f"{_VIDEO_SUFFIXES} (`stylecam image` writes pictures)")
+    return container
+
+
+def _cleanup_quietly(container: Any) -> None:
+    try:
+        container.close()
+    except Exception:  # noqa: BLE001 - a probe in memory: nothing to report
+        pass
+
+
+def video_codec_for(path: str | os.PathLike[str], codec: str | None = None, *, codec_option: bool = True) -> str:
+    """The video encoder to write ``path`` with: ``codec`` when the container (from the suffix) can hold it, else
+    :class:`UsageError`; ``codec=None`` (no ``--codec`` given): the first of :data:`AUTO_CODECS` that this PyAV has and
+    the container takes. Image and unknown suffixes are :class:`UsageError`. Checked in memory (nothing on disk).
+    ``codec_option``: the command has ``--codec`` (an error suggests it)."""
+    import av
+
+    path = Path(path)
+    _muxer(path).close()
+    if codec is not None:
+        codec = check_video_codec(codec).name  # an unknown name: that error first
+    fmt = ""
+    candidates = (codec,) if codec is not None else tuple(c for c in AUTO_CODECS if c in av.codecs_available)
+    for name in candidates:
+        container = _muxer(path)
+        fmt = container.format.name.split(",")[0]
+        try:
+            vs = container.add_stream(name, rate=25)
+            if not any(m in vs.codec_context.name for m in _HW_MARKERS):  # hardware: checked by opening it
+                vs.width, vs.height = 64, 64
+                formats = [f.name for f in (vs.codec_context.codec.video_formats or [])]
+                vs.pix_fmt = "yuv420p" if not formats or "yuv420p" in formats else formats[0]
+                container.start_encoding()  # the muxer's own check: some take the stream, then refuse the header
+        except (ValueError, av.error.FFmpegError):
+            continue
+        finally:
+            _cleanup_quietly(container)
+        return name
+    other = ", or another --codec" if codec_option else ""
+    if codec is None:
+        raise UsageError(f"output {path.name}: this PyAV has no video encoder that the {fmt} container takes "
+                         f"(use {_VIDEO_SUFFIXES})")
+    raise UsageError(f"output {path.name}: the {fmt} container cannot hold {codec} video (use .mp4, .mkv or "
+                     f".mov{other})")
+
+
 def _cleanup(container: Any, tmp: str) -> None:
     """Close ``container`` (errors ignored) and remove the temporary file: what an abandoned sink leaves."""
     try:
@@ -79,8 +158,10 @@ class VideoFileSink:
     ``audio_from``: copy that file's audio streams (re-encoded only when this container cannot hold their codec),
     ``audio_start``/``audio_end`` seconds from the start of that input; ``audio_start`` becomes time 0 of the output.
     ``variable_rate``: frames may come at uneven times (default: when ``time_base`` is given; a live recording sending
-    ``timestamp`` should say so); MP4/MOV then get no B-frames so their duration comes out right. ``options``: extra
-    encoder options. Nothing appears at ``path`` until :meth:`close` succeeds.
+    ``timestamp`` should say so); MP4/MOV then get no B-frames so their duration comes out right. ``codec``: the video
+    encoder, ``None`` for the container's default (:func:`video_codec_for`: libx264, VP9 for WebM). AVI stores no
+    presentation times, so it never gets B-frames (they would come back out of order). ``options``: extra encoder
+    options. Nothing appears at ``path`` until :meth:`close` succeeds.
     """
 
     def __init__(
@@ -89,7 +170,7 @@ class VideoFileSink:
         width: int,
         height: int,
         fps: float | Fraction,
-        codec: str = "libx264",
+        codec: str | None = None,
         crf: int | None = 18,
         pix_fmt: str = "yuv420p",
         overwrite: bool = False,
@@ -109,8 +190,8 @@ class VideoFileSink:
         if audio_end is not None and audio_start is not None and audio_end <= audio_start:
             raise UsageError(f"audio_end must be after audio_start, got {audio_start!r}..{audio_end!r}")
         self.path = Path(path)
-        check_output_path(self.path, overwrite=overwrite, inputs=(Path(audio_from),) if audio_from is not None else ())
-        enc = check_video_codec(codec)
+        check_output_path(self.path, overwrite=overwrite, inputs=(audio_from,))
+        enc = check_video_codec(video_codec_for(self.path, codec))
         formats = [f.name for f in (enc.video_formats or [])]
         if formats and pix_fmt not in formats:
             raise UsageError(f"codec {enc.name} cannot take pixel format {pix_fmt!r}: use one of {', '.join(formats[:6])}")
@@ -164,9 +245,12 @@ class VideoFileSink:
             vs.time_base = self.time_base
             vs.codec_context.time_base = self.time_base
             stream_opts = dict(opts)
-            if self.variable_rate and container.format.name.split(",")[0] in _MOV_FAMILY and enc.name in (
-                "libx264", "libx265"
-            ):
+            fmt = container.format.name.split(",")[0]
+            if fmt in _NO_PTS_MUXERS:
+                # AVI keeps decode order only: a B-frame's presentation time is lost and players show frames out of
+                # order. Without B-frames decode and presentation order are one (``bf`` is FFmpeg's generic option).
+                stream_opts["bf"] = "0"
+            elif self.variable_rate and fmt in _MOV_FAMILY and enc.name in ("libx264", "libx265"):
                 # MP4 derives its duration from decode timestamps: with B-frames and uneven frame times it comes out
                 # short. Without B-frames the decode and presentation times coincide and VFR clips keep their length.
                 stream_opts.setdefault("bf", "0")

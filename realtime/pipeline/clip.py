@@ -27,7 +27,7 @@ import numpy as np
 
 from realtime.config import ModelConfig, StyleConfig
 from realtime.errors import DeviceUnavailable, InputError, OutputError, UsageError
-from realtime.files import check_input_file, check_output_path
+from realtime.files import check_input_file, check_output_path, same_file
 from realtime.geometry import Size
 from realtime.pipeline.preflight import check_container, check_style_models, check_video, face_model
 
@@ -45,7 +45,8 @@ class ClipOptions:
 
     start, end: seconds from the start of each input (``None``: its beginning / its end). output_size: ``None`` = the
     input's display size (after rotation; rounded down to even sides for subsampled pixel formats). codec, crf,
-    pix_fmt: the video encoder (crf is ignored, with a log line, by encoders without one). overwrite: replace existing
+    pix_fmt: the video encoder (``codec=None``: the output container's default, libx264 or VP9 for WebM; crf is
+    ignored, with a log line, by encoders without one). overwrite: replace existing
     outputs. face: follow the face like live; face_model: its MediaPipe ``.tflite`` (``None``: resolved as
     :func:`realtime.vision.face.resolve_face_model`). progress: show a progress bar per file. queue_size: decoded frames
     buffered ahead of the stylizer.
@@ -54,7 +55,7 @@ class ClipOptions:
     start: float | None = None
     end: float | None = None
     output_size: Size | None = None
-    codec: str = DEFAULT_CODEC
+    codec: str | None = None
     crf: int = DEFAULT_CRF
     pix_fmt: str = DEFAULT_PIX_FMT
     overwrite: bool = False
@@ -75,6 +76,8 @@ class ClipOptions:
         if isinstance(self.crf, bool) or not isinstance(self.crf, int) or not 0 <= self.crf <= 63:
             raise UsageError(f"--crf {self.crf!r}: must be an integer in 0..63 (lower is better; 18 is near lossless)")
         for name in ("codec", "pix_fmt"):
+            if name == "codec" and self.codec is None:
+                continue  # the container's default
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: must be a non-empty name")
         if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 1:
@@ -155,8 +158,10 @@ def plan_outputs(inputs: Sequence[str | os.PathLike[str]], output: str | os.Path
     for src in srcs:
         dst = out / src.name
         key = dst.resolve()
-        if key == src.resolve():
-            raise OutputError(f"output {dst} would be its input {src}: choose another output directory")
+        for other in srcs:  # any input of the batch, not only its own (out/x.mp4 may be a link to another input)
+            if same_file(dst, other):
+                whose = "its input" if other == src else f"the input {other}"
+                raise OutputError(f"output {dst} would be {whose}: choose another output directory")
         if key in seen:
             raise UsageError(f"{seen[key]} and {src} would both be written to {dst}: process them separately")
         seen[key] = src
@@ -165,17 +170,21 @@ def plan_outputs(inputs: Sequence[str | os.PathLike[str]], output: str | os.Path
 
 
 def clip_inputs(pairs: Sequence[tuple[Path, Path]], opts: ClipOptions, style: StyleConfig, model: ModelConfig, *,
-                batch: bool) -> tuple[list[tuple[Path, Path, Size]], list[tuple[Path, InputError]]]:
-    """``stylecam clip`` (after :func:`plan_outputs`): each input probed in its range, each output
-    checked, the face model and the models. One input: its error is raised. A batch: the files that pass with their
-    display sizes, and those that fail with their errors (each reported on its own line, the others go on)."""
+                batch: bool, inputs: Sequence[Path] = ()) -> tuple[list[tuple[Path, Path, Size]], list[tuple[Path, InputError]]]:
+    """``stylecam clip`` (after :func:`plan_outputs`): each input probed in its range, each output checked (never one
+    of the batch's inputs nor of ``inputs``, the other files the command reads, even with ``--overwrite``), the face
+    model and the models. One input: its error is raised. A batch: the files that pass with their display sizes, and
+    those that fail with their errors (each reported on its own line, the others go on)."""
+    read = (*(src for src, _ in pairs), *inputs)
     good: list[tuple[Path, Path, Size]] = []
     failed: list[tuple[Path, InputError]] = []
     for src, dst in pairs:  # the encoder itself is checked once, before (check_encoder)
         try:
             check_input_file(src)
-            check_output_path(dst, overwrite=opts.overwrite, inputs=(src,))
-            check_container(dst, opts.codec)
+            check_output_path(dst, overwrite=opts.overwrite, inputs=read)
+            codec = check_container(dst, opts.codec)
+            if opts.codec is None:
+                check_encoder(codec, opts.pix_fmt)
             good.append((src, dst, check_video(src, start=opts.start, end=opts.end)))
         except InputError as e:
             if not batch:

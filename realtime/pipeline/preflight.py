@@ -13,7 +13,6 @@ and :mod:`realtime.cli.evaluate`; the engine backend check is :func:`realtime.di
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from realtime.config import LoraSpec, ModelConfig, StyleConfig
-from realtime.errors import LoraError, ModelNotFound, UsageError
+from realtime.errors import LoraError, ModelNotFound
 from realtime.files import check_input_file
 from realtime.geometry import Size
 
@@ -49,31 +48,13 @@ def check_video(path: str | os.PathLike[str], *, start: float | None = None, end
         return source.size
 
 
-class _NamedBuffer(io.BytesIO):
-    """An in-memory file with a name: PyAV guesses the container format from it, and nothing touches the disk."""
+def check_container(path: Path, codec: str | None, *, codec_option: bool = True) -> str:
+    """The container that ``path``'s suffix names exists, is a video format (not ``.png``/``.gif``) and can hold
+    ``codec`` video (``None``: the container's default); returns the encoder it will be written with. One rule with
+    the writer: :func:`realtime.io.videowriter.video_codec_for`."""
+    from realtime.io.videowriter import video_codec_for
 
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-
-
-def check_container(path: Path, codec: str, *, codec_option: bool = True) -> None:
-    """The container that ``path``'s suffix names exists and can hold ``codec`` video (checked in memory).
-    ``codec_option``: the command has ``--codec`` (the error suggests it)."""
-    import av
-
-    try:
-        container = av.open(_NamedBuffer(path.name), mode="w")
-    except ValueError as e:
-        raise UsageError(f"cannot tell the container format from {path.name!r}: use .mp4, .mkv, .mov or .webm") from e
-    try:
-        container.add_stream(codec, rate=25)
-    except ValueError as e:
-        other = ", or another --codec" if codec_option else ""
-        raise UsageError(f"output {path.name}: the {container.format.name} container cannot hold {codec} video "
-                         f"(use .mp4, .mkv or .mov{other})") from e
-    finally:
-        container.close()
+    return video_codec_for(path, codec, codec_option=codec_option)
 
 
 # ------------------------------------------------------------------------------------------------------- LoRAs
