@@ -6,9 +6,12 @@ an engine export sees plain weights. Only ``.safetensors`` is loaded unless pick
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+import re
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,14 +141,15 @@ def fuse_loras(comps: Components, specs: Sequence[LoraSpec], allow_pickle: bool 
         name = f"stylecam_{i}"
         before = _adapter_count(pipe)
         try:
-            pipe.load_lora_weights(sd, adapter_name=name)
-        except (RuntimeError, ValueError, KeyError) as e:
+            with _quiet_libraries():  # their log line and state_dict listing are not the user's message
+                pipe.load_lora_weights(sd, adapter_name=name)
+        except Exception as e:  # noqa: BLE001 - diffusers and peft raise many types for a LoRA that does not fit
             _unload(pipe)
-            first = str(e).strip().splitlines()[0][:200]
-            raise LoraError(f"LoRA {path} does not fit this model: {first}") from e
+            raise LoraError(f"LoRA {path} does not fit this model: {misfit_reason(e, sd)}") from e
         if _adapter_count(pipe) == before:
             _unload(pipe)
-            raise LoraError(f"LoRA {path} has no weights that match this model's UNet or text encoder")
+            raise LoraError(f"LoRA {path} does not fit this model: none of its {len(sd)} weights match a layer of "
+                            f"its UNet or text encoder{_made_for(sd)}")
         names.append(name)
         log.info("LoRA %s (scale %g) loaded", path, spec.scale)
     pipe.set_adapters(names, adapter_weights=[s.scale for s in specs])
@@ -159,3 +163,55 @@ def _adapter_count(pipe: Any) -> int:
 
 def _unload(pipe: Any) -> None:
     pipe.unload_lora_weights()
+
+
+_SIZE_MISMATCH = re.compile(r"size mismatch for (\S+?): copying a param with shape torch\.Size\(\[([^\]]*)\]\) from "
+                            r"checkpoint, the shape in current model is torch\.Size\(\[([^\]]*)\]\)")
+_NOT_FOUND = re.compile(r"[Tt]arget modules? \{([^}]*)\} not found")
+
+
+def _made_for(sd: dict[str, Any]) -> str:
+    """A hint at the architecture a LoRA was made for, from its keys (``""`` when nothing tells)."""
+    if any("lora_te2_" in k or "text_encoder_2." in k for k in sd):
+        return " (it has weights for a second text encoder: a LoRA for SDXL, not for SD-Turbo / SD 2.x)"
+    return " (made for another architecture?)"
+
+
+def misfit_reason(exc: BaseException, sd: dict[str, Any]) -> str:
+    """Why a LoRA's weights do not fit the model, in a few words for a one-line message: shapes that fit no layer
+    (the first one named, with both shapes), layers the model does not have, or the error type. Never the library's
+    multi-line text or a state_dict listing."""
+    text = str(exc)
+    sizes = _SIZE_MISMATCH.findall(text)
+    if sizes:
+        layer, have, want = sizes[0]
+        layer = re.sub(r"\.lora_([AB])\.[^.]+\.", r".lora_\1.", layer)
+        return (f"{len(sizes)} of its weights have shapes that fit no layer (e.g. {layer}: [{have}] in the file, "
+                f"[{want}] in the model){_made_for(sd)}")
+    found = _NOT_FOUND.search(text)
+    if found:
+        names = [n.strip().strip("'\"") for n in found.group(1).split(",") if n.strip()]
+        first = names[0] if names else "?"
+        return f"{len(names)} layer(s) it names are not in this model (e.g. {first}){_made_for(sd)}"
+    return f"its keys or shapes match no layer of the UNet or text encoder ({type(exc).__name__}){_made_for(sd)}"
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """diffusers, peft and transformers silent (logs and warnings) for the block, also where no command line set
+    them quiet (a library caller, live's background LoRA loader), unless stylecam's own logs are at DEBUG
+    (``--debug``, ``-vv``)."""
+    if logging.getLogger("realtime").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("diffusers", "peft", "transformers")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)

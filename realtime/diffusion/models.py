@@ -220,7 +220,7 @@ def offline_not_cached(what: str, spec: str) -> ModelNotFound:
     return ModelNotFound(
         f"{what} {spec!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: run `stylecam models pull "
         f"{pull.get(what, f'--vae {spec}')}` on a connected machine (then copy its cache here and point HF_HOME at it), "
-        "or unset HF_HUB_OFFLINE"
+        "or unset HF_HUB_OFFLINE; `--model random:tiny` runs without any download"
     )
 
 

@@ -74,8 +74,8 @@ def hub_error(exc: BaseException, what: str, repo_id: str) -> ModelNotFound | No
     if isinstance(exc, transport_errors()):
         return ModelNotFound(
             f"cannot reach the Hugging Face hub at {constants.ENDPOINT} for {what} {repo_id!r} ({type(exc).__name__}: "
-            f"{first}): check the network or proxy (HTTPS_PROXY), or pull on a connected machine and point HF_HOME "
-            "at a copy of its cache"
+            f"{first}): check the network or proxy (HTTPS_PROXY), or run `stylecam models pull` on a connected "
+            "machine and point HF_HOME at a copy of its cache; `--model random:tiny` runs without the hub"
         )
     if isinstance(exc, HfHubHTTPError):
         return ModelNotFound(f"the Hugging Face hub answered an error for {what} {repo_id!r}: {first}")
