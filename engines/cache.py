@@ -333,18 +333,40 @@ class EngineCache:
         tmp.replace(d / f"{key}.json")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (PermissionError): alive
+        return True
+    return True
+
+
+def _sweep_dead_builds(engines_dir: Path) -> None:
+    """Remove the temporary directories of builds whose process died (killed halfway: ``.tmp-<key>-<pid>-<id>``).
+    They were never entries (lookups ignore them); this only frees their disk space. Builds of live processes stay."""
+    for p in engines_dir.glob(".tmp-*"):
+        parts = p.name.split("-")
+        if len(parts) == 4 and parts[2].isdigit() and not _pid_alive(int(parts[2])):
+            logger.info("engine cache: removing %s, left by a build that was killed halfway", p.name)
+            shutil.rmtree(p, ignore_errors=True)
+
+
 class CacheWriter:
-    """See :meth:`EngineCache.writer`."""
+    """See :meth:`EngineCache.writer`. The build happens in ``<root>/engines/.tmp-<key>-<pid>-<id>/``; a process
+    killed halfway leaves only that directory (never an entry), removed by the next build in that cache."""
 
     def __init__(self, cache: EngineCache, key: str, fields: dict[str, Any], backend: str, description: str,
                  versions: dict[str, str], extra: dict[str, Any]) -> None:
         self.cache, self.key, self.fields, self.backend = cache, key, fields, backend
         self.description, self.versions, self.extra = description, versions, extra
-        self.dir = cache.engines_dir / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        self.dir = cache.engines_dir / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.entry: CacheEntry | None = None
 
     def __enter__(self) -> "CacheWriter":
         self.cache._ensure(self.cache.engines_dir)
+        _sweep_dead_builds(self.cache.engines_dir)
         try:
             self.dir.mkdir()
         except OSError as e:
