@@ -27,7 +27,9 @@ from realtime.io.media import apply_ops, display_ops, open_input
 log = logging.getLogger(__name__)
 
 _WARN_FIRST = 5  # bad frames logged one by one; after that every 100th
-_NO_PTS_FORMATS = {"avi"}  # containers that store no presentation timestamps (decode order only)
+#: demuxers whose packets carry real presentation times (B-frames included); others (AVI, ASF, MXF, ...) may give a
+#: frame its packet's decode-order time
+_PTS_SAFE_DEMUXERS = {"mov", "mp4", "matroska", "webm", "mpegts", "mpeg", "flv", "nut", "ogg", "h264", "hevc"}
 
 
 class FileSource:
@@ -124,10 +126,11 @@ class FileSource:
         else:
             self.frame_count = int(round(self.duration * self.fps)) if self.duration is not None else 0
         self.has_audio = bool(c.streams.audio)
-        # AVI stores decode order only: a frame's pts is its packet's, which B-frames (or packed DivX) reorder. The
-        # frames still come out of the decoder in presentation order, so each takes the earliest timestamp read.
+        # AVI (ASF, MXF, ...) store decode order only: a frame's pts is its packet's, which B-frames (or packed DivX)
+        # reorder. Frames still come out of the decoder in presentation order, so each takes the earliest time read.
         codec = vs.codec_context.codec
-        self._reorder = c.format.name.split(",")[0] in _NO_PTS_FORMATS and not getattr(codec, "intra_only", False)
+        safe = bool(set(c.format.name.split(",")) & _PTS_SAFE_DEMUXERS)
+        self._reorder = not safe and not getattr(codec, "intra_only", False)
         self._check_complete()
         self.pts_offset = int(round((first_s + self._origin) / self.time_base))
         if self._start:

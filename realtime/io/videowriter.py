@@ -63,8 +63,10 @@ def check_video_codec(codec: str) -> Any:
 AUTO_CODECS = ("libx264", "libvpx-vp9", "libvpx", "mpeg4")
 #: muxers that write still pictures (or image sequences), never a video file stylecam can promise
 _IMAGE_MUXERS = {"image2", "image2pipe", "gif", "apng", "webp", "ico", "jpegxl_anim"}
-#: containers that store no presentation timestamps: B-frames there come back with scrambled times
-_NO_PTS_MUXERS = {"avi"}
+#: containers known to keep each frame's presentation time apart from its decode order (B-frames survive). Any other
+#: (AVI, ASF/WMV, MXF, ...) gets no B-frames: there they come back with scrambled timestamps, shown out of order.
+PTS_SAFE_MUXERS = {"mp4", "mov", "ipod", "3gp", "3g2", "ismv", "psp", "f4v", "matroska", "webm", "mpegts", "mpeg",
+                   "vob", "svcd", "vcd", "dvd", "flv", "nut", "ogg", "ogv", "h264", "hevc"}
 _VIDEO_SUFFIXES = ".mp4, .mkv, .mov or .webm"
 
 
@@ -159,8 +161,9 @@ class VideoFileSink:
     ``audio_start``/``audio_end`` seconds from the start of that input; ``audio_start`` becomes time 0 of the output.
     ``variable_rate``: frames may come at uneven times (default: when ``time_base`` is given; a live recording sending
     ``timestamp`` should say so); MP4/MOV then get no B-frames so their duration comes out right. ``codec``: the video
-    encoder, ``None`` for the container's default (:func:`video_codec_for`: libx264, VP9 for WebM). AVI stores no
-    presentation times, so it never gets B-frames (they would come back out of order). ``options``: extra encoder
+    encoder, ``None`` for the container's default (:func:`video_codec_for`: libx264, VP9 for WebM). A container that
+    does not keep presentation times apart (AVI, WMV, MXF: not in :data:`PTS_SAFE_MUXERS`) never gets B-frames (they
+    would come back out of order). ``options``: extra encoder
     options. Nothing appears at ``path`` until :meth:`close` succeeds.
     """
 
@@ -246,9 +249,9 @@ class VideoFileSink:
             vs.codec_context.time_base = self.time_base
             stream_opts = dict(opts)
             fmt = container.format.name.split(",")[0]
-            if fmt in _NO_PTS_MUXERS:
-                # AVI keeps decode order only: a B-frame's presentation time is lost and players show frames out of
-                # order. Without B-frames decode and presentation order are one (``bf`` is FFmpeg's generic option).
+            if fmt not in PTS_SAFE_MUXERS:
+                # AVI (and ASF, MXF, ...) keep decode order only: a B-frame's presentation time is lost and players
+                # show frames out of order. Without B-frames both orders are one (``bf``: FFmpeg's generic option).
                 stream_opts["bf"] = "0"
             elif self.variable_rate and fmt in _MOV_FAMILY and enc.name in ("libx264", "libx265"):
                 # MP4 derives its duration from decode timestamps: with B-frames and uneven frame times it comes out
