@@ -34,20 +34,31 @@ DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
 BACKEND_CHOICES = ("auto", "eager", "compile", "onnxruntime", "tensorrt")
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters (a style file's 200 000-character
+    string or a deeply nested table must not become the message), and never failing (Python refuses ``repr`` of
+    integers over 4300 digits)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<an integer of about {value.bit_length() * 0.30103:.0f} digits>" if isinstance(value, int) else "<?>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({type(value).__name__}, {len(text)} characters)"
+
+
 def _check_range(owner: str, name: str, value: float, lo: float, hi: float, *, lo_open: bool = False) -> None:
     interval = f"{'(' if lo_open else '['}{lo}, {hi}]"
     if isinstance(value, bool) or not isinstance(value, (int, float)):  # a TOML string must not reach a comparison
-        raise UsageError(f"{owner}.{name}={value!r}: must be a number in {interval}")
+        raise UsageError(f"{owner}.{name}={shown(value)}: must be a number in {interval}")
     ok = (lo < value if lo_open else lo <= value) and value <= hi and math.isfinite(value)
     if not ok:
-        raise UsageError(f"{owner}.{name}={value!r}: must be in {interval}")
+        raise UsageError(f"{owner}.{name}={shown(value)}: must be in {interval}")
 
 
 def check_seed(seed: Any, what: str = "seed") -> int:
     """``seed`` when it is an integer in 0..2**63-1 (bools are not seeds), else a :class:`UsageError` naming ``what``
     (``--seed`` on the command line, ``seed`` for the stylizer and the live controls). The one seed check."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise UsageError(f"{what} {seed!r}: must be a non-negative integer")
+        raise UsageError(f"{what} {shown(seed)}: must be a non-negative integer")
     return seed
 
 
@@ -55,7 +66,7 @@ def _check_type(owner: str, name: str, value: Any, kind: type | tuple[type, ...]
     """``value`` is of ``kind`` (bools are not numbers), else a :class:`UsageError` naming field, value and type."""
     bad_bool = isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
     if bad_bool or not isinstance(value, kind):
-        raise UsageError(f"{owner}.{name}={value!r}: must be {allowed}")
+        raise UsageError(f"{owner}.{name}={shown(value)}: must be {allowed}")
 
 
 @dataclass(frozen=True)
@@ -67,9 +78,9 @@ class LoraSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path:
-            raise UsageError(f"lora.path={self.path!r}: must be a non-empty file name, hub file or URL")
-        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale) or abs(self.scale) > 10:
-            raise UsageError(f"lora {self.path!r} scale={self.scale!r}: must be a number in [-10, 10]")
+            raise UsageError(f"lora.path={shown(self.path)}: must be a non-empty file name, hub file or URL")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not abs(self.scale) <= 10:  # NaN, inf, 10**400 too
+            raise UsageError(f"lora {shown(self.path)} scale={shown(self.scale)}: must be a number in [-10, 10]")
         object.__setattr__(self, "scale", float(self.scale))
 
     @classmethod
@@ -114,7 +125,7 @@ class TemporalConfig:
         _check_range("temporal", "motion_threshold", self.motion_threshold, 0.0, 100.0, lo_open=True)
         _check_range("temporal", "similarity_threshold", self.similarity_threshold, 0.0, 1.0)
         if isinstance(self.max_skips, bool) or not isinstance(self.max_skips, int) or not 0 <= self.max_skips <= 1000:
-            raise UsageError(f"temporal.max_skips={self.max_skips!r}: must be an integer in [0, 1000]")
+            raise UsageError(f"temporal.max_skips={shown(self.max_skips)}: must be an integer in [0, 1000]")
 
     @property
     def motion_gain(self) -> float:
@@ -154,7 +165,7 @@ class StyleConfig:
             raise UsageError(f"style[{self.name}]: give both canny_low and canny_high, or neither (automatic)")
         if self.canny_low is not None and not 0 <= self.canny_low <= self.canny_high <= 255:  # type: ignore[operator]
             raise UsageError(
-                f"style[{self.name}] canny thresholds {self.canny_low}/{self.canny_high}: need 0 <= low <= high <= 255"
+                f"style[{self.name}] canny thresholds {shown(self.canny_low)}/{shown(self.canny_high)}: need 0 <= low <= high <= 255"
             )
         if not self.passthrough and not self.prompt.strip():
             raise UsageError(f"style[{self.name}].prompt: empty (a diffusion style needs a prompt)")
@@ -224,9 +235,9 @@ class RunConfig:
         check_seed(self.seed, "--seed")
         base = self.device.split(":")[0]
         if base not in DEVICE_CHOICES or (":" in self.device and base != "cuda"):
-            raise UsageError(f"--device {self.device!r}: expected one of auto, cpu, cuda, cuda:N, mps")
+            raise UsageError(f"--device {shown(self.device)}: expected one of auto, cpu, cuda, cuda:N, mps")
         if self.dtype not in DTYPE_CHOICES:
-            raise UsageError(f"--dtype {self.dtype!r}: expected one of {', '.join(DTYPE_CHOICES)}")
+            raise UsageError(f"--dtype {shown(self.dtype)}: expected one of {', '.join(DTYPE_CHOICES)}")
 
 
 # --------------------------------------------------------------------------------------------------------- presets
@@ -248,9 +259,12 @@ def style_from_dict(name: str, data: dict[str, Any], *, source: str = "") -> Sty
     loras = data.pop("lora", [])
     unknown = set(data) - _STYLE_KEYS
     if unknown:
-        raise UsageError(f"style {where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_STYLE_KEYS))}")
-    if not isinstance(temporal, dict) or set(temporal) - _TEMPORAL_KEYS:
-        raise UsageError(f"style {where}: [temporal] allows only {', '.join(sorted(_TEMPORAL_KEYS))}")
+        raise UsageError(f"style {where}: unknown key(s) {_keys_shown(unknown)}; allowed: {', '.join(sorted(_STYLE_KEYS))}")
+    if not isinstance(temporal, dict):
+        raise UsageError(f"style {where}: temporal={shown(temporal)}: must be a [temporal] table")
+    if set(temporal) - _TEMPORAL_KEYS:
+        raise UsageError(f"style {where}: [temporal] has unknown key(s) {_keys_shown(set(temporal) - _TEMPORAL_KEYS)}; "
+                         f"allowed: {', '.join(sorted(_TEMPORAL_KEYS))}")
     if not isinstance(loras, list) or any(not isinstance(x, dict) or "path" not in x for x in loras):
         raise UsageError(f"style {where}: each [[lora]] needs a path (and optionally a scale)")
     if any(set(x) - {"path", "scale"} for x in loras):
@@ -270,20 +284,36 @@ def style_from_dict(name: str, data: dict[str, Any], *, source: str = "") -> Sty
         raise UsageError(f"style {where}: {e}") from e
 
 
+def _keys_shown(keys: set[str]) -> str:
+    """Unknown keys for a message: at most five, each cut short."""
+    names = sorted(keys)
+    return ", ".join(shown(k, 40) for k in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, an embedded NUL: not a file
+        return False
+
+
 def load_style(name_or_path: str) -> StyleConfig:
     """A built-in preset by name, or a user's TOML file by path."""
-    if name_or_path.endswith(".toml") or Path(name_or_path).is_file():
+    if name_or_path.endswith(".toml") or _is_file(Path(name_or_path)):
         path = Path(name_or_path)
-        if not path.is_file():
-            raise InputNotFound(f"style file not found: {path}")
+        if not _is_file(path):
+            raise InputNotFound(f"style file not found: {shown(str(path), 200)}")
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise UsageError(f"style file {path}: not valid TOML ({e})") from e
+        except (ValueError, RecursionError) as e:  # an integer over Python's 4300 digits, nesting too deep
+            raise UsageError(f"style file {path}: not a style TOML file ({type(e).__name__}: "
+                             f"{'nested too deeply' if isinstance(e, RecursionError) else str(e)[:80]})") from e
         return style_from_dict(path.stem, data, source=str(path))
     names = builtin_style_names()
     if name_or_path not in names:
-        raise UsageError(f"unknown style {name_or_path!r}: choose one of {', '.join(names)} or a .toml file")
+        raise UsageError(f"unknown style {shown(name_or_path)}: choose one of {', '.join(names)} or a .toml file")
     text = resources.files("realtime.styles").joinpath(f"{name_or_path}.toml").read_text(encoding="utf-8")
     return style_from_dict(name_or_path, tomllib.loads(text))
 

@@ -49,9 +49,17 @@ def setup_logging(verbose: int = 0, debug: bool = False, quiet: bool = False) ->
     quiet_libraries(debug)
 
 
+def printable(text: str) -> str:
+    """``text`` as one terminal line: line breaks and other control or format characters (``\\n``, ``\\r``, NEL,
+    U+2028, bidi overrides) written as escapes, so a value the user typed cannot split or disguise the error line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else type(exc).__name__
+    """The error line: the first line of the message (a library's multi-line dump stays out), its control and format
+    characters escaped by :func:`printable`; the exception's type first unless it is a project error."""
+    text = str(exc).strip().split("\n")[0].strip()
+    msg = printable(text) if text else type(exc).__name__
     return msg if exit_code_for(exc) == EXIT_USAGE else f"{type(exc).__name__}: {msg}"
 
 

@@ -26,6 +26,15 @@ class Parser(argparse.ArgumentParser):
         sys.stderr.write(f"{self.prog}: error: {printable(message)}\n")  # one line whatever the user typed
         sys.exit(EXIT_USAGE)
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> object:
+        # argparse drops a lone "--" given as an option's value (``--seed=--``) and stores [] untyped: take it as the
+        # literal value instead, converted and checked like any other.
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
+
 
 def add_global_options(p: argparse.ArgumentParser) -> None:
     """``--debug``, ``-v`` and ``-q``: the :data:`AddGlobal` that ``stylecam`` gives every command."""
