@@ -64,14 +64,33 @@ def unknown_layer_lora(path: Path) -> Path:
     return path
 
 
-LIBRARY_TEXT = ("state_dict", "size mismatch", "was unsuccessful", "Please check", "torch.Size", "Traceback")
+def text_encoder_lora(path: Path, comps, kohya: bool) -> Path:
+    """Text-encoder weights of an SD 1.x-sized model (768 wide) for this model's attention layers."""
+    from safetensors.torch import save_file
+
+    name = next(n for n, _ in comps.text_encoder.named_modules() if n.endswith("self_attn.q_proj"))
+    if kohya:
+        key = "lora_te_" + name.replace(".", "_")
+        sd = {f"{key}.lora_down.weight": torch.ones(4, 768), f"{key}.lora_up.weight": torch.ones(768, 4),
+              f"{key}.alpha": torch.tensor(4.0)}
+    else:
+        sd = {f"text_encoder.{name}.lora_A.weight": torch.ones(4, 768),
+              f"text_encoder.{name}.lora_B.weight": torch.ones(768, 4)}
+    save_file(sd, str(path))
+    return path
 
 
-@pytest.mark.parametrize("kind", ["sdxl", "shapes", "layers"])
+LIBRARY_TEXT = ("state_dict", "size mismatch", "was unsuccessful", "Please check", "torch.Size", "Traceback",
+                "ignore_mismatched_sizes", "Loading weights", "infer state dict")
+
+
+@pytest.mark.parametrize("kind", ["sdxl", "shapes", "layers", "te-shapes", "te-kohya"])
 def test_lora_for_another_architecture_is_one_line(tiny_components, tmp_path, capfd, kind):
     path = {"sdxl": lambda: sdxl_lora(tmp_path / "xl.safetensors"),
             "shapes": lambda: wrong_shape_lora(tmp_path / "big.safetensors", tiny_components),
-            "layers": lambda: unknown_layer_lora(tmp_path / "other.safetensors")}[kind]()
+            "layers": lambda: unknown_layer_lora(tmp_path / "other.safetensors"),
+            "te-shapes": lambda: text_encoder_lora(tmp_path / "te.safetensors", tiny_components, kohya=False),
+            "te-kohya": lambda: text_encoder_lora(tmp_path / "tek.safetensors", tiny_components, kohya=True)}[kind]()
     before = {k: v.clone() for k, v in tiny_components.unet.state_dict().items() if "to_q" in k}
     errors: list[BaseException] = []
 
@@ -99,10 +118,10 @@ def test_lora_for_another_architecture_is_one_line(tiny_components, tmp_path, ca
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)  # untouched
 
 
-def test_lora_misfit_through_the_image_command(tmp_path):
+def test_lora_misfit_through_the_image_command(tmp_path, tiny_components):
     """The real command line (subprocess, its own logging): exit 2, the one error line, no library text."""
     png = make_png(tmp_path / "in.png")
-    lora = sdxl_lora(tmp_path / "xl.safetensors")
+    lora = wrong_shape_lora(tmp_path / "xl.safetensors", tiny_components)  # found when the LoRA is fused
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-m", "realtime.cli", "image", str(png), "-o", str(tmp_path / "o.png"),
                         "--model", "random:tiny", "--size", "64x64", "--lora", str(lora), "-q"],
@@ -183,3 +202,20 @@ def test_no_network_is_one_line_once_before_the_demo_clip(tmp_path, face_model_p
     assert "cannot reach" in lines[0] and "random:tiny" in lines[0] and "stylecam models pull" in lines[0], lines[0]
     assert "config.json" not in lines[0]
     assert not (tmp_path / "demo" / "demo.mp4").exists()
+
+
+def test_sdxl_lora_is_refused_before_any_model_loads(capsys, tmp_path, monkeypatch):
+    import realtime.diffusion.build
+    import realtime.diffusion.models
+
+    def boom(*a, **k):
+        raise AssertionError("a model load was reached before the LoRA was refused")
+
+    monkeypatch.setattr(realtime.diffusion.models, "load_components", boom)
+    monkeypatch.setattr(realtime.diffusion.build, "build_stylizer", boom)
+    png = make_png(tmp_path / "in.png")
+    lora = sdxl_lora(tmp_path / "xl.safetensors")
+    code, err = run_cli(capsys, ["image", str(png), "-o", str(tmp_path / "o.png"), "--model", "random:tiny",
+                                 "--lora", f"{lora}:0.8"])
+    lines = err.splitlines()
+    assert code == 2 and len(lines) == 1 and "xl.safetensors" in lines[0] and "SDXL" in lines[0], err

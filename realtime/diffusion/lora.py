@@ -11,7 +11,7 @@ import hashlib
 import logging
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,7 @@ def fuse_loras(comps: Components, specs: Sequence[LoraSpec], allow_pickle: bool 
         if _adapter_count(pipe) == before:
             _unload(pipe)
             raise LoraError(f"LoRA {path} does not fit this model: none of its {len(sd)} weights match a layer of "
-                            f"its UNet or text encoder{_made_for(sd)}")
+                            f"the model's UNet or text encoder{_made_for(sd)}")
         names.append(name)
         log.info("LoRA %s (scale %g) loaded", path, spec.scale)
     pipe.set_adapters(names, adapter_weights=[s.scale for s in specs])
@@ -170,11 +170,19 @@ _SIZE_MISMATCH = re.compile(r"size mismatch for (\S+?): copying a param with sha
 _NOT_FOUND = re.compile(r"[Tt]arget modules? \{([^}]*)\} not found")
 
 
+def foreign_architecture(keys: Iterable[str]) -> str | None:
+    """Why a LoRA with these keys cannot be for stylecam's models (SD 2.x / SD-Turbo, one text encoder), or ``None``
+    when its keys do not tell: weights for a second text encoder mean SDXL. Keys only: the preflight checks a file's
+    safetensors header with it before any model loads."""
+    if any("lora_te2_" in k or "text_encoder_2." in k for k in keys):
+        return "it has weights for a second text encoder: a LoRA for SDXL, not for SD-Turbo / SD 2.x"
+    return None
+
+
 def _made_for(sd: dict[str, Any]) -> str:
-    """A hint at the architecture a LoRA was made for, from its keys (``""`` when nothing tells)."""
-    if any("lora_te2_" in k or "text_encoder_2." in k for k in sd):
-        return " (it has weights for a second text encoder: a LoRA for SDXL, not for SD-Turbo / SD 2.x)"
-    return " (made for another architecture?)"
+    """A hint at the architecture a LoRA was made for, from its keys."""
+    reason = foreign_architecture(sd)
+    return f" ({reason})" if reason else " (made for another architecture?)"
 
 
 def misfit_reason(exc: BaseException, sd: dict[str, Any]) -> str:
@@ -188,6 +196,10 @@ def misfit_reason(exc: BaseException, sd: dict[str, Any]) -> str:
         layer = re.sub(r"\.lora_([AB])\.[^.]+\.", r".lora_\1.", layer)
         return (f"{len(sizes)} of its weights have shapes that fit no layer (e.g. {layer}: [{have}] in the file, "
                 f"[{want}] in the model){_made_for(sd)}")
+    if "ignore_mismatched_sizes" in text:  # transformers: the text encoder's shapes (its report was logged)
+        return f"its text-encoder weights have shapes that fit no layer of this model's text encoder{_made_for(sd)}"
+    if "infer state dict type" in text or "state dict type" in text:
+        return f"its keys are in no LoRA layout diffusers reads (diffusers, peft, kohya){_made_for(sd)}"
     found = _NOT_FOUND.search(text)
     if found:
         names = [n.strip().strip("'\"") for n in found.group(1).split(",") if n.strip()]
@@ -204,14 +216,20 @@ def _quiet_libraries() -> Iterator[None]:
     if logging.getLogger("realtime").isEnabledFor(logging.DEBUG):
         yield
         return
+    from transformers.utils import logging as hf_logging  # its weight-loading progress bar goes to stderr
+
     loggers = [logging.getLogger(n) for n in ("diffusers", "peft", "transformers")]
     levels = [lg.level for lg in loggers]
+    bars = hf_logging.is_progress_bar_enabled()
     try:
         for lg in loggers:
             lg.setLevel(logging.CRITICAL + 1)
+        hf_logging.disable_progress_bar()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()

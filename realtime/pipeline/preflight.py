@@ -97,15 +97,18 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
 
 def check_lora(spec: LoraSpec, allow_pickle: bool = False) -> Path | None:
     """A LoRA that is here: its path, after its header is read. A hub or URL LoRA not yet cached: ``None`` (it is
-    downloaded when the models load, as before). Missing, a pickle without ``allow_pickle``, corrupt, or holding no
-    LoRA weights: the one-line error."""
-    from realtime.diffusion.lora import local_lora
+    downloaded when the models load, as before). Missing, a pickle without ``allow_pickle``, corrupt, holding no
+    LoRA weights, or made for another architecture that its keys tell (SDXL): the one-line error."""
+    from realtime.diffusion.lora import foreign_architecture, local_lora
 
     path = local_lora(spec, allow_pickle)
     if path is not None and path.suffix.lower() == ".safetensors":
         keys = [k for k in read_safetensors_header(path) if k != "__metadata__"]
         if not any("lora" in k.lower() for k in keys):  # the rule of realtime.diffusion.lora's loader
             raise LoraError(f"LoRA {path} holds no LoRA weights (no 'lora' keys)")
+        reason = foreign_architecture(keys)  # an SDXL LoRA: before any model loads, not after
+        if reason:
+            raise LoraError(f"LoRA {path} does not fit this model: {reason}")
     return path
 
 
