@@ -211,9 +211,11 @@ def no_model_load(monkeypatch):
     monkeypatch.setattr(realtime.diffusion.build, "build_stylizer", boom)
 
 
-@pytest.mark.parametrize("suffix", [".png", ".gif", ".jpg", ".webp", ".bmp", ".tiff", ".apng"])
+@pytest.mark.parametrize("suffix", [".png", ".gif", ".jpg", ".webp", ".bmp", ".tiff", ".apng",
+                                    ".m4a", ".mka", ".mp3", ".wav"])
 @pytest.mark.parametrize("command", ["clip", "live"])
-def test_image_suffix_as_a_video_output_is_one_line_exit_2(capsys, tmp_path, no_model_load, suffix, command):
+def test_picture_or_sound_suffix_as_a_video_output_is_one_line_exit_2(capsys, tmp_path, no_model_load, suffix,
+                                                                       command):
     src = make_clip(tmp_path / "in.mp4", n=3, size=(96, 64))
     out = tmp_path / f"out{suffix}"
     argv = (["clip", str(src), "-o", str(out)] if command == "clip" else
@@ -221,5 +223,6 @@ def test_image_suffix_as_a_video_output_is_one_line_exit_2(capsys, tmp_path, no_
     code, err = run_cli(capsys, [*argv, "--no-face", *TINY])
     lines = err.splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("stylecam: error: "), err
-    assert "image format" in lines[0] and "out" + suffix in lines[0]
+    kind = "audio format" if suffix in (".m4a", ".mka", ".mp3", ".wav") else "image format"
+    assert kind in lines[0] and "out" + suffix in lines[0], lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]

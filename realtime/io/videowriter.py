@@ -68,6 +68,9 @@ _IMAGE_MUXERS = {"image2", "image2pipe", "gif", "apng", "webp", "ico", "jpegxl_a
 PTS_SAFE_MUXERS = {"mp4", "mov", "ipod", "3gp", "3g2", "ismv", "psp", "f4v", "matroska", "webm", "mpegts", "mpeg",
                    "vob", "svcd", "vcd", "dvd", "flv", "nut", "ogg", "ogv", "h264", "hevc"}
 _VIDEO_SUFFIXES = ".mp4, .mkv, .mov or .webm"
+#: audio suffixes whose muxer would take a video stream anyway (.m4a is MP4's, .mka Matroska's)
+_AUDIO_SUFFIXES = {".m4a", ".m4b", ".mka", ".weba", ".mp3", ".wav", ".flac", ".opus", ".oga", ".aac", ".ac3", ".wma",
+                   ".aif", ".aiff"}
 
 
 class _NamedBuffer(io.BytesIO):
@@ -92,6 +95,11 @@ def _muxer(path: Path) -> Any:
         container.close()
         raise UsageError(f"output {path.name}: {path.suffix or name} is an image format, not a video file: use "
                          f"{_VIDEO_SUFFIXES} (`stylecam image` writes pictures)")
+    video = str(getattr(container, "default_video_codec", "") or "none")
+    if path.suffix.lower() in _AUDIO_SUFFIXES or video in ("none", "png", "mjpeg"):  # mp3/flac: cover art only
+        container.close()
+        raise UsageError(f"output {path.name}: {path.suffix or name} is an audio format, not a video file: use "
+                         f"{_VIDEO_SUFFIXES}")
     return container
 
 

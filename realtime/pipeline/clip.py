@@ -182,10 +182,11 @@ def clip_inputs(pairs: Sequence[tuple[Path, Path]], opts: ClipOptions, style: St
         try:
             check_input_file(src)
             check_output_path(dst, overwrite=opts.overwrite, inputs=read)
+            size = check_video(src, start=opts.start, end=opts.end)  # an input that is no video: say that first
             codec = check_container(dst, opts.codec)
             if opts.codec is None:
                 check_encoder(codec, opts.pix_fmt)
-            good.append((src, dst, check_video(src, start=opts.start, end=opts.end)))
+            good.append((src, dst, size))
         except InputError as e:
             if not batch:
                 raise
