@@ -219,3 +219,34 @@ def test_sdxl_lora_is_refused_before_any_model_loads(capsys, tmp_path, monkeypat
                                  "--lora", f"{lora}:0.8"])
     lines = err.splitlines()
     assert code == 2 and len(lines) == 1 and "xl.safetensors" in lines[0] and "SDXL" in lines[0], err
+
+
+def test_live_lora_change_through_stdin_is_one_warning_line(tiny_components, tmp_path, capfd, caplog):
+    """`lora FILE` typed into a live session: loaded on the session's background thread (as live's loader does,
+    through fuse_loras); a LoRA for another model is one warning naming the file, the running style stays."""
+    import logging
+    import time
+
+    from realtime.pipeline.controls import Command
+    from test_live_control import _session
+
+    path = wrong_shape_lora(tmp_path / "other.safetensors", tiny_components)
+
+    def loader(style):
+        fuse_loras(tiny_components, style.loras)
+        raise AssertionError("a LoRA that does not fit was fused")
+
+    session, proc, old = _session(loader=loader)
+    with caplog.at_level(logging.INFO):
+        assert session.apply(Command("lora", (LoraSpec(str(path)),)))
+        for _ in range(1000):
+            session.tick()
+            if "not loaded" in caplog.text:
+                break
+            time.sleep(0.01)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "other.safetensors" in warnings[0] and "does not fit" in warnings[0], warnings
+    assert not any(s in warnings[0] for s in LIBRARY_TEXT), warnings[0]
+    out, err = capfd.readouterr()
+    assert not any(s in out + err for s in LIBRARY_TEXT), out + err
+    assert proc.stylizer is old and session.style.loras == ()

@@ -128,7 +128,8 @@ def fuse_loras(comps: Components, specs: Sequence[LoraSpec], allow_pickle: bool 
     """
     if not specs:
         return
-    from diffusers import StableDiffusionPipeline
+    with _quiet_libraries():  # transformers warns about optional image processors on this import
+        from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(
         vae=None, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=comps.unet, scheduler=None,
