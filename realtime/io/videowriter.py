@@ -228,6 +228,11 @@ class VideoFileSink:
                 opts.setdefault("b", "0")
         elif crf is not None and crf != 18:
             log.info("--crf does not apply to codec %s: ignored", enc.name)
+        if enc.name.startswith("libvpx"):  # VP8/VP9 (WebM's default): threads across rows; a live recording (frames
+            opts.setdefault("row-mt", "1")  # timed by the capture clock, no time_base) at real-time speed: the
+            if time_base is None:  # default 'good' deadline costs ~70 ms a 720p frame on two cores, 'realtime' ~12
+                opts.setdefault("deadline", "realtime")
+                opts.setdefault("cpu-used", "8")
         for reencode in (False, True):
             try:
                 self._open(enc, pix_fmt, opts, audio_from, audio_start, audio_end, reencode)
