@@ -110,3 +110,29 @@ def test_error_line_escapes_line_breaks_in_values(tmp_path: Path, monkeypatch: p
 
 def test_passthrough_style_still_loads() -> None:
     assert isinstance(load_style("none"), StyleConfig) and load_style("none").passthrough
+
+
+@pytest.mark.parametrize("argv", [
+    ["image", "in.png", "-o", "o.png", "--model", "m" * 5000],
+    ["image", "in.png", "-o", "o.png", "--model", "random:tiny", "--lora", "l" * 5000 + ".safetensors"],
+    ["image", "i" * 5000 + ".png", "-o", "o.png", "--style", "none"],
+    ["live", "--source", "s" * 5000, "--style", "none", "--output", "none", "--no-stdin"],
+    ["clip", "in.mp4", "-o", "c" * 5000 + ".mp4", "--style", "none"],
+])
+def test_a_path_too_long_for_the_file_system_is_one_short_usage_line(argv: list[str], tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any path option longer than a file name may be: was ``OSError: [Errno 36] File name too long: '<5000
+    characters>'``, exit 1, from whichever check met it first."""
+    from PIL import Image
+    import numpy as np
+
+    from media_files import make_clip
+
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save("in.png")
+    make_clip(tmp_path / "in.mp4", n=2, size=(32, 32))
+    monkeypatch.setattr("realtime.diffusion.build.build_stylizer", lambda *a, **k: pytest.fail("model loading reached"))
+    code, err = run_main(argv)
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "too long for the file system" in err and len(err) < 300, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "in.png"]

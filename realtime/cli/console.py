@@ -6,6 +6,7 @@ unless ``--debug``.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -55,18 +56,33 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+#: the longest error line shown (a value the user gave is cut, not the line split)
+MAX_LINE = 1000
+
+
+def _name_too_long(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG
+
+
 def one_line(exc: BaseException) -> str:
     """The error line: the first line of the message (a library's multi-line dump stays out), its control and format
-    characters escaped by :func:`printable`; the exception's type first unless it is a project error."""
+    characters escaped by :func:`printable`, at most :data:`MAX_LINE` characters; the exception's type first unless it
+    is a project error. A path too long for the file system (any command, any path option) says so."""
+    if _name_too_long(exc):
+        name = str(getattr(exc, "filename", "") or "")
+        shown = name if len(name) <= 80 else f"{name[:60]}... ({len(name)} characters)"
+        return printable(f"{shown!r}: a file name too long for the file system (at most 255 bytes a name)")
     text = str(exc).strip().split("\n")[0].strip()
     msg = printable(text) if text else type(exc).__name__
+    if len(msg) > MAX_LINE:
+        msg = f"{msg[:MAX_LINE - 40]}... ({len(msg)} characters)"
     return msg if exit_code_for(exc) == EXIT_USAGE else f"{type(exc).__name__}: {msg}"
 
 
 def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
-    if isinstance(exc, InputError):
+    if isinstance(exc, InputError) or _name_too_long(exc):  # only a path the user typed is that long
         return EXIT_USAGE
     # engines/ is independent of realtime/: its user-fixable errors are mapped here by class name.
     if type(exc).__name__ in {"BackendUnavailable", "EngineOptionError", "LoraMismatch", "CacheDirError"}:
