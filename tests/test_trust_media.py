@@ -106,6 +106,17 @@ def test_transparency_is_composited_not_dropped(tmp_path):
     assert (read_image(tmp_path / "la.png") == 255).all()
 
 
+def test_every_pillow_mode_converts():
+    from PIL import Image
+
+    from realtime.io.images import to_rgb8
+
+    for mode in ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I",
+                 "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        rgb = to_rgb8(Image.new(mode, (16, 12)), mode)
+        assert rgb.shape == (12, 16, 3) and rgb.dtype == np.uint8, mode
+
+
 @pytest.mark.parametrize("values", [[np.nan, 0.5], [-3.0, 1.0], [0.0, 1e6]])
 def test_float_pixels_that_are_no_picture_are_refused_in_one_line(tmp_path, values):
     from PIL import Image

@@ -79,6 +79,8 @@ def to_rgb8(im: object, name: str = "image") -> np.ndarray:
     if mode.startswith("I") or mode == "F":
         grey = _scale_high_depth(im, name)
         return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "La":  # premultiplied grey + alpha: Pillow converts it only to LA
+        im = im.convert("LA")  # type: ignore[attr-defined]
     im = _to_srgb(im)
     mode = im.mode  # type: ignore[attr-defined]
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode in ("P", "L", "RGB") and "transparency" in
