@@ -217,6 +217,7 @@ BENCH_CASES = {
     "face-model": (["--face-model", "{out}/gone.tflite"], "gone.tflite"),
     "json-exists": (["--json", "{out}/keep.json"], "--overwrite"),
     "second-backend": (["--backends", "eager,tensorrt"], "TensorRT"),
+    "third-backend": (["--backends", "eager,compile,tensorrt"], "TensorRT"),  # issue 19: nothing measured first
 }
 
 
@@ -224,7 +225,7 @@ BENCH_CASES = {
 def test_bench_bad_input_before_anything_is_measured(capsys, inputs, tmp_path, kind, monkeypatch):
     import realtime.bench.runner
 
-    if kind == "second-backend" and _trt_available():  # pragma: no cover - a machine with TensorRT
+    if kind in ("second-backend", "third-backend") and _trt_available():  # pragma: no cover - a machine with TensorRT
         pytest.skip("TensorRT is available here")
     monkeypatch.setattr(realtime.bench.runner, "run_benchmark", lambda *a, **k: pytest.fail("measuring started"))
     out = tmp_path / "out"
