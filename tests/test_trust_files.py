@@ -201,3 +201,12 @@ def test_train_lora_out_is_never_a_training_image(capsys, tmp_path):
                        capsys)
     one_line_refusal(code, err)
     assert digest(img) == keep
+
+
+def test_bench_compare_plot_is_never_a_result_it_reads(capsys, tmp_path):
+    a = tmp_path / "a.json"
+    a.write_text("{}\n")
+    keep = digest(a)
+    code, err = run_cli(capsys, ["bench", "compare", str(a), "--plot", str(spellings(a, "symlink")), "--overwrite"])
+    refused(code, err)
+    assert digest(a) == keep

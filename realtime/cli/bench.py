@@ -170,6 +170,10 @@ def run_compare(args: argparse.Namespace) -> int:
     from realtime.bench.report import compare_text, plot_stages
     from realtime.bench.schema import load_result
 
+    if args.plot:
+        from realtime.files import check_not_input
+
+        check_not_input(args.plot, args.results)  # never drawn over a result it reads, even with --overwrite
     docs = [load_result(p) for p in args.results]
     labels = _labels(args.results, docs)
     sys.stdout.write(compare_text(docs, labels))
