@@ -376,3 +376,35 @@ def test_live_stopped_by_a_signal_mid_run_is_a_normal_stop_with_a_finalized_file
     assert "stopping (" in err and "fps; interrupted)" in err
     assert 1 <= len(video_frames(out)) < N
     assert leftovers(tmp_path) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 300 kB tmpfs (a real ENOSPC); skipped where mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_really_full_disk_drops_the_recording_with_one_line_and_leaves_no_temporary(caplog, tiny_disk: Path) -> None:
+    """On a disk that is really full an MP4 cannot be finalized (its index goes at the end): the recording is
+    dropped with one line that says so, its temporary file removed, and live goes on."""
+
+    class Noisy(ListSource):  # incompressible frames fill 300 kB quickly
+        def read(self, timeout=None):
+            f = super().read(timeout)
+            if f is not None:
+                f.image[...] = np.random.default_rng(f.index).integers(0, 255, f.image.shape, dtype=np.uint8)
+            return f
+
+    rec, null = VideoFileSink(tiny_disk / "rec.mp4", 128, 96, 30, variable_rate=True, crf=0), NullSink()
+    loop = _loop(Noisy(200), [rec, null])
+    assert loop.run().delivered == 200 and null.frames == 200
+    lines = warnings(caplog, "rec.mp4")
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "could not be finalized" in lines[0]
+    assert list(tiny_disk.iterdir()) == []
