@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from fuzz_support import ci_settings, long_run, long_settings
 
-CI_EXAMPLES = 30
+CI_EXAMPLES = 50
 HANG_S = 20  # an in-process command line that takes longer is a hang (the checks take milliseconds)
 
 
