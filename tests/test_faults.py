@@ -408,3 +408,30 @@ def test_a_really_full_disk_drops_the_recording_with_one_line_and_leaves_no_temp
     lines = warnings(caplog, "rec.mp4")
     assert len(lines) == 1 and "No space left on device" in lines[0] and "could not be finalized" in lines[0]
     assert list(tiny_disk.iterdir()) == []
+
+
+def test_oom_during_a_style_switch_keeps_the_previous_style_and_says_so(caplog) -> None:
+    class OomOnSwitch(OomStylizer):
+        def set_style(self, style, wait=False):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    running = OomOnSwitch()
+    guard = GuardedStylizer(running, deadline_s=30.0)
+    proc = FrameProcessor(Size(128, 96), Size(128, 96), stylizer=guard, style=running.style)
+    loop = LiveLoop(ListSource(6), proc, [NullSink()], LiveSession(proc, running.style))
+    seen: list[tuple[str, bool]] = []
+
+    def on_frame(lp, frame, out):
+        if frame.index == 1:
+            lp.session.apply(Command("style", "watercolor"))
+            guard.schedule(lambda: None).result(10)  # the switch has run (and failed) on the stylizer's thread
+        seen.append((lp._overlay_lines()[0].split()[0], bool(np.array_equal(out, 255 - frame.image))))
+
+    loop.on_frame = on_frame
+    loop.run()
+    assert all(ok for _, ok in seen)  # frames kept coming, stylized
+    assert [name for name, _ in seen][2:] == ["anime"] * 4  # the overlay shows the style that really runs
+    assert running.style.name == "anime"
+    lines = warnings(caplog, "not applied")
+    assert len(lines) == 1 and "watercolor" in lines[0] and "out of memory" in lines[0], lines
+    guard.close()

@@ -233,7 +233,10 @@ class LiveLoop:
                                  ("mirror", p.mirror), ("framing", p.framing),
                                  ("blend", not s.style.passthrough and s.style.temporal.blend < 1.0),
                                  ("switching...", s.pending_style is not None)) if on]
-        return [f"{s.style.name}  {fps}  {lat}", " ".join(flags)]
+        name = s.style.name
+        if isinstance(p.stylizer, GuardedStylizer) and not s.style.passthrough and s.pending_style is None:
+            name = p.stylizer.style.name  # what really runs (a switch that failed, e.g. out of memory, kept the old)
+        return [f"{name}  {fps}  {lat}", " ".join(flags)]
 
     # ---------------------------------------------------------------------------------------------- statistics
     def _maybe_log(self) -> None:
