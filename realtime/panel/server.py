@@ -142,8 +142,7 @@ def _pushes(hub: PanelHub) -> Any:
 
     async def ws(websocket: WebSocket) -> None:
         await websocket.accept()
-        if websocket.query_params.get("input") == "1":
-            hub.want_input = True
+        hub.want_input = websocket.query_params.get("input") == "1"  # the latest page to connect decides
         seen = {side: 0 for side in SIDES}
         last_state: Any = None
         try:
