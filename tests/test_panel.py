@@ -4,6 +4,7 @@ inside the configured folder, body limits, the preview, and the missing-extra er
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -303,12 +304,13 @@ def test_help_imports_no_web_library() -> None:
 def test_stylecam_panel_serves_the_page_without_a_session() -> None:
     exe = Path(sys.executable).with_name("stylecam")
     cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "realtime.cli.main"]
-    proc = subprocess.Popen([*cmd, "panel", "--panel-port", "0"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*cmd, "panel", "--panel-port", "0", "-q"], stderr=subprocess.PIPE, text=True)
     try:
         line = ""
         for line in proc.stderr:
             if "panel: http://" in line:
                 break
+        assert re.fullmatch(r"panel: http://127\.0\.0\.1:\d+/\?token=[\w-]+\n", line), line  # the exact line, even with -q
         url = line.rsplit("panel: ", 1)[1].strip()
         base, token = url.split("/?token=")
         import urllib.error

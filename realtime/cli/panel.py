@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 import webbrowser
 from pathlib import Path
@@ -105,7 +106,9 @@ class Panel:
                         "below (keep it private)", args.panel_host)
 
     def announce(self) -> None:
-        log.info("panel: %s", self.url)
+        # The interface: exactly this line on stderr (not a log record: no prefix, and -q keeps it).
+        sys.stderr.write(f"panel: {self.url}\n")
+        sys.stderr.flush()
         if self.open_browser:
             threading.Thread(target=webbrowser.open, args=(self.url,), daemon=True).start()
 
