@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from media_files import make_audio_only, make_clip, make_truncated
-from realtime.cli import main
 from realtime.config import LoraSpec, load_style
 from realtime.errors import LoraError, UsageError
 from realtime.pipeline import preflight
+from cli_run import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "random:tiny", "--size", "64x64"]
@@ -74,12 +74,6 @@ def inputs(tmp_path_factory, astronaut) -> dict[str, Path]:
     return files
 
 
-def run_cli(capsys, argv: list[str], entry=main) -> tuple[int, str]:
-    try:
-        code = entry(argv)
-    except SystemExit as e:
-        code = int(e.code)
-    return code, capsys.readouterr().err
 
 
 def assert_one_line(code: int, err: str, needle: str, caplog=None) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from media_files import make_clip, make_png
-from realtime.cli import main
 from realtime.errors import OutputError
 from realtime.files import check_output_path
+from cli_run import run_cli
 
 TINY = ["--model", "random:tiny", "--size", "64x64"]
 
@@ -34,12 +34,6 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_cli(capsys, argv: list[str]) -> tuple[int, str]:
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = int(e.code)
-    return code, capsys.readouterr().err
 
 
 def refused(code: int, err: str) -> None:

@@ -16,19 +16,13 @@ import numpy as np
 import pytest
 
 from media_files import frame_image, make_clip
-from realtime.cli import main
 from realtime.errors import BadInputFile
 from realtime.io.images import read_image
+from cli_run import run_cli
 
 TINY = ["--model", "random:tiny", "--size", "64x64"]
 
 
-def run_cli(capsys, argv: list[str]) -> tuple[int, str]:
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = int(e.code)
-    return code, capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------------ images

@@ -15,20 +15,14 @@ import pytest
 import torch
 
 from media_files import make_png
-from realtime.cli import main
 from realtime.config import LoraSpec
 from realtime.diffusion.lora import fuse_loras
 from realtime.errors import LoraError
+from cli_run import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(capsys, argv: list[str]) -> tuple[int, str]:
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = int(e.code)
-    return code, capsys.readouterr().err
 
 
 def _attn_q(comps) -> str:
