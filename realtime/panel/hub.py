@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from realtime.errors import UsageError
-from realtime.pipeline.controls import Command, parse_command
+from realtime.pipeline.controls import Command, drain, parse_command
 
 if TYPE_CHECKING:
     from realtime.io.frames import Frame
@@ -104,12 +104,7 @@ class PanelHub:
         self._state = self._snapshot(loop)
 
     def poll(self) -> list[Command]:
-        out: list[Command] = []
-        while True:
-            try:
-                out.append(self._queue.get_nowait())
-            except queue.Empty:
-                return out
+        return drain(self._queue)
 
     def applied(self, cmd: Command, error: str | None) -> None:
         with self._lock:

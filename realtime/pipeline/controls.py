@@ -86,6 +86,16 @@ class CommandSource(Protocol):
     def poll(self) -> list[Command]: ...
 
 
+def drain(q: "queue.Queue[Command]") -> list[Command]:
+    """Every command waiting in ``q``, oldest first, without blocking (a queue-fed :class:`CommandSource`'s poll)."""
+    out: list[Command] = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return out
+
+
 def parse_loras(items: list[str]) -> tuple[LoraSpec, ...]:
     """``["a.safetensors:0.8", "b.safetensors"]`` -> LoRA specs; ``[]``, ``["none"]`` or ``["off"]`` -> no LoRA."""
     if len(items) == 1 and items[0].strip().lower() in ("none", "off"):
@@ -197,12 +207,7 @@ class StdinCommands:
             log.debug("stdin reader stopped: %s", e)
 
     def poll(self) -> list[Command]:
-        out: list[Command] = []
-        while True:
-            try:
-                out.append(self._queue.get_nowait())
-            except queue.Empty:
-                return out
+        return drain(self._queue)
 
     @property
     def pending(self) -> int:
