@@ -66,3 +66,20 @@ def _tiny_components_master():
 def tiny_components(_tiny_components_master):
     """Fresh (deep-copied) random:tiny components, safe to mutate (LoRA fusing)."""
     return copy.deepcopy(_tiny_components_master)
+
+
+class ModelLoadReached(AssertionError):
+    """Raised by :func:`no_model_load` when a command reaches model loading."""
+
+
+@pytest.fixture()
+def no_model_load(monkeypatch):
+    """Loading a model is a test failure: the command's error (or refusal) must come before it."""
+    import realtime.diffusion.build
+    import realtime.diffusion.models
+
+    def boom(*a, **k):
+        raise ModelLoadReached("a model load was reached before the bad input was reported")
+
+    monkeypatch.setattr(realtime.diffusion.models, "load_components", boom)
+    monkeypatch.setattr(realtime.diffusion.build, "build_stylizer", boom)

@@ -25,21 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "random:tiny", "--size", "64x64"]
 
 
-class ModelLoadReached(AssertionError):
-    pass
-
-
-@pytest.fixture(autouse=True)
-def no_model_load(monkeypatch):
-    """Loading a model is a test failure here: every error must come before it."""
-    import realtime.diffusion.models
-    import realtime.diffusion.build
-
-    def boom(*a, **k):
-        raise ModelLoadReached("a model load was reached before the bad input was reported")
-
-    monkeypatch.setattr(realtime.diffusion.models, "load_components", boom)
-    monkeypatch.setattr(realtime.diffusion.build, "build_stylizer", boom)
+pytestmark = pytest.mark.usefixtures("no_model_load")  # conftest: loading a model fails the test
 
 
 def _safetensors(path: Path, header: dict, data: bytes = b"") -> Path:

@@ -17,17 +17,7 @@ from cli_run import run_cli
 TINY = ["--model", "random:tiny", "--size", "64x64"]
 
 
-@pytest.fixture(autouse=True)
-def no_model_load(monkeypatch):
-    """Loading a model is a failure here: the refusal comes first."""
-    import realtime.diffusion.build
-    import realtime.diffusion.models
-
-    def boom(*a, **k):
-        raise AssertionError("a model load was reached before the output was refused")
-
-    monkeypatch.setattr(realtime.diffusion.models, "load_components", boom)
-    monkeypatch.setattr(realtime.diffusion.build, "build_stylizer", boom)
+pytestmark = pytest.mark.usefixtures("no_model_load")  # conftest: loading a model fails the test
 
 
 def digest(path: Path) -> str:

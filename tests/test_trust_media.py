@@ -204,16 +204,6 @@ def test_live_to_webm_with_the_default_codec(capsys, tmp_path):
         assert len(list(c.decode(video=0))) == 4
 
 
-@pytest.fixture
-def no_model_load(monkeypatch):
-    import realtime.diffusion.build
-    import realtime.diffusion.models
-
-    def boom(*a, **k):
-        raise AssertionError("a model load was reached before the output was refused")
-
-    monkeypatch.setattr(realtime.diffusion.models, "load_components", boom)
-    monkeypatch.setattr(realtime.diffusion.build, "build_stylizer", boom)
 
 
 @pytest.mark.parametrize("suffix", [".png", ".gif", ".jpg", ".webp", ".bmp", ".tiff", ".apng",
