@@ -24,6 +24,14 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 DEFAULT_MODEL = "stabilityai/sd-turbo"
 DEFAULT_CONTROLNET = "thibaud/controlnet-sd21-canny-diffusers"
+#: The control types (ControlNets) a style may enable, in the order the frame step takes them (docs/design.md §4).
+CONTROL_TYPES = ("canny", "pose", "depth")
+#: Each control's default ControlNet for hub/local models (SD 2.1 family, matching SD-Turbo).
+DEFAULT_CONTROLNETS = {
+    "canny": DEFAULT_CONTROLNET,
+    "pose": "thibaud/controlnet-sd21-openpose-diffusers",
+    "depth": "thibaud/controlnet-sd21-depth-diffusers",
+}
 DEFAULT_VAE = "taesd"
 TAESD_REPO = "madebyollin/taesd"
 DEFAULT_STYLE = "anime"
@@ -133,6 +141,56 @@ class TemporalConfig:
         return 1.0 / self.motion_threshold if self.motion_adaptive else 0.0
 
 
+def check_controls(controls: Any, what: str = "--control") -> tuple[str, ...]:
+    """``controls`` (a sequence of names, or one comma-separated string) as a tuple in :data:`CONTROL_TYPES` order,
+    without repeats; an unknown name, an empty list or a non-string is a :class:`UsageError` naming ``what``."""
+    items = controls.split(",") if isinstance(controls, str) else controls
+    if not isinstance(items, (list, tuple)) or any(not isinstance(x, str) for x in items):
+        raise UsageError(f"{what}={shown(controls)}: must be a list of control names ({', '.join(CONTROL_TYPES)})")
+    names = [x.strip().lower() for x in items if x.strip()]
+    given = shown(controls if isinstance(controls, str) else ",".join(items), 40)
+    unknown = [x for x in names if x not in CONTROL_TYPES]
+    if unknown:
+        raise UsageError(f"{what} {given}: unknown control {shown(unknown[0], 30)}; choose from {', '.join(CONTROL_TYPES)}")
+    if not names:
+        raise UsageError(f"{what} {given}: no control given; choose from {', '.join(CONTROL_TYPES)}")
+    return tuple(c for c in CONTROL_TYPES if c in names)
+
+
+def parse_control_scales(text: str) -> dict[str, float]:
+    """``--control-scale``: a bare number (the Canny scale, as before) or ``name=X,name=Y`` -> {control: scale}.
+    Unknown names, repeats and values that are not numbers are a :class:`UsageError`; ranges are the style's check."""
+    text = str(text).strip()
+    try:
+        return {"canny": float(text)}
+    except ValueError:
+        pass
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in CONTROL_TYPES:
+            raise UsageError(f"--control-scale {shown(text, 60)}: expected a number or NAME=X,... with NAME one of "
+                             f"{', '.join(CONTROL_TYPES)}")
+        if name in out:
+            raise UsageError(f"--control-scale {shown(text, 60)}: {name} given twice")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise UsageError(f"--control-scale {name}={shown(value.strip(), 30)}: not a number") from None
+    return out
+
+
+def scale_overrides(scales: dict[str, float], controls: tuple[str, ...] | None = None) -> dict[str, float]:
+    """:class:`StyleConfig` fields for ``--control-scale`` values; given ``controls`` (those that run), a scale for a
+    control that is not among them is a :class:`UsageError` (it would do nothing)."""
+    for name in scales:
+        if controls is not None and name not in controls:
+            raise UsageError(f"--control-scale {name}={scales[name]:g}: the {name} control is not enabled "
+                             f"(controls: {','.join(controls)}); add it with --control {','.join((*controls, name))}")
+    return {("control_scale" if k == "canny" else f"{k}_scale"): v for k, v in scales.items()}
+
+
 @dataclass(frozen=True)
 class StyleConfig:
     """A style preset: what the stylizer draws and how strongly. ``passthrough`` (the ``none`` preset) loads no model."""
@@ -141,9 +199,12 @@ class StyleConfig:
     prompt: str = ""
     negative_prompt: str = ""
     strength: float = 0.7
-    control_scale: float = 0.8
+    control_scale: float = 0.8  # the Canny ControlNet's scale
     guidance: float = 1.0
     loras: tuple[LoraSpec, ...] = ()
+    controls: tuple[str, ...] = ("canny",)  # the ControlNets that run, any subset of CONTROL_TYPES (in that order)
+    pose_scale: float = 0.8
+    depth_scale: float = 0.8
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     canny_low: int | None = None
     canny_high: int | None = None
@@ -160,6 +221,9 @@ class StyleConfig:
                 _check_type(owner, name, getattr(self, name), int, "an integer in [0, 255]")
         _check_range(f"style[{self.name}]", "strength", self.strength, 0.0, 1.0, lo_open=True)
         _check_range(f"style[{self.name}]", "control_scale", self.control_scale, 0.0, 5.0)
+        for name in ("pose_scale", "depth_scale"):
+            _check_range(owner, name, getattr(self, name), 0.0, 5.0)
+        object.__setattr__(self, "controls", check_controls(self.controls, f"{owner}.controls"))
         _check_range(f"style[{self.name}]", "guidance", self.guidance, 1.0, 30.0)
         if (self.canny_low is None) != (self.canny_high is None):
             raise UsageError(f"style[{self.name}]: give both canny_low and canny_high, or neither (automatic)")
@@ -169,6 +233,10 @@ class StyleConfig:
             )
         if not self.passthrough and not self.prompt.strip():
             raise UsageError(f"style[{self.name}].prompt: empty (a diffusion style needs a prompt)")
+
+    def scale_of(self, control: str) -> float:
+        """The conditioning scale of ``control`` (one of :data:`CONTROL_TYPES`): ``control_scale`` for Canny."""
+        return float(getattr(self, "control_scale" if control == "canny" else f"{control}_scale"))
 
     @property
     def uses_cfg(self) -> bool:
@@ -189,9 +257,11 @@ class ModelConfig:
     controlnet: str = "auto"
     vae: str = "auto"
     allow_pickle: bool = False
+    pose_controlnet: str = "auto"
+    depth_controlnet: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("model", "controlnet", "vae"):
+        for name in ("model", "controlnet", "vae", "pose_controlnet", "depth_controlnet"):
             if not str(getattr(self, name)).strip():
                 raise UsageError(f"--{name}: empty model spec")
         if self.model.lower() == "none":
@@ -208,6 +278,21 @@ class ModelConfig:
         if spec == "auto":
             return self.model if self.is_random else DEFAULT_CONTROLNET
         return None if spec.lower() == "none" else spec
+
+    def controlnet_specs(self, controls: tuple[str, ...] = ("canny",)) -> dict[str, str]:
+        """{control: ControlNet spec} for each of ``controls`` that has one (``auto``: :data:`DEFAULT_CONTROLNETS`,
+        or the same random architecture for a ``random:`` model; ``none``: that control is left out)."""
+        out: dict[str, str] = {}
+        for control in controls:
+            if control == "canny":
+                spec = self.controlnet_spec
+            else:
+                given = getattr(self, f"{control}_controlnet")
+                spec = (self.model if self.is_random else DEFAULT_CONTROLNETS[control]) if given == "auto" else given
+                spec = None if spec.lower() == "none" else spec
+            if spec is not None:
+                out[control] = spec
+        return out
 
     @property
     def vae_spec(self) -> str:

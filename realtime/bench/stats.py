@@ -31,7 +31,7 @@ STAGES: dict[str, str] = {
     "upload": "host -> device: the model-size image and Canny map become the frame step's input tensors",
     "step": "the frame step through the engine: encode + ControlNet + UNet + decode, uint8 image in and out",
     "encode": "part of step (eager only): TAESD encoder",
-    "controlnet": "part of step (eager only): ControlNet",
+    "controlnet": "part of step (eager only): the ControlNets (all enabled controls together)",
     "unet": "part of step (eager only): UNet",
     "decode": "part of step (eager only): TAESD decoder",
     "step_other": "part of step (eager only): step minus its timed parts (uint8 <-> float, blending, noising, scheduler)",
@@ -55,11 +55,12 @@ class StepHooks:
         self.handles: list[Any] = []
         self.parts: dict[str, Any] = {}
         vae = getattr(step, "vae", None)
-        for name, module in (("encode", getattr(vae, "encoder", None)), ("controlnet", getattr(step, "controlnet", None)),
+        nets = list(getattr(step, "controlnets", {}).values())
+        for name, module in (("encode", getattr(vae, "encoder", None)), *(("controlnet", net) for net in nets),
                              ("unet", getattr(step, "unet", None)), ("decode", getattr(vae, "decoder", None))):
             if module is None:
                 continue
-            self.parts[name] = module
+            self.parts.setdefault(name, module)
             self.handles.append(module.register_forward_pre_hook(self._pre(name)))
             self.handles.append(module.register_forward_hook(self._post(name)))
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from realtime.cli.console import EXIT_USAGE, printable
 from realtime.config import (BACKEND_CHOICES, DEFAULT_MODEL, DEFAULT_STYLE, DEVICE_CHOICES, DTYPE_CHOICES, LoraSpec, ModelConfig,
-                             RunConfig, StyleConfig, check_model_options, load_style, override_style)
+                             RunConfig, StyleConfig, check_controls, check_model_options, load_style, override_style,
+                             parse_control_scales, scale_overrides)
 from realtime.errors import UsageError
 from realtime.geometry import Size, auto_model_size, parse_size
 
@@ -49,7 +50,8 @@ def add_style_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prompt", help="prompt text")
     g.add_argument("--negative-prompt", help="negative prompt (used when --guidance > 1)")
     g.add_argument("--strength", type=float, help="how far from the input, in (0, 1]: the one step's noise level")
-    g.add_argument("--control-scale", type=float, help="ControlNet (Canny) residual scale, 0 = off")
+    g.add_argument("--control", default=None, metavar="LIST", help="the ControlNets to run, any of canny,pose,depth (default: the preset's, canny)")
+    g.add_argument("--control-scale", default=None, metavar="X|NAME=X,...", help="ControlNet residual scales: a number (the Canny scale) or e.g. canny=1.0,depth=0.5; 0 = that control has no effect")
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale; 1 (SD-Turbo's default) = one UNet pass")
     g.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]", help="LoRA file (diffusers or kohya .safetensors, a hub file owner/repo/file.safetensors, or a URL) with an optional scale; repeatable")
     g.add_argument("--canny-low", type=int, help="Canny low threshold (with --canny-high; default automatic from the image median)")
@@ -71,6 +73,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and device")
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local directory or .safetensors file, or random:sd-turbo / random:tiny (random weights, no download); default {DEFAULT_MODEL}")
     g.add_argument("--controlnet", default="auto", help="ControlNet spec, or 'none' (default: thibaud/controlnet-sd21-canny-diffusers; the same random architecture for random: models)")
+    g.add_argument("--pose-controlnet", default="auto", help="OpenPose ControlNet spec for --control pose (default thibaud/controlnet-sd21-openpose-diffusers)")
+    g.add_argument("--depth-controlnet", default="auto", help="depth ControlNet spec for --control depth (default thibaud/controlnet-sd21-depth-diffusers)")
     g.add_argument("--vae", default="auto", help="'taesd' (fast, default), 'full' (the model's own VAE, slower) or a spec")
     g.add_argument("--allow-pickle", action="store_true", help="allow loading full pickle checkpoints (.ckpt/.pt/.pth/.pkl, single-file models), which can run code: only for files you trust (.bin weights load through torch's weights-only loader without it)")
     g.add_argument("--seed", type=int, default=0, help="seed of the fixed noise (and of random: weights)")
@@ -117,8 +121,9 @@ def style_overrides(args: argparse.Namespace, *, loras: bool = True) -> dict[str
         "prompt": args.prompt,
         "negative_prompt": args.negative_prompt,
         "strength": args.strength,
-        "control_scale": args.control_scale,
         "guidance": args.guidance,
+        "controls": check_controls(args.control) if getattr(args, "control", None) is not None else None,
+        **scale_overrides(control_scales_given(args)),
     }
     if loras:
         o["loras"] = tuple(LoraSpec.parse(x) for x in args.lora)
@@ -127,15 +132,25 @@ def style_overrides(args: argparse.Namespace, *, loras: bool = True) -> dict[str
     return o
 
 
+def control_scales_given(args: argparse.Namespace) -> dict[str, float]:
+    """``--control-scale`` parsed ({control: scale}; empty when not given)."""
+    text = getattr(args, "control_scale", None)
+    return {} if text is None else parse_control_scales(text)
+
+
 def style_from_args(args: argparse.Namespace) -> StyleConfig:
     style = load_style(args.style)
     overrides = style_overrides(args)
     check_model_options(style, args.model, args.controlnet, args.vae)
-    return override_style(style, **overrides)
+    style = override_style(style, **overrides)
+    scale_overrides(control_scales_given(args), style.controls)  # a scale for a control that is not enabled
+    return style
 
 
 def model_from_args(args: argparse.Namespace) -> ModelConfig:
-    return ModelConfig(model=args.model, controlnet=args.controlnet, vae=args.vae, allow_pickle=args.allow_pickle)
+    return ModelConfig(model=args.model, controlnet=args.controlnet, vae=args.vae, allow_pickle=args.allow_pickle,
+                       pose_controlnet=getattr(args, "pose_controlnet", "auto"),
+                       depth_controlnet=getattr(args, "depth_controlnet", "auto"))
 
 
 def model_size(args: argparse.Namespace, output: Size) -> Size:
@@ -152,6 +167,7 @@ def output_size_arg(text: str | None) -> Size | None:
 
 #: argparse destinations that name files a command reads (a missing attribute or a non-path value is skipped)
 _INPUT_OPTIONS = ("input", "inputs", "source", "face_model", "style", "control_file", "model", "controlnet", "vae",
+                  "pose_controlnet", "depth_controlnet",
                   "validation_image", "resume")
 
 

@@ -29,7 +29,7 @@ def build_stylizer(model: ModelConfig, style: StyleConfig, run: RunConfig) -> "S
     device = resolve_device(run.device)
     dtype = resolve_dtype(run.dtype, device)
     check_backend(run.backend, device)  # before any model loads: a missing extra is a one-line error, no fallback
-    comps = load_components(model, device, dtype, seed=run.seed)
+    comps = load_components(model, device, dtype, seed=run.seed, controls=style.controls)
     if device.type == "cpu":  # after loading: a bad input's one-line error is never preceded by this warning
         log.warning("running on the CPU: expect seconds per frame at real model sizes (a CUDA GPU gives real time)")
     fuse_loras(comps, style.loras, allow_pickle=model.allow_pickle)

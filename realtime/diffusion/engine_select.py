@@ -34,6 +34,7 @@ def engine_key_fields(model: ModelConfig, style: StyleConfig, run: RunConfig, co
         "sources": dict(comps.sources),
         "prediction_type": comps.prediction_type,
         "cfg": style.uses_cfg,
+        "controls": [c for c in style.controls if c in comps.controlnets],  # adding or removing one rebuilds
         "size": [run.size.width, run.size.height],
         "batch": batch,
         "dtype": _DTYPE_NAMES[str(dtype)],
@@ -69,7 +70,7 @@ def runner_factory(model: ModelConfig, style: StyleConfig, run: RunConfig, comps
         fields = engine_key_fields(model, style, run, comps, dtype, include_loras=include_loras,
                                    batch=int(example_inputs[0].shape[0]))
         runner = build_runner(
-            module, example_inputs, backend=run.backend, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+            module, example_inputs, backend=run.backend, input_names=getattr(module, "input_names", INPUT_NAMES), output_names=OUTPUT_NAMES,
             options=options, cache=cache, key_fields=fields, weights_tag=",".join(loras) or "base",
             description=description,
         )

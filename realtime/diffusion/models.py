@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from realtime.config import TAESD_REPO, ModelConfig
+from realtime.config import CONTROL_TYPES, TAESD_REPO, ModelConfig
 from realtime.errors import DeviceUnavailable, ModelNotFound, UsageError
 from realtime.diffusion.hubfiles import PIPELINE_PARTS, cached_snapshot, cached_weights, missing_parts
 from realtime.diffusion.tokenizer import generated_tokenizer
@@ -94,6 +94,14 @@ class Components:
     tokenizer: Any
     scheduler_config: dict[str, Any]
     sources: dict[str, str] = field(default_factory=dict)  # what was loaded (for engine cache keys and logs)
+    #: the ControlNets of the other controls (``pose``, ``depth``); ``controlnet`` is Canny's
+    more_controlnets: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def controlnets(self) -> dict[str, Any]:
+        """Every loaded ControlNet by control type, in :data:`~realtime.config.CONTROL_TYPES` order (the frame step's)."""
+        nets = {"canny": self.controlnet, **self.more_controlnets}
+        return {c: nets[c] for c in CONTROL_TYPES if nets.get(c) is not None}
 
     @property
     def prediction_type(self) -> str:
@@ -216,7 +224,9 @@ def spec_kind(spec: str) -> str:
 
 def offline_not_cached(what: str, spec: str) -> ModelNotFound:
     """The one-line error for a hub model that is not cached while offline: it names the model and the fix."""
-    pull = {"model": f"--model {spec}", "controlnet": f"--controlnet {spec}", "full vae": f"--model {spec} --vae full"}
+    pull = {"model": f"--model {spec}", "controlnet": f"--controlnet {spec}", "full vae": f"--model {spec} --vae full",
+            "pose controlnet": f"--control pose --pose-controlnet {spec}",
+            "depth controlnet": f"--control depth --depth-controlnet {spec}"}
     return ModelNotFound(
         f"{what} {spec!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: run `stylecam models pull "
         f"{pull.get(what, f'--vae {spec}')}` on a connected machine (then copy its cache here and point HF_HOME at it), "
@@ -251,22 +261,24 @@ def hub_load(loader: Callable[..., Any], spec: str, what: str, **kwargs: Any) ->
         ) from e
 
 
-def hub_repos(cfg: ModelConfig) -> list[tuple[str, str, tuple[str, ...] | None]]:
-    """``(what, repo id, component folders or None for a model repo)`` for each hub repo that ``cfg`` loads."""
+def hub_repos(cfg: ModelConfig, controls: tuple[str, ...] = ("canny",)) -> list[tuple[str, str, tuple[str, ...] | None]]:
+    """``(what, repo id, component folders or None for a model repo)`` for each hub repo that ``cfg`` loads with
+    ``controls`` enabled (each control's ControlNet; ``what`` is ``controlnet`` for Canny, ``pose controlnet``...)."""
     out: list[tuple[str, str, tuple[str, ...] | None]] = []
     if spec_kind(cfg.model) == "hub":
         out.append(("model", cfg.model, PIPELINE_PARTS))
         if cfg.vae_spec == "full":
             out.append(("full vae", cfg.model, ("vae",)))
-    if cfg.controlnet_spec and spec_kind(cfg.controlnet_spec) == "hub":
-        out.append(("controlnet", cfg.controlnet_spec, None))
+    for control, spec in cfg.controlnet_specs(controls).items():
+        if spec_kind(spec) == "hub":
+            out.append(("controlnet" if control == "canny" else f"{control} controlnet", spec, None))
     vae = TAESD_REPO if cfg.vae_spec == "taesd" else cfg.vae_spec
     if vae != "full" and spec_kind(vae) == "hub":
         out.append(("vae", vae, None))
     return out
 
 
-def check_models_available(cfg: ModelConfig) -> None:
+def check_models_available(cfg: ModelConfig, controls: tuple[str, ...] = ("canny",)) -> None:
     """Pre-flight: raise what loading ``cfg`` would raise for a missing model, without loading anything.
 
     Every spec must resolve (:func:`spec_kind`: a local path that exists, a hub id or ``random:<arch>``); when
@@ -275,12 +287,12 @@ def check_models_available(cfg: ModelConfig) -> None:
     Online, hub repos that are not cached are left to the loaders (they download). Cheap: file-system look-ups only,
     no torch, no network.
     """
-    for spec in (cfg.model, cfg.controlnet_spec, cfg.vae_spec):
+    for spec in (cfg.model, cfg.vae_spec, *cfg.controlnet_specs(controls).values()):
         if spec and spec not in ("taesd", "full"):
             spec_kind(spec)
     if not hub_offline():
         return
-    for what, repo, parts in hub_repos(cfg):
+    for what, repo, parts in hub_repos(cfg, controls):
         snap = cached_snapshot(repo)
         if snap is None or missing_parts(snap, parts):
             raise offline_not_cached(what, repo)
@@ -310,8 +322,10 @@ def describe_source(spec: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------- loading
-def load_components(cfg: ModelConfig, device: "torch.device", dtype: "torch.dtype", seed: int = 0) -> Components:
-    """Load (or build) UNet, ControlNet, VAE, text encoder, tokenizer and scheduler config, on ``device`` in ``dtype``.
+def load_components(cfg: ModelConfig, device: "torch.device", dtype: "torch.dtype", seed: int = 0,
+                    controls: tuple[str, ...] = ("canny",)) -> Components:
+    """Load (or build) UNet, the ControlNet of each of ``controls``, VAE, text encoder, tokenizer and scheduler config,
+    on ``device`` in ``dtype``.
 
     ``random:`` components are initialised from ``seed`` (the same seed gives the same weights).
     """
@@ -332,15 +346,16 @@ def load_components(cfg: ModelConfig, device: "torch.device", dtype: "torch.dtyp
     else:
         unet, text_encoder, tokenizer, scheduler_config, full_vae = _load_diffusers_model(cfg.model, fp16)
 
-    controlnet = _load_controlnet(cfg.controlnet_spec, cfg.allow_pickle, seed, unet, fp16) if cfg.controlnet_spec else None
+    specs = cfg.controlnet_specs(controls)
+    nets = {c: _load_controlnet(spec, cfg.allow_pickle, seed + _CONTROL_SEED[c], unet, fp16) for c, spec in specs.items()}
     vae = _load_vae(cfg, full_vae, seed, fp16)
     sources = {"model": describe_source(cfg.model), "vae": cfg.vae_spec if cfg.vae_spec.startswith(("taesd", "full")) else describe_source(cfg.vae_spec)}
-    sources["controlnet"] = describe_source(cfg.controlnet_spec) if cfg.controlnet_spec else "none"
+    sources["controlnet"] = describe_source(specs["canny"]) if "canny" in specs else "none"
+    sources.update({f"{c}_controlnet": describe_source(spec) for c, spec in specs.items() if c != "canny"})
     if cfg.is_random:
         sources["seed"] = str(seed)
-    comps = Components(unet, controlnet, vae, text_encoder, tokenizer, scheduler_config, sources)
-    for name in ("unet", "controlnet", "vae", "text_encoder"):
-        module = getattr(comps, name)
+    comps = Components(unet, nets.pop("canny", None), vae, text_encoder, tokenizer, scheduler_config, sources, nets)
+    for module in (comps.unet, comps.vae, comps.text_encoder, *comps.controlnets.values()):
         if module is not None:
             module.to(device=device, dtype=dtype).eval().requires_grad_(False)
     log.info("loaded %s", ", ".join(f"{k}={v}" for k, v in sources.items()))
@@ -386,6 +401,10 @@ def _load_single_file(path: Path, allow_pickle: bool) -> tuple[Any, Any, Any, di
     check_not_pickle(path, allow_pickle, "model")
     pipe = hub_load(lambda p, **kw: StableDiffusionPipeline.from_single_file(p, safety_checker=None, **kw), str(path), "model")
     return pipe.unet, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config), pipe.vae
+
+
+#: Offsets of each control's random ControlNet seed from the run's seed (Canny's +1 as before: same weights).
+_CONTROL_SEED = {"canny": 0, "pose": 4, "depth": 5}
 
 
 def _load_controlnet(spec: str, allow_pickle: bool, seed: int, unet: Any, fp16: bool = False) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -29,10 +30,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: FrameStep's inputs, in order (names are the ONNX graph's input names).
+#: FrameStep's inputs, in order (names are the ONNX graph's input names), for a step with at most one control.
+#: ``control`` and ``control_scale`` belong to the step's first control (Canny when it is enabled); each further
+#: control appends ``control_<name>`` and ``control_scale_<name>`` (:func:`input_names`, :attr:`FrameStep.input_names`).
 INPUT_NAMES = (
     "image",            # (1, H, W, 3) uint8 RGB
-    "control",          # (1, H, W) uint8 Canny map, 0 or 255
+    "control",          # (1, H, W) uint8 map (Canny 0/255, depth 0..255) or (1, H, W, 3) uint8 RGB (pose skeleton)
     "prev_in_latent",   # (1, 4, H/8, W/8) previous frame's input latent z (motion estimate)
     "prev_out_latent",  # (1, 4, H/8, W/8) previous frame's output latent z0 (blending)
     "noise",            # (1, 4, H/8, W/8) fixed noise n
@@ -46,21 +49,43 @@ INPUT_NAMES = (
     "guidance_scale",   # (1,) CFG scale (used only when built with CFG)
 )
 OUTPUT_NAMES = ("image_out", "in_latent", "out_latent")
+#: Channels of each control's map: Canny and depth are one grey channel, the OpenPose skeleton is RGB.
+CONTROL_CHANNELS = {"canny": 1, "pose": 3, "depth": 1}
+
+
+def input_names(controls: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """FrameStep's input names for ``controls`` (its ControlNets' control types, in order): :data:`INPUT_NAMES`, then
+    ``control_<name>``, ``control_scale_<name>`` for every control after the first."""
+    return INPUT_NAMES + tuple(n for c in controls[1:] for n in (f"control_{c}", f"control_scale_{c}"))
+
+
+def _as_condition(control: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(1, H, W) or (1, H, W, 3) uint8 -> (1, 3, H, W) in [0, 1], the ControlNet's conditioning image."""
+    cond = control.to(dtype) / 255.0
+    return cond.unsqueeze(1).expand(-1, 3, -1, -1) if cond.dim() == 3 else cond.permute(0, 3, 1, 2)
 
 
 class FrameStep(nn.Module):
-    """One SD-Turbo step with ControlNet and TAESD, uint8 image in, uint8 image out.
+    """One SD-Turbo step with ControlNets and TAESD, uint8 image in, uint8 image out.
 
-    Args: ``unet``, ``controlnet`` (or None), ``vae`` (AutoencoderTiny or AutoencoderKL), ``prediction_type``
-    (``epsilon``, ``v_prediction`` or ``sample``), ``cfg`` (classifier-free guidance: doubles the UNet batch).
-    ``forward`` takes :data:`INPUT_NAMES` and returns :data:`OUTPUT_NAMES`; see their shapes there.
+    Args: ``unet``; ``controlnets``: an ordered mapping {control type: ControlNet} (a single ControlNet is Canny's;
+    None or empty: no ControlNet); ``vae`` (AutoencoderTiny or AutoencoderKL); ``prediction_type`` (``epsilon``,
+    ``v_prediction`` or ``sample``); ``cfg`` (classifier-free guidance: doubles the UNet batch).
+    ``forward`` takes :attr:`input_names` (:data:`INPUT_NAMES`, then one control image and one scale per further
+    control) and returns :data:`OUTPUT_NAMES`. The ControlNets' residuals, each times its scale input, are summed
+    (diffusers' MultiControlNetModel does the same): a scale of 0 is that control left out.
     """
 
-    def __init__(self, unet: Any, controlnet: Any | None, vae: Any, prediction_type: str, cfg: bool = False):
+    def __init__(self, unet: Any, controlnets: Any, vae: Any, prediction_type: str, cfg: bool = False):
         super().__init__()
         if prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise UsageError(f"prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample")
-        self.unet, self.controlnet, self.vae = unet, controlnet, vae
+        if controlnets is not None and not isinstance(controlnets, dict):
+            controlnets = {"canny": controlnets}
+        self.controlnets = nn.ModuleDict(dict(controlnets or {}))
+        self.controls: tuple[str, ...] = tuple(self.controlnets.keys())
+        self.input_names = input_names(self.controls)
+        self.unet, self.vae = unet, vae
         self.prediction_type, self.cfg = prediction_type, cfg
         self.tiny_vae = type(vae).__name__ == "AutoencoderTiny"
         self.vae_scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
@@ -79,7 +104,7 @@ class FrameStep(nn.Module):
         self, image: torch.Tensor, control: torch.Tensor, prev_in_latent: torch.Tensor,
         prev_out_latent: torch.Tensor, noise: torch.Tensor, prompt_embeds: torch.Tensor, timestep: torch.Tensor,
         sqrt_alpha_bar: torch.Tensor, sqrt_one_minus_alpha_bar: torch.Tensor, blend: torch.Tensor,
-        motion_gain: torch.Tensor, control_scale: torch.Tensor, guidance_scale: torch.Tensor,
+        motion_gain: torch.Tensor, control_scale: torch.Tensor, guidance_scale: torch.Tensor, *more_controls: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         dtype = noise.dtype
         x = image.to(dtype).permute(0, 3, 1, 2) / 127.5 - 1.0  # uint8 cast first: TensorRT wants it at the I/O edge
@@ -93,16 +118,7 @@ class FrameStep(nn.Module):
         batch = 2 if self.cfg else 1
         sample = x_t.expand(batch, -1, -1, -1) if self.cfg else x_t
         t = timestep.expand(batch)
-        down, mid = None, None
-        if self.controlnet is not None:
-            cond = (control.to(dtype) / 255.0).unsqueeze(1).expand(-1, 3, -1, -1)
-            cond = cond.expand(batch, -1, -1, -1) if self.cfg else cond
-            down, mid = self.controlnet(
-                sample, t, encoder_hidden_states=prompt_embeds, controlnet_cond=cond, conditioning_scale=1.0,
-                return_dict=False,
-            )
-            down = [r * control_scale for r in down]
-            mid = mid * control_scale
+        down, mid = self._control_residuals(sample, t, prompt_embeds, (control, control_scale, *more_controls))
         pred = self.unet(
             sample, t, encoder_hidden_states=prompt_embeds, down_block_additional_residuals=down,
             mid_block_additional_residual=mid, return_dict=False,
@@ -120,6 +136,25 @@ class FrameStep(nn.Module):
         out = ((y.clamp(-1.0, 1.0) + 1.0) * 127.5).round().permute(0, 2, 3, 1).to(torch.uint8)  # cast last
         return out, z, z0
 
+    def _control_residuals(
+        self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: torch.Tensor, pairs: tuple[torch.Tensor, ...],
+    ) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+        """Sum over the ControlNets of their residuals times their scales; ``pairs`` = (image, scale) per control."""
+        if len(pairs) != 2 * max(1, len(self.controls)):
+            raise UsageError(f"FrameStep with controls {self.controls} takes {len(self.input_names)} inputs")
+        down: list[torch.Tensor] | None = None
+        mid: torch.Tensor | None = None
+        for i, net in enumerate(self.controlnets.values()):
+            image, scale = pairs[2 * i], pairs[2 * i + 1]
+            cond = _as_condition(image, sample.dtype)
+            cond = cond.expand(sample.shape[0], -1, -1, -1) if self.cfg else cond
+            d, m = net(sample, t, encoder_hidden_states=prompt_embeds, controlnet_cond=cond, conditioning_scale=1.0,
+                       return_dict=False)
+            d, m = [r * scale for r in d], m * scale
+            down = d if down is None else [a + b for a, b in zip(down, d)]
+            mid = m if mid is None else mid + m
+        return down, mid
+
 
 
 @dataclass(frozen=True)
@@ -131,8 +166,9 @@ class FrameNumbers:
     sqrt_one_minus_alpha_bar: float
     blend: float
     motion_gain: float
-    control_scale: float
+    control_scale: float  # the step's first control's scale
     guidance_scale: float
+    more_scales: tuple[float, ...] = ()  # the scales of the step's further controls, in order
 
 
 def strength_timestep(strength: float, num_train_timesteps: int = 1000) -> int:
@@ -191,7 +227,12 @@ class Stylizer:
     # ----------------------------------------------------------------------------------------------------- set-up
     def _build(self, style: StyleConfig) -> None:
         comps = self.components
-        self.step = FrameStep(comps.unet, comps.controlnet, comps.vae, comps.prediction_type, cfg=style.uses_cfg)
+        nets = {c: net for c, net in comps.controlnets.items() if c in style.controls}
+        missing = [c for c in style.controls if c != "canny" and c not in nets]
+        if missing:
+            raise UsageError(f"control {missing[0]} is enabled but its ControlNet is not loaded (load the models "
+                             f"with that control)")
+        self.step = FrameStep(comps.unet, nets, comps.vae, comps.prediction_type, cfg=style.uses_cfg)
         self._cfg = style.uses_cfg
         self._prompt_embeds = self.encode_prompt(style.prompt, style.negative_prompt, style.uses_cfg)
         self._numbers = self.frame_numbers(style)
@@ -212,11 +253,17 @@ class Stylizer:
     def frame_numbers(self, style: StyleConfig) -> FrameNumbers:
         t = strength_timestep(style.strength, len(self._abar))
         abar = float(self._abar[t])
+        scales = [style.scale_of(c) for c in self.step.controls] or [style.control_scale]
         return FrameNumbers(
             timestep=float(t), sqrt_alpha_bar=abar**0.5, sqrt_one_minus_alpha_bar=(1 - abar) ** 0.5,
-            blend=style.temporal.blend, motion_gain=style.temporal.motion_gain, control_scale=style.control_scale,
-            guidance_scale=style.guidance,
+            blend=style.temporal.blend, motion_gain=style.temporal.motion_gain, control_scale=scales[0],
+            guidance_scale=style.guidance, more_scales=tuple(scales[1:]),
         )
+
+    @property
+    def controls(self) -> tuple[str, ...]:
+        """The controls the frame step runs (their maps are what :meth:`__call__` takes), in order."""
+        return self.step.controls
 
     # ---------------------------------------------------------------------------------------------------- prompts
     def encode_prompt(self, prompt: str, negative: str = "", cfg: bool = False) -> torch.Tensor:
@@ -244,6 +291,9 @@ class Stylizer:
         if style.loras != self.style.loras:
             raise UsageError("a LoRA change needs the models loaded again with the new LoRAs fused (build another "
                              "Stylizer; `stylecam live` does it in the background on a `lora` command)")
+        if style.controls != self.style.controls:
+            raise UsageError("adding or removing a control needs its ControlNet loaded and the frame step rebuilt "
+                             "(build another Stylizer; `stylecam live` does it in the background)")
         if style.uses_cfg != self._cfg:
             log.info("guidance %s: rebuilding the frame step", "on" if style.uses_cfg else "off")
             self._pending = None  # an encode still pending for the old CFG shape must never be swapped in
@@ -276,35 +326,60 @@ class Stylizer:
         """Forget the previous frame: the next frame is not blended (use after a cut or a style jump)."""
         self._has_prev = False
 
+    def _map_shape(self, control: str) -> tuple[int, ...]:
+        h, w = self.size.height, self.size.width
+        return (h, w, 3) if CONTROL_CHANNELS.get(control, 1) == 3 else (h, w)
+
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         """A full set of FrameStep inputs for this stylizer's shapes (what an engine is built from)."""
 
         h, w = self.size.height, self.size.width
         image = torch.zeros((1, h, w, 3), dtype=torch.uint8, device=self.device)
-        control = torch.zeros((1, h, w), dtype=torch.uint8, device=self.device)
-        return (image, control, self._prev_in, self._prev_out, self.noise, self._prompt_embeds, *self._number_tensors(self._numbers, first=True))
+        maps = [torch.zeros((1, *self._map_shape(c)), dtype=torch.uint8, device=self.device) for c in self.controls or ("canny",)]
+        return self._assemble(image, maps, first=True)
 
-    def _number_tensors(self, n: FrameNumbers, first: bool) -> tuple[torch.Tensor, ...]:
-
+    def _assemble(self, image: torch.Tensor, maps: list[torch.Tensor], first: bool) -> tuple[torch.Tensor, ...]:
+        n = self._numbers
         values = [n.timestep, n.sqrt_alpha_bar, n.sqrt_one_minus_alpha_bar, 1.0 if first else n.blend,
-                  0.0 if first else n.motion_gain, n.control_scale, n.guidance_scale]
+                  0.0 if first else n.motion_gain, n.control_scale, n.guidance_scale, *n.more_scales]
         flat = torch.tensor(values, dtype=torch.float32).to(self.device, self.dtype)
-        return tuple(flat[i : i + 1] for i in range(len(values)))
+        numbers = [flat[i : i + 1] for i in range(len(values))]
+        more = [t for i, m in enumerate(maps[1:]) for t in (m, numbers[7 + i])]
+        return (image, maps[0], self._prev_in, self._prev_out, self.noise, self._prompt_embeds, *numbers[:7], *more)
 
-    def step_inputs(self, image: np.ndarray, control: np.ndarray) -> tuple[torch.Tensor, ...]:
+    def control_maps(self, control: "np.ndarray | Mapping[str, np.ndarray]") -> list[np.ndarray]:
+        """The maps for :attr:`controls`, in order, checked: ``control`` is the one map of a one-control step (or of
+        a step without ControlNet), or a mapping {control type: map} holding every control of the step. Canny and
+        depth maps are (H, W) uint8, the pose skeleton is (H, W, 3) uint8 RGB."""
+        controls = self.controls or ("canny",)
+        if not isinstance(control, Mapping):
+            if len(controls) > 1:
+                raise UsageError(f"this stylizer runs controls {','.join(controls)}: give one map per control")
+            control = {controls[0]: control}
+        maps = []
+        for c in controls:
+            m = control.get(c)
+            if m is None:
+                raise UsageError(f"no {c} map given (the stylizer runs controls {','.join(controls)})")
+            want = self._map_shape(c)
+            if m.shape != want or m.dtype != np.uint8:
+                raise UsageError(f"{c} control map must be {'x'.join(map(str, want))} uint8, got {m.shape} {m.dtype}")
+            maps.append(m)
+        return maps
+
+    def step_inputs(self, image: np.ndarray, control: "np.ndarray | Mapping[str, np.ndarray]") -> tuple[torch.Tensor, ...]:
 
         h, w = self.size.height, self.size.width
         if image.shape != (h, w, 3) or image.dtype != np.uint8:
             raise UsageError(f"stylizer input must be {h}x{w}x3 uint8, got {image.shape} {image.dtype}")
-        if control.shape != (h, w) or control.dtype != np.uint8:
-            raise UsageError(f"control map must be {h}x{w} uint8, got {control.shape} {control.dtype}")
+        maps = [torch.from_numpy(np.ascontiguousarray(m)).unsqueeze(0).to(self.device, non_blocking=True)
+                for m in self.control_maps(control)]
         img = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0).to(self.device, non_blocking=True)
-        ctl = torch.from_numpy(np.ascontiguousarray(control)).unsqueeze(0).to(self.device, non_blocking=True)
-        first = not self._has_prev
-        return (img, ctl, self._prev_in, self._prev_out, self.noise, self._prompt_embeds, *self._number_tensors(self._numbers, first))
+        return self._assemble(img, maps, first=not self._has_prev)
 
-    def __call__(self, image: np.ndarray, control: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB at the model size + (H, W) uint8 Canny -> (H, W, 3) uint8 RGB stylized."""
+    def __call__(self, image: np.ndarray, control: "np.ndarray | Mapping[str, np.ndarray]") -> np.ndarray:
+        """(H, W, 3) uint8 RGB at the model size + its control map(s) (:meth:`control_maps`) -> (H, W, 3) uint8 RGB
+        stylized."""
 
         clock = self.clock if self.clock is not None else _NO_CLOCK
         self._swap_prompt()

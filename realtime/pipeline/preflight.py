@@ -136,24 +136,25 @@ def check_model_spec(spec: str, what: str = "--model", allow_pickle: bool = Fals
     return kind
 
 
-def check_model(model: ModelConfig) -> None:
-    """Every spec of ``model``: the model, its ControlNet and a VAE given as a spec (not ``taesd``/``full``); while
-    offline, every hub repo they need is in the Hugging Face cache (file-system look-ups only)."""
+def check_model(model: ModelConfig, controls: tuple[str, ...] = ("canny",)) -> None:
+    """Every spec of ``model``: the model, the ControlNet of each of ``controls`` and a VAE given as a spec (not
+    ``taesd``/``full``); while offline, every hub repo they need is in the Hugging Face cache (file-system look-ups
+    only)."""
     from realtime.diffusion.models import check_models_available
 
     check_model_spec(model.model, "--model", model.allow_pickle)
-    if model.controlnet_spec is not None:
-        check_model_spec(model.controlnet_spec, "--controlnet", model.allow_pickle)
+    for control, spec in model.controlnet_specs(controls).items():
+        check_model_spec(spec, "--controlnet" if control == "canny" else f"--{control}-controlnet", model.allow_pickle)
     if model.vae_spec not in ("taesd", "full"):
         check_model_spec(model.vae_spec, "--vae", model.allow_pickle)
-    check_models_available(model)
+    check_models_available(model, controls)
 
 
 def check_style_models(style: StyleConfig, model: ModelConfig | None) -> None:
     """What a diffusion style needs before it loads: its model specs and its LoRAs (none for pass-through)."""
     if style.passthrough or model is None:
         return
-    check_model(model)
+    check_model(model, style.controls)
     check_loras(style.loras, model.allow_pickle)
 
 
