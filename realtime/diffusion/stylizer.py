@@ -49,6 +49,9 @@ INPUT_NAMES = (
     "guidance_scale",   # (1,) CFG scale (used only when built with CFG)
 )
 OUTPUT_NAMES = ("image_out", "in_latent", "out_latent")
+#: The per-frame numbers among :data:`INPUT_NAMES` (each a (1,) tensor; a device frame path sends them as one tensor).
+NUMBER_NAMES = ("timestep", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "blend", "motion_gain", "control_scale",
+                "guidance_scale")
 #: Channels of each control's map: Canny and depth are one grey channel, the OpenPose skeleton is RGB.
 CONTROL_CHANNELS = {"canny": 1, "pose": 3, "depth": 1}
 
@@ -339,13 +342,48 @@ class Stylizer:
         return self._assemble(image, maps, first=True)
 
     def _assemble(self, image: torch.Tensor, maps: list[torch.Tensor], first: bool) -> tuple[torch.Tensor, ...]:
-        n = self._numbers
-        values = [n.timestep, n.sqrt_alpha_bar, n.sqrt_one_minus_alpha_bar, 1.0 if first else n.blend,
-                  0.0 if first else n.motion_gain, n.control_scale, n.guidance_scale, *n.more_scales]
+        values = self._number_values(first)
         flat = torch.tensor(values, dtype=torch.float32).to(self.device, self.dtype)
-        numbers = [flat[i : i + 1] for i in range(len(values))]
+        return self._order(image, maps, [flat[i : i + 1] for i in range(len(values))])
+
+    def _order(self, image: Any, maps: list[Any], numbers: list[Any]) -> tuple[Any, ...]:
+        """FrameStep's inputs in :attr:`input_names` order (the one place that orders them)."""
         more = [t for i, m in enumerate(maps[1:]) for t in (m, numbers[7 + i])]
         return (image, maps[0], self._prev_in, self._prev_out, self.noise, self._prompt_embeds, *numbers[:7], *more)
+
+    def _number_values(self, first: bool) -> tuple[float, ...]:
+        """The per-frame numbers in :attr:`number_names` order (the first frame is not blended)."""
+        n = self._numbers
+        return (n.timestep, n.sqrt_alpha_bar, n.sqrt_one_minus_alpha_bar, 1.0 if first else n.blend,
+                0.0 if first else n.motion_gain, n.control_scale, n.guidance_scale, *n.more_scales)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """This step's input names, in order (:func:`input_names` of its controls)."""
+        return input_names(self.controls)
+
+    @property
+    def number_names(self) -> tuple[str, ...]:
+        """The per-frame numbers among :attr:`input_names`, in order."""
+        return NUMBER_NAMES + tuple(f"control_scale_{c}" for c in self.controls[1:])
+
+    def frame_state(self) -> tuple[dict[str, torch.Tensor], tuple[float, ...]]:
+        """For a frame path that makes the image and the Canny map on the device itself
+        (:class:`~realtime.pipeline.framepath.FramePath`): every other FrameStep input by name (device tensors, as
+        they are: nothing is copied; a map of another control is None: the path has to supply it) and the per-frame
+        numbers as floats in :attr:`number_names` order (they travel in one small tensor with the frame). Swaps in
+        a prompt encoded in the background. Call :meth:`accept` with the step's latents afterwards."""
+        self._swap_prompt()
+        numbers = self._number_values(not self._has_prev)
+        maps: list[Any] = [None] * max(1, len(self.controls))
+        named = dict(zip(self.input_names, self._order(None, maps, [None] * len(numbers)), strict=True))
+        made_by_the_path = {"image", "control", *self.number_names}
+        return {k: v for k, v in named.items() if k not in made_by_the_path}, numbers
+
+    def accept(self, in_latent: torch.Tensor, out_latent: torch.Tensor) -> None:
+        """This frame's input and output latents (FrameStep's ``in_latent``, ``out_latent``): the next frame blends
+        with them."""
+        self._prev_in, self._prev_out, self._has_prev = in_latent, out_latent, True
 
     def control_maps(self, control: "np.ndarray | Mapping[str, np.ndarray]") -> list[np.ndarray]:
         """The maps for :attr:`controls`, in order, checked: ``control`` is the one map of a one-control step (or of
@@ -387,6 +425,6 @@ class Stylizer:
             inputs = self.step_inputs(image, control)
         with torch.inference_mode(), clock.stage("step", device=True):
             out, z, z0 = self.runner(*inputs)
-        self._prev_in, self._prev_out, self._has_prev = z, z0, True
+        self.accept(z, z0)
         with clock.stage("download", device=True):
             return out[0].cpu().numpy()

@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
+import torch
 
 from realtime.config import StyleConfig, TemporalConfig
 from realtime.diffusion.protocols import StylizerRunner
 from realtime.errors import UsageError
 from realtime.geometry import CropWindow, Size, centre_window, cover_resize, crop_resize
+from realtime.pipeline.framepath import DevicePath
 from realtime.pipeline.temporal import SimilarityFilter
 from realtime.pipeline.timing import Clock, PerfCounterClock, StageTimes
 from realtime.pipeline.watchdog import GuardedStylizer
@@ -86,6 +89,7 @@ class FrameProcessor:
         self.stylized = self.skipped = self.passed_through = 0
         self._last_out: np.ndarray | None = None
         self._blank: np.ndarray | None = None
+        self._path: DevicePath | None = None
 
     # ------------------------------------------------------------------------------------------------ controls
     def set_mode(self, mode: str) -> None:
@@ -198,19 +202,43 @@ class FrameProcessor:
             return self.framer.update(frame, timestamp_s)  # switched off, it eases out to the centre by itself
         return centre_window(Size(w, h), self.model_size.aspect)
 
+    def _device_stylizer(self) -> Any:
+        """The stylizer whose step the device path runs (a Stylizer, or the one inside the watchdog), or None for a
+        stand-in that has only the numpy contract (:class:`~realtime.diffusion.protocols.StylizerRunner`) and for a
+        step with controls other than Canny."""
+        inner = self.stylizer.stylizer if isinstance(self.stylizer, GuardedStylizer) else self.stylizer
+        if not callable(getattr(inner, "frame_state", None)):
+            return None
+        # the path makes the Canny map; other controls' maps are made on the host (the host-side stages)
+        return inner if set(getattr(inner, "controls", ())) <= {"canny"} else None
+
+    def device_path(self, frame: np.ndarray) -> DevicePath:
+        """The :class:`~realtime.pipeline.framepath.DevicePath` for this frame's size (built on first use and again
+        when the frame size or the stylizer's device changes)."""
+        h, w = frame.shape[:2]
+        out = self.output_size or Size(w, h)
+        inner = self._device_stylizer()
+        device = getattr(inner, "device", None) or torch.device("cpu")
+        p = self._path
+        if p is None or (p.camera.width, p.camera.height) != (w, h) or p.output != out or p.device != device:
+            p = self._path = DevicePath(Size(w, h), self.model_size, out, device)
+        return p
+
+    def _mirrored(self, frame: np.ndarray) -> np.ndarray:
+        return frame[:, ::-1] if self.mirror else frame
+
     def prepare(self, frame: np.ndarray, timestamp_s: float = 0.0) -> np.ndarray:
-        """Frame -> the model-size crop (mirrored if asked). Face framing happens here."""
+        """Frame -> the model-size crop (mirrored if asked), read back to the host. Face framing happens here."""
         clock = self.clock
         with self._frame():
             with clock.stage("face"):
-                if self.mirror:
-                    frame = frame[:, ::-1]
-                self.last_window = self.window(frame, timestamp_s)
+                self.last_window = self.window(self._mirrored(frame), timestamp_s)
             with clock.stage("crop"):
-                return crop_resize(frame, self.last_window, self.model_size)
+                return self.device_path(frame).crop(frame, self.last_window, self.mirror)
 
     def stylize(self, crop: np.ndarray) -> np.ndarray:
-        """Model-size crop -> model-size stylized image (the crop itself when pass-through)."""
+        """Model-size crop -> model-size stylized image (the crop itself when pass-through). The host-side path: a
+        stand-in stylizer, or the similarity filter (it compares crops on the host)."""
         if self.stylizer is None or self.passthrough:
             return crop
         clock = self.clock
@@ -238,9 +266,8 @@ class FrameProcessor:
 
     def finish(self, image: np.ndarray, like: np.ndarray) -> np.ndarray:
         """Model-size image -> the output size (cover + centre crop). ``like`` is the input frame (default size)."""
-        out = self.output_size or Size(like.shape[1], like.shape[0])
         with self._frame(), self.clock.stage("resize"):
-            return cover_resize(image, out)
+            return self.device_path(like).cover(image)
 
     def blank(self, like: np.ndarray) -> np.ndarray:
         """A black frame of the output size (``like``: the input frame, for the default size)."""
@@ -249,12 +276,47 @@ class FrameProcessor:
             self._blank = np.zeros((out.height, out.width, 3), np.uint8)
         return self._blank
 
+    def _fused(self, frame: np.ndarray, inner: Any) -> np.ndarray:
+        """The whole frame on the device path: one upload, one module, one readback. Under the watchdog the path
+        runs on its thread; a stall or a failure passes the framed crop through, cut on the host with OpenCV (a
+        stalled device must not be waited on)."""
+        path, win, canny = self.device_path(frame), self.last_window, self.edges.cfg
+        assert win is not None
+        guard = self.stylizer if isinstance(self.stylizer, GuardedStylizer) else None
+        with self.clock.stage("stylize"):
+            if guard is None:
+                out = path.run(frame, win, self.mirror, canny, inner, stages=self.clock)
+            else:
+                # no sub-stage timing on the watchdog's thread: a stalled frame would still be writing to the clock
+                out = guard.guarded(lambda: path.run(frame, win, self.mirror, canny, inner),
+                                    lambda: cover_resize(crop_resize(self._mirrored(frame), win, self.model_size),
+                                                         path.output))
+        if guard is not None and not guard.last_ok:
+            self.passed_through += 1
+        else:
+            self.stylized += 1
+        return out
+
     def process(self, frame: np.ndarray, timestamp_s: float = 0.0) -> np.ndarray:
+        """One camera frame (H, W, 3) uint8 RGB -> the output frame. A Stylizer with no similarity filter runs the
+        fused device path (:meth:`_fused`); bypass and the ``none`` style run the same path without the step; a
+        stand-in stylizer or the similarity filter runs the host-side stages (:meth:`prepare`, :meth:`stylize`,
+        :meth:`finish`) on the same crop and cover."""
         if self.mode == "blank":
             return self.blank(frame)
+        inner = self._device_stylizer()
+        host_side = self.similarity is not None or inner is None
+        if self.mode == "stylize" and not self.passthrough and self.stylizer is not None and host_side:
+            with self._frame():
+                crop = self.prepare(frame, timestamp_s)
+                return self.finish(self.stylize(crop), frame)
         with self._frame():
-            crop = self.prepare(frame, timestamp_s)
-            return self.finish(crop if self.mode == "bypass" else self.stylize(crop), frame)
+            with self.clock.stage("face"):
+                self.last_window = self.window(self._mirrored(frame), timestamp_s)
+            if self.mode == "stylize" and not self.passthrough and self.stylizer is not None:
+                return self._fused(frame, inner)
+            # bypass / the none style: crop + cover on the same path
+            return self.device_path(frame).run(frame, self.last_window, self.mirror, self.edges.cfg, stages=self.clock)
 
     def close(self) -> None:
         if self.framer is not None:

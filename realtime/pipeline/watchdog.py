@@ -207,6 +207,12 @@ class GuardedStylizer:
 
     # ---------------------------------------------------------------------------------------------------- frames
     def __call__(self, image: np.ndarray, control: np.ndarray) -> np.ndarray:
+        return self.guarded(lambda: self.stylizer(image, control), lambda: image)
+
+    def guarded(self, run: Callable[[], np.ndarray], passthrough: Callable[[], np.ndarray]) -> np.ndarray:
+        """``run()`` on the stylizer's thread within the deadline; on a stall, a failure or during a cool-down,
+        ``passthrough()`` instead (on the calling thread; ``last_ok`` then False). ``__call__`` is this with the
+        stylizer's own call and the crop itself."""
         if self._closed:
             raise RuntimeError("GuardedStylizer is closed")
         now = self._clock()
@@ -215,18 +221,18 @@ class GuardedStylizer:
                 if now - self._last_stall_note >= 10.0:
                     self._last_stall_note = now
                     log.warning("stylizer still stalled after %.0f s: passing frames through", now - self._busy_since)
-                return self._pass(image)
+                return self._pass(passthrough)
             fut, self._busy = self._busy, None
             exc = fut.exception()
             if exc is not None:
                 self._failed(exc, now)
-                return self._pass(image)
+                return self._pass(passthrough)
             log.warning("stylizer is back after a %.1f s stall: stylizing again", now - self._busy_since)
             self._worker.submit(self.stylizer.reset)  # its latents are from a stale frame
         if now < self._retry_at:
-            return self._pass(image)
+            return self._pass(passthrough)
         t0 = time.perf_counter()
-        fut = self._worker.submit(lambda: self.stylizer(image, control))
+        fut = self._worker.submit(run)
         deadline = self.deadline_s
         try:
             out = fut.result(timeout=deadline)
@@ -236,12 +242,12 @@ class GuardedStylizer:
             self._last_stall_note = self._clock()
             log.warning("stylizer stalled (no frame within %.1f s): passing framed frames through until it answers",
                         deadline)
-            return self._pass(image)
+            return self._pass(passthrough)
         except BaseException as e:
             if not _is_transient(e):
                 raise
             self._failed(e, self._clock())
-            return self._pass(image)
+            return self._pass(passthrough)
         self._times.append(time.perf_counter() - t0)
         if self._failures_in_a_row:
             log.warning("stylizer recovered: stylizing again")
@@ -249,10 +255,10 @@ class GuardedStylizer:
         self.last_ok = True
         return out
 
-    def _pass(self, image: np.ndarray) -> np.ndarray:
+    def _pass(self, passthrough: Callable[[], np.ndarray]) -> np.ndarray:
         self.last_ok = False
         self.passed_through += 1
-        return image
+        return passthrough()
 
     def _failed(self, exc: BaseException, now: float) -> None:
         if not _is_transient(exc):

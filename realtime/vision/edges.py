@@ -40,6 +40,10 @@ _SMALL_GAUSSIAN = {
     9: (4, 13, 30, 51, 60, 51, 30, 13, 4),
 }
 _MAX_BLUR = 31
+#: Hysteresis dilation steps of the device frame path (``canny_torch(..., fixed=True)``): a fixed count, so no host
+#: sync. 32 steps agree with cv2.Canny on 99.97% of the astronaut photo's pixels and 99.98% of the demo clip's (edge
+#: recall 99.3%+; measured by tests/test_device_path.py), at about the cost of the rest of Canny on the CPU.
+HYSTERESIS_STEPS = 32
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,8 @@ def _hysteresis(weak: "torch.Tensor", strong: "torch.Tensor", max_iters: int, ch
     """Grow ``strong`` into 8-connected ``weak`` pixels by repeated 3x3 dilation (at most ``max_iters`` steps).
 
     (B,H,W) bool in and out. On CUDA one dilation is a single max-pool kernel; elsewhere shifted ORs on uint8 are ~30x
-    faster than max-pool. Convergence is checked every ``check_every`` steps (one device sync each).
+    faster than max-pool. Convergence is checked every ``check_every`` steps (one device sync each); ``check_every=0``
+    runs exactly ``max_iters`` steps and never syncs (what a CUDA graph or an engine needs).
     """
     import torch
     import torch.nn.functional as F
@@ -198,6 +203,10 @@ def _hysteresis(weak: "torch.Tensor", strong: "torch.Tensor", max_iters: int, ch
             rows = p[..., :, :-2] | p[..., :, 1:-1] | p[..., :, 2:]
             return (rows[..., :-2, :] | rows[..., 1:-1, :] | rows[..., 2:, :]) & mask
 
+    if check_every <= 0:
+        for _ in range(max_iters):
+            edges = step(edges)
+        return (edges.squeeze(1) if edges.ndim == 4 else edges) > 0
     done = 0
     while done < max_iters:
         before = edges
@@ -213,12 +222,15 @@ def _hysteresis(weak: "torch.Tensor", strong: "torch.Tensor", max_iters: int, ch
     return (edges.squeeze(1) if edges.ndim == 4 else edges) > 0
 
 
-def canny_torch(rgb: "torch.Tensor", cfg: CannyConfig = CannyConfig(), *, max_iters: int = 512) -> "torch.Tensor":
+def canny_torch(rgb: "torch.Tensor", cfg: CannyConfig = CannyConfig(), *, max_iters: int = 512,
+                fixed: bool = False) -> "torch.Tensor":
     """Canny edges in torch ops on ``rgb``'s device.
 
     ``rgb``: (B,H,W,3) uint8 RGB (a single HxWx3 image is accepted too). Returns (B,H,W) (or HxW) uint8 with values
     {0, 255} on the same device. Automatic thresholds are computed per image. ``max_iters`` bounds the hysteresis
-    dilation steps (an edge chain is followed at most that many pixels away from a strong pixel).
+    dilation steps (an edge chain is followed at most that many pixels away from a strong pixel). ``fixed``: run
+    exactly ``max_iters`` steps with no convergence check, so no host sync at all (the device frame path,
+    :data:`HYSTERESIS_STEPS`).
     """
     import torch
     import torch.nn.functional as F
@@ -273,7 +285,7 @@ def canny_torch(rgb: "torch.Tensor", cfg: CannyConfig = CannyConfig(), *, max_it
     mag64 = mag.to(torch.int64)
     weak = local_max & (mag64 > low_sq)
     strong = weak & (mag64 > high_sq)
-    edges = _hysteresis(weak, strong, max_iters).to(torch.uint8) * 255
+    edges = _hysteresis(weak, strong, max_iters, 0 if fixed else 8).to(torch.uint8) * 255
     return edges[0] if single else edges
 
 
