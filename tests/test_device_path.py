@@ -125,25 +125,28 @@ def test_the_whole_frame_is_within_two_grey_levels_of_the_host_path(tiny_compone
     assert proc.stylized == 3 and proc.device_path(frames[0]).frames == 3  # it ran the device path
 
 
-def test_extra_framestep_inputs_pass_through_by_name(monkeypatch):
-    """A FrameStep input the path does not know (another helper's control map) reaches the step by name."""
-    import realtime.pipeline.framepath as fp
+def test_extra_framestep_inputs_pass_through_by_name():
+    """A FrameStep input the path does not know (another control's map and scale) reaches the step by name, and the
+    numbers land where their names say."""
+    from realtime.diffusion.stylizer import INPUT_NAMES, NUMBER_NAMES, input_names
 
-    names = (*fp.INPUT_NAMES[:2], "extra_map", *fp.INPUT_NAMES[2:])
-    monkeypatch.setattr(fp, "INPUT_NAMES", names)
+    names = input_names(("canny", "extra"))
+    assert names == (*INPUT_NAMES, "control_extra", "control_scale_extra")
     seen = {}
 
     def step(*args):
         seen.update(zip(names, args, strict=True))
         return args[0], args[3], args[4]
 
-    path = FramePath(Size(64, 64), Size(64, 64), Size(64, 64), CannyConfig(), step)
-    params = torch.tensor([0, 0, 64, 64, 0, *range(7)], dtype=torch.float32)
+    path = FramePath(Size(64, 64), Size(64, 64), Size(64, 64), CannyConfig(), step, input_names=names,
+                     number_names=(*NUMBER_NAMES, "control_scale_extra"))
+    params = torch.tensor([0, 0, 64, 64, 0, *range(8)], dtype=torch.float32)
     extra = torch.full((1, 64, 64), 7, dtype=torch.uint8)
-    state = {"extra_map": extra, "prev_in_latent": torch.zeros(1), "prev_out_latent": torch.zeros(1),
+    state = {"control_extra": extra, "prev_in_latent": torch.zeros(1), "prev_out_latent": torch.zeros(1),
              "noise": torch.zeros(1), "prompt_embeds": torch.zeros(1)}
     path(torch.zeros((1, 64, 64, 3), dtype=torch.uint8), params, **state)
-    assert seen["extra_map"] is extra and float(seen["control_scale"]) == 5.0 and len(PARAM_NAMES) == 12
+    assert seen["control_extra"] is extra and float(seen["control_scale"]) == 5.0
+    assert float(seen["control_scale_extra"]) == 7.0 and len(PARAM_NAMES) == 12
 
 
 class _SyncCounter:
