@@ -18,6 +18,9 @@ python -m pip show -q uv >/dev/null 2>&1 || python -m pip install -q --disable-p
 pin=$(mktemp)
 trap 'rm -f "$pin"' EXIT
 echo "torch==$TORCH_VERSION" >"$pin"
+# uv prefers the versions already in its output file: start from the current lock, so adding a dependency moves only
+# what it needs (no unrelated upgrades; `rm constraints.txt` first to re-resolve everything at the newest versions)
+[ -f constraints.txt ] && cp constraints.txt constraints.txt.new
 uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 \
   --constraint "$pin" --no-emit-package torch --no-header --quiet --output-file constraints.txt.new
 {
