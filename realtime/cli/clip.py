@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from realtime.cli.clip_ray import clip_run_config, ray_options_from_args, run_ray
 from realtime.cli.console import one_line
 from realtime.cli.options import (AddGlobal, Subparsers, add_common_options, input_files, model_from_args, output_size_arg,
                                   run_from_args, style_from_args)
 from realtime.geometry import Size
-from realtime.pipeline.clip import (DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PIX_FMT, ClipJob, ClipOptions, check_encoder,
-                                    clip_inputs, plan_outputs)
+from realtime.pipeline.clip import (DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PIX_FMT, ClipOptions, check_encoder,
+                                    clip_inputs, open_clip_job, plan_outputs)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,20 @@ def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
     g = p.add_argument_group("face framing")
     g.add_argument("--no-face", action="store_true", help="no face framing: the centred window of the model's aspect")
     g.add_argument("--face-model", default=None, metavar="PATH", help="MediaPipe face detector .tflite (default: STYLECAM_FACE_MODEL, then the cache)")
+    g = p.add_argument_group("Ray: spread the files over the GPUs of a Ray cluster (pip install 'stylecam[ray]')")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray: alone, join the instance `ray start` made on this machine or start one; with an "
+                   "address (host:port, ray://host:10001), that cluster. One worker per GPU; resumable (a manifest in "
+                   "the output directory: a re-run skips finished outputs and redoes changed ones)")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="with --ray: N workers (default: one per GPU of the cluster; on a cluster without GPUs, "
+                   "N CPU workers)")
+    g.add_argument("--segment-seconds", type=parse_seconds, default=None, metavar="S",
+                   help="with --ray: cut clips at key frames about every S seconds, stylize the segments on several "
+                   "workers and join them losslessly (the audio copied once)")
+    g.add_argument("--warmup-frames", type=int, default=8, metavar="N",
+                   help="with --segment-seconds: frames each segment stylizes before its start and drops, so the "
+                   "temporal blending runs on across the joins (default 8)")
     add_common_options(p, temporal=True)
     add_global(p)
     p.set_defaults(func=run, interrupted_code=130)
@@ -72,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     """``stylecam clip``: every input checked first (:func:`realtime.pipeline.clip.clip_inputs`: exit 2 before any model
     loads), then the models once, then each file. One input: its error is the command's. Several: each bad file is
     reported on its own line and the others go on; 0 when all succeeded, else 1."""
+    ray_options = ray_options_from_args(args)  # before anything: no Ray extra, no other work
     opts = options_from_args(args)
     style = style_from_args(args)
     model = model_from_args(args)
@@ -79,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if opts.codec is not None:
         check_encoder(opts.codec, opts.pix_fmt)
     pairs = plan_outputs(args.inputs, args.output)
+    if ray_options is not None:
+        return run_ray(args, opts, style, model, pairs, ray_options)
     batch = len(pairs) > 1
     checked, bad = clip_inputs(pairs, opts, style, model, batch=batch, inputs=input_files(args))
     for src, e in bad:
@@ -96,24 +114,9 @@ def run(args: argparse.Namespace) -> int:
 def _run_files(args: argparse.Namespace, opts: ClipOptions, style: Any, model: Any,
                checked: list[tuple[Path, Path, Size]], failed: list[Path]) -> int:
     """Load the models once and stylize each checked file; returns how many were written (failures appended)."""
-    from realtime.diffusion.build import build_stylizer
-    from realtime.pipeline.processor import canny_config
-    from realtime.vision.edges import EdgeDetector
-
     batch = len(checked) + len(failed) > 1
-    if style.passthrough and args.size == "auto":
-        run_cfg, work = None, None  # as live: no model, frames cropped straight to each output size
-    else:  # --size auto: from --output-size, else the first input's display size
-        run_cfg = run_from_args(args, opts.output_size or checked[0][2])
-        work = run_cfg.size
-    stylizer = build_stylizer(model, style, run_cfg) if run_cfg is not None else None
     written = 0
-    try:
-        runner = ClipJob(opts, work, stylizer=stylizer, edges=EdgeDetector(canny_config(style)), style=style)
-    except BaseException:
-        if stylizer is not None:
-            stylizer.close()
-        raise
+    runner = open_clip_job(opts, style, model, clip_run_config(args, opts, style, checked[0][2]))
     with runner:
         for src, dst, _ in checked:
             try:

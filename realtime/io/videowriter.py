@@ -146,6 +146,21 @@ def video_codec_for(path: str | os.PathLike[str], codec: str | None = None, *, c
                      f".mov{other})")
 
 
+#: a sink's temporary file beside its target: ``.<name>.tmp-<8 hex><suffix>``
+_TMP_PREFIX = ".{name}.tmp-"
+
+
+def sink_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """The temporary files that sinks writing ``path`` have left (a process killed while writing cannot remove its
+    own): what a supervisor removes after killing a worker."""
+    path = Path(path)
+    prefix = _TMP_PREFIX.format(name=path.name)
+    try:
+        return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(path.suffix))
+    except OSError:
+        return []
+
+
 def _cleanup(container: Any, tmp: str) -> None:
     """Close ``container`` (errors ignored) and remove the temporary file: what an abandoned sink leaves."""
     try:
@@ -219,7 +234,7 @@ class VideoFileSink:
         self._t0: float | None = None
         self._durations: dict[int, int] = {}
         self._done = False
-        tmp = self.path.parent / f".{self.path.name}.tmp-{secrets.token_hex(4)}{self.path.suffix}"
+        tmp = self.path.parent / f"{_TMP_PREFIX.format(name=self.path.name)}{secrets.token_hex(4)}{self.path.suffix}"
         self._tmp = str(tmp)
         opts = dict(options or {})
         if crf is not None and enc.name in _CRF_CODECS:

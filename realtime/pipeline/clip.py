@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from realtime.config import ModelConfig, StyleConfig
+from realtime.config import ModelConfig, RunConfig, StyleConfig
 from realtime.errors import DeviceUnavailable, InputError, OutputError, UsageError
 from realtime.files import check_input_file, check_output_path, same_file
 from realtime.geometry import Size
+from realtime.io.segments import SEGMENT_ENCODER_OPTIONS, Segment
 from realtime.pipeline.preflight import check_container, check_style_models, check_video, face_model
 
 log = logging.getLogger(__name__)
@@ -170,18 +171,20 @@ def plan_outputs(inputs: Sequence[str | os.PathLike[str]], output: str | os.Path
 
 
 def clip_inputs(pairs: Sequence[tuple[Path, Path]], opts: ClipOptions, style: StyleConfig, model: ModelConfig, *,
-                batch: bool, inputs: Sequence[Path] = ()) -> tuple[list[tuple[Path, Path, Size]], list[tuple[Path, InputError]]]:
+                batch: bool, inputs: Sequence[Path] = (),
+                replace: Collection[Path] = ()) -> tuple[list[tuple[Path, Path, Size]], list[tuple[Path, InputError]]]:
     """``stylecam clip`` (after :func:`plan_outputs`): each input probed in its range, each output checked (never one
     of the batch's inputs nor of ``inputs``, the other files the command reads, even with ``--overwrite``), the face
     model and the models. One input: its error is raised. A batch: the files that pass with their display sizes, and
-    those that fail with their errors (each reported on its own line, the others go on)."""
+    those that fail with their errors (each reported on its own line, the others go on). ``replace``: outputs that may
+    be replaced without ``--overwrite`` (a resumable batch's own earlier outputs, :mod:`realtime.pipeline.manifest`)."""
     read = (*(src for src, _ in pairs), *inputs)
     good: list[tuple[Path, Path, Size]] = []
     failed: list[tuple[Path, InputError]] = []
     for src, dst in pairs:  # the encoder itself is checked once, before (check_encoder)
         try:
             check_input_file(src)
-            check_output_path(dst, overwrite=opts.overwrite, inputs=read)
+            check_output_path(dst, overwrite=opts.overwrite or dst in replace, inputs=read)
             size = check_video(src, start=opts.start, end=opts.end)  # an input that is no video: say that first
             codec = check_container(dst, opts.codec)
             if opts.codec is None:
@@ -198,6 +201,24 @@ def clip_inputs(pairs: Sequence[tuple[Path, Path]], opts: ClipOptions, style: St
 
 
 # ------------------------------------------------------------------------------------------------------ the runner
+def open_clip_job(options: ClipOptions, style: StyleConfig, model: ModelConfig, run: RunConfig | None) -> "ClipJob":
+    """The models loaded once and the clip job around them: what ``stylecam clip`` runs in its own process and what each
+    ``--ray`` worker runs. ``run=None``: no model (the ``none`` style at ``--size auto``: frames cropped straight to each
+    output size)."""
+    from realtime.diffusion.build import build_stylizer
+    from realtime.pipeline.processor import canny_config
+    from realtime.vision.edges import EdgeDetector
+
+    stylizer = build_stylizer(model, style, run) if run is not None else None
+    try:
+        return ClipJob(options, run.size if run is not None else None, stylizer=stylizer,
+                       edges=EdgeDetector(canny_config(style)), style=style)
+    except BaseException:
+        if stylizer is not None:
+            stylizer.close()
+        raise
+
+
 class _BatchDetector:
     """One MediaPipe detector for a whole batch: each file's timestamps are shifted past the previous file's (VIDEO
     mode needs increasing timestamps). ``close()`` is a no-op: :class:`ClipJob` closes the real detector."""
@@ -245,29 +266,39 @@ class ClipJob:
             self._detector = _BatchDetector(det)
 
     # -- one file
-    def process(self, src: Path, dst: Path) -> ClipResult:
-        """Stylize ``src`` into ``dst``. Nothing is left at ``dst`` (nor a temporary file) unless it succeeds."""
+    def process(self, src: Path, dst: Path, *, overwrite: bool | None = None, segment: Segment | None = None,
+                on_frame: Callable[[int], None] | None = None) -> ClipResult:
+        """Stylize ``src`` into ``dst``. Nothing is left at ``dst`` (nor a temporary file) unless it succeeds.
+
+        ``overwrite``: replace an existing ``dst`` (``None``: ``options.overwrite``). ``segment``: write only that part
+        of the clip (:func:`realtime.io.segments.plan_segments`): its warm-up frames are stylized and dropped, the
+        frames keep the whole output's timestamps, no audio (the join adds it once), no B-frames. ``on_frame(n)``:
+        called after each written frame with the count so far (progress; raising there stops the clip cleanly)."""
         from realtime.io.videowriter import VideoFileSink
         from realtime.io.videofile import FileSource
 
         o = self.options
+        overwrite = o.overwrite if overwrite is None else overwrite
         check_input_file(src)
-        check_output_path(dst, overwrite=o.overwrite, inputs=(src,))
-        with FileSource(src, start=o.start, end=o.end, queue_size=o.queue_size) as source:
+        check_output_path(dst, overwrite=overwrite, inputs=(src,))
+        start, end = (o.start, o.end) if segment is None else (segment.decode_from, segment.end)
+        with FileSource(src, start=start, end=end, queue_size=o.queue_size) as source:
             out_size = self._output_size(source.size, src)
             work = self.model_size or out_size
             if work != out_size and abs(np.log(out_size.aspect / work.aspect)) > 0.05:
                 log.info("%s: output %s framed through a %s model window (cropped to fill; --size sets the model size)",
                          src.name, out_size, work)
             framer = self._framer(source.size, work.aspect)
+            audio = source.has_audio and segment is None
             try:
                 sink = VideoFileSink(
                     dst, out_size.width, out_size.height, source.fps, codec=o.codec, crf=o.crf, pix_fmt=o.pix_fmt,
-                    overwrite=o.overwrite, time_base=source.time_base,
-                    audio_from=src if source.has_audio else None, audio_start=o.start, audio_end=o.end,
+                    overwrite=overwrite, time_base=source.time_base, audio_from=src if audio else None,
+                    audio_start=o.start, audio_end=o.end,
+                    options=dict(SEGMENT_ENCODER_OPTIONS) if segment is not None else None,
                 )
                 try:
-                    return self._run(source, sink, framer, src, dst, work, out_size)
+                    return self._run(source, sink, framer, (src, dst), work, out_size, segment, on_frame)
                 except BaseException as e:
                     sink.abort()
                     why = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
@@ -295,23 +326,25 @@ class ClipJob:
         self._detector.next_file()
         return FaceFramer(FramingConfig(), frame, aspect, detector=self._detector)
 
-    def _run(self, source: Any, sink: Any, framer: Any | None, src: Path, dst: Path, work: Size,
-             out_size: Size) -> ClipResult:
+    def _run(self, source: Any, sink: Any, framer: Any | None, paths: tuple[Path, Path], work: Size, out_size: Size,
+             segment: Segment | None, on_frame: Callable[[int], None] | None) -> ClipResult:
         from realtime.pipeline.processor import FrameProcessor
         from realtime.pipeline.temporal import SimilarityFilter
 
+        src, dst = paths
         temporal = getattr(self.style, "temporal", None)
         similarity = SimilarityFilter.from_config(temporal) if temporal is not None and self.stylizer else None
         proc = FrameProcessor(work, out_size, stylizer=self.stylizer, edges=self.edges, framer=framer,
                               similarity=similarity, style=self.style)
         if self.stylizer is not None:
             self.stylizer.reset()  # a new clip: its first frame is not blended with the last one's
+        clock = _Timeline(source.pts_offset if segment is None else segment.pts_offset)
+        first_pts = segment.first_pts if segment is not None else None
         frames = face_frames = 0
         prev: np.ndarray | None = None
-        last_pts: int | None = None
-        end_pts = 0
         t0 = time.perf_counter()
-        with _progress(src.name, source.frame_count, enabled=self.options.progress) as bar:
+        total = segment.frames if segment is not None else source.frame_count
+        with progress_bar(src.name, total, enabled=self.options.progress) as bar:
             while True:
                 ta = time.perf_counter()
                 frame = source.read()
@@ -324,19 +357,17 @@ class ClipJob:
                     out = proc.process(frame.image, frame.timestamp)
                     if framer is not None and framer.tracker.tracked is not None:
                         face_frames += 1
-                pts = None
-                if frame.pts is not None:
-                    pts = max(frame.pts - source.pts_offset, 0)
-                    if last_pts is not None and pts <= last_pts:
-                        pts = last_pts + 1
-                    last_pts = pts
-                    end_pts = pts + (frame.duration or 0)
+                prev = out
+                if first_pts is not None and frame.pts is not None and frame.pts < first_pts:
+                    continue  # a warm-up frame of a segment: its state counts, the picture belongs to the segment before
+                pts = clock.place(frame.pts, frame.duration)
                 tb = time.perf_counter()
                 sink.send(out, None if pts is not None else frame.timestamp, pts=pts, duration=frame.duration)
                 proc.times.add("encode", (time.perf_counter() - tb) * 1e3)
-                prev = out
                 frames += 1
                 bar.update(1)
+                if on_frame is not None:
+                    on_frame(frames)
             bar.total = frames
             bar.refresh()
         tc = time.perf_counter()
@@ -345,14 +376,10 @@ class ClipJob:
         times.totals["encode"] = times.totals.get("encode", 0.0) + (time.perf_counter() - tc) * 1e3
         wall = time.perf_counter() - t0
         bad = source.stats.bad_frames
-        video_s = float(end_pts * source.time_base) if last_pts is not None else frames / source.fps
+        video_s = clock.seconds(source.time_base) if clock.last is not None else frames / source.fps
         result = ClipResult(src, dst, out_size, frames, bad, face_frames, video_s, wall, proc.times.means(),
                             skipped=proc.skipped)
-        faces = f", face framed in {face_frames} of them" if framer is not None else ""
-        bads = f", {bad} undecodable frame(s) replaced by the previous one" if bad else ""
-        bads += f", {proc.skipped} similar frame(s) reused the previous stylized one" if proc.skipped else ""
-        log.info("%s -> %s: %d frames (%.2f s, %s) in %.1f s, %.1f fps%s%s", src.name, dst, frames, video_s, out_size,
-                 wall, result.fps, faces, bads)
+        _log_result(result, framer is not None, proc.skipped)
         log.debug("%s stage means: %s", src.name, proc.times.summary())
         return result
 
@@ -372,12 +399,41 @@ class ClipJob:
         self.close()
 
 
+class _Timeline:
+    """Output timestamps from input ones: ``pts - offset``, never below 0, always increasing (a broken input's
+    repeated timestamps are nudged forward). ``end`` is where the last frame placed ends."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset, self.end = offset, 0
+        self.last: int | None = None
+
+    def place(self, pts: int | None, duration: int | None) -> int | None:
+        if pts is None:
+            return None
+        out = max(pts - self.offset, 0)
+        if self.last is not None and out <= self.last:
+            out = self.last + 1
+        self.last, self.end = out, out + (duration or 0)
+        return out
+
+    def seconds(self, time_base: Fraction) -> float:
+        return float(self.end * time_base)
+
+
+def _log_result(result: ClipResult, framed: bool, skipped: int) -> None:
+    faces = f", face framed in {result.face_frames} of them" if framed else ""
+    bads = f", {result.bad_frames} undecodable frame(s) replaced by the previous one" if result.bad_frames else ""
+    bads += f", {skipped} similar frame(s) reused the previous stylized one" if skipped else ""
+    log.info("%s -> %s: %d frames (%.2f s, %s) in %.1f s, %.1f fps%s%s", result.input.name, result.output, result.frames,
+             result.video_seconds, result.size, result.wall_seconds, result.fps, faces, bads)
+
+
 # frames done / total, elapsed < ETA, always as frames per second (tqdm's default flips to s/frame when slow)
 _BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"
 
 
 @contextlib.contextmanager
-def _progress(name: str, total: int, *, enabled: bool) -> Iterator[Any]:
+def progress_bar(name: str, total: int, *, enabled: bool) -> Iterator[Any]:
     """A tqdm bar on stderr with log lines routed around it; disabled, a bar that does nothing."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
