@@ -96,6 +96,13 @@ def luma(image: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
+def mean_grey_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of the :func:`luma` of two same-sized HxWx3 uint8 RGB images, in grey levels (0..255):
+    how far a segmented clip's frame at a join is from the single-process one."""
+    _check_same_shape(a, b)
+    return float(np.abs(luma(a) - luma(b)).mean())
+
+
 def match_size(output: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, bool]:
     """``output`` brought to ``reference``'s height and width (cover + centre-crop, no distortion).
 
