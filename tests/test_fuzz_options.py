@@ -37,7 +37,8 @@ class Reached(Exception):
 WORK = [
     ("realtime.diffusion.build", "build_stylizer"),
     ("realtime.io.sources", "open_source"),
-    ("realtime.cli.clip", "ClipJob"),
+    ("realtime.cli.clip", "open_clip_job"),
+    ("realtime.pipeline.ray_clip", "run_ray_batch"),  # `clip --ray`: connecting to (or starting) Ray
     ("realtime.bench.runner", "run_benchmark"),
     ("realtime.cli.demo", "make_demo_clip"),
     ("realtime.cli.devices", "collect"),
