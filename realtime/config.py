@@ -32,6 +32,8 @@ DEFAULT_CONTROLNETS = {
     "pose": "thibaud/controlnet-sd21-openpose-diffusers",
     "depth": "thibaud/controlnet-sd21-depth-diffusers",
 }
+#: The depth network of the depth control (Apache-2.0; transformers' DepthAnythingForDepthEstimation).
+DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 DEFAULT_VAE = "taesd"
 TAESD_REPO = "madebyollin/taesd"
 DEFAULT_STYLE = "anime"
@@ -259,9 +261,10 @@ class ModelConfig:
     allow_pickle: bool = False
     pose_controlnet: str = "auto"
     depth_controlnet: str = "auto"
+    depth_model: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("model", "controlnet", "vae", "pose_controlnet", "depth_controlnet"):
+        for name in ("model", "controlnet", "vae", "pose_controlnet", "depth_controlnet", "depth_model"):
             if not str(getattr(self, name)).strip():
                 raise UsageError(f"--{name}: empty model spec")
         if self.model.lower() == "none":
@@ -278,6 +281,14 @@ class ModelConfig:
         if spec == "auto":
             return self.model if self.is_random else DEFAULT_CONTROLNET
         return None if spec.lower() == "none" else spec
+
+    @property
+    def depth_model_spec(self) -> str:
+        """The depth network of the depth control: ``auto`` is :data:`DEFAULT_DEPTH_MODEL`, or the same random
+        architecture for a ``random:`` model (``random:sd-turbo``: the real V2-Small architecture)."""
+        if self.depth_model != "auto":
+            return self.depth_model
+        return self.model if self.is_random else DEFAULT_DEPTH_MODEL
 
     def controlnet_specs(self, controls: tuple[str, ...] = ("canny",)) -> dict[str, str]:
         """{control: ControlNet spec} for each of ``controls`` that has one (``auto``: :data:`DEFAULT_CONTROLNETS`,
@@ -300,6 +311,45 @@ class ModelConfig:
         if spec in ("auto", "taesd"):
             return self.model if (self.is_random and spec == "auto") else "taesd"
         return spec
+
+
+REGION_CHOICES = ("all", "person", "background")
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    """What gets stylized (``region``: all, the person, or the background) and what the rest shows (``background``:
+    ``keep`` the camera's own pixels, ``blur`` them, or an image FILE; only with ``region=person``: the rest is then
+    the background). The person mask is smoothed over time (``smoothing``: weight of the previous mask, 0 = none) and
+    feathered (a Gaussian of ``feather`` pixels at the model size) before compositing (docs/design.md §3)."""
+
+    region: str = "all"
+    background: str = "keep"
+    smoothing: float = 0.5
+    feather: float = 3.0
+    blur: float = 12.0  # sigma in pixels of --background blur at the model size
+
+    def __post_init__(self) -> None:
+        if self.region not in REGION_CHOICES:
+            raise UsageError(f"--region {shown(self.region)}: expected one of {', '.join(REGION_CHOICES)}")
+        if not isinstance(self.background, str) or not self.background.strip():
+            raise UsageError(f"--background {shown(self.background)}: expected keep, blur or an image file")
+        if self.background != "keep" and self.region != "person":
+            raise UsageError(f"--background {shown(self.background, 80)} needs --region person (the rest of the "
+                             f"picture is the background only then); with --region {self.region} it would do nothing")
+        _check_range("region", "smoothing", self.smoothing, 0.0, 0.99)
+        _check_range("region", "feather", self.feather, 0.0, 64.0)
+        _check_range("region", "blur", self.blur, 0.5, 128.0)
+
+    @property
+    def active(self) -> bool:
+        """Whether a mask is needed (anything but ``region=all``)."""
+        return self.region != "all"
+
+    @property
+    def background_file(self) -> str | None:
+        """The background image's path, when ``background`` is a file (not ``keep`` or ``blur``)."""
+        return None if self.background in ("keep", "blur") else self.background
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FACE_MODEL = REPO.parent / "shared" / "models" / "face_detection_short_range.tflite"
+SHARED_SEGMENT_MODEL = REPO.parent / "shared" / "models" / "selfie_segmentation.tflite"
+#: the legacy pose models bundled by scripts/pose_task.py (not shipped; see that script)
+SHARED_POSE_TASK = REPO.parent / "shared" / "models" / "pose_landmarker_legacy_full.task"
 
 # Tests never touch the network or the user's caches.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -41,6 +44,24 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def face_model_path() -> Path:
     path = Path(os.environ.get("STYLECAM_FACE_MODEL", SHARED_FACE_MODEL))
     assert path.is_file(), f"face model for tests missing: set STYLECAM_FACE_MODEL (looked at {path})"
+    return path
+
+
+@pytest.fixture(scope="session")
+def segment_model_path() -> Path:
+    path = Path(os.environ.get("STYLECAM_TEST_SEGMENT_MODEL", SHARED_SEGMENT_MODEL))
+    assert path.is_file(), f"segmentation model for tests missing: set STYLECAM_TEST_SEGMENT_MODEL (looked at {path})"
+    return path
+
+
+@pytest.fixture(scope="session")
+def pose_task() -> Path:
+    """A real pose landmarker bundle: $STYLECAM_TEST_POSE_MODEL, else the shared legacy models bundled by
+    scripts/pose_task.py; the test is skipped (with the way to make one) when there is none."""
+    path = Path(os.environ.get("STYLECAM_TEST_POSE_MODEL", SHARED_POSE_TASK))
+    if not path.is_file():
+        pytest.skip(f"no pose landmarker bundle at {path}: make one with scripts/pose_task.py (needs tflite-support) "
+                    "and set STYLECAM_TEST_POSE_MODEL")
     return path
 
 

@@ -5,10 +5,12 @@ translation), so the true face centre is known in every frame; faceless stretche
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import math
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -97,7 +99,7 @@ def test_resolve_face_model_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     def no_network(*a, **k):  # tests never download
         raise AssertionError("resolve_face_model tried to download")
 
-    monkeypatch.setattr(face_mod.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
     explicit, env = tmp_path / "explicit.tflite", tmp_path / "env.tflite"
     explicit.write_bytes(b"x")
     env.write_bytes(b"y")
@@ -115,8 +117,8 @@ def test_resolve_face_model_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     # Then the cache: a verified file there is used.
     monkeypatch.delenv("STYLECAM_FACE_MODEL")
     payload = b"model bytes"
-    monkeypatch.setattr(face_mod, "FACE_MODEL_SIZE", len(payload))
-    monkeypatch.setattr(face_mod, "FACE_MODEL_SHA256", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(face_mod, "FACE_MODEL", dataclasses.replace(face_mod.FACE_MODEL, size=len(payload),
+                                                                  sha256=hashlib.sha256(payload).hexdigest()))
     cached = tmp_path / "cache" / "models" / face_mod.FACE_MODEL_FILE
     cached.parent.mkdir(parents=True)
     cached.write_bytes(payload)
@@ -132,7 +134,7 @@ def test_resolve_face_model_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.parametrize("var", ["HF_HUB_OFFLINE", "STYLECAM_OFFLINE"])
 def test_offline_without_cache_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, var: str) -> None:
-    monkeypatch.setattr(face_mod.urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded while offline"))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded while offline"))
     monkeypatch.delenv("STYLECAM_FACE_MODEL", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("STYLECAM_OFFLINE", raising=False)
@@ -151,11 +153,11 @@ def test_download_verifies_and_leaves_nothing_half_written(tmp_path: Path, monke
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("STYLECAM_CACHE", str(tmp_path))
     payload = b"\x01" * 1000
-    monkeypatch.setattr(face_mod, "FACE_MODEL_SIZE", len(payload))
-    monkeypatch.setattr(face_mod, "FACE_MODEL_SHA256", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(face_mod, "FACE_MODEL", dataclasses.replace(face_mod.FACE_MODEL, size=len(payload),
+                                                                  sha256=hashlib.sha256(payload).hexdigest()))
     models = tmp_path / "models"
 
-    monkeypatch.setattr(face_mod.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(b"\x02" * 1000))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: io.BytesIO(b"\x02" * 1000))
     with pytest.raises(ModelNotFound, match="does not verify"):
         face_mod.resolve_face_model()
     assert not models.exists() or not any(models.iterdir())
@@ -163,11 +165,11 @@ def test_download_verifies_and_leaves_nothing_half_written(tmp_path: Path, monke
     def refused(*a, **k):
         raise urllib.error.URLError("connection refused")
 
-    monkeypatch.setattr(face_mod.urllib.request, "urlopen", refused)
+    monkeypatch.setattr(urllib.request, "urlopen", refused)
     with pytest.raises(ModelNotFound, match="--face-model PATH"):
         face_mod.resolve_face_model()
 
-    monkeypatch.setattr(face_mod.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(payload))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: io.BytesIO(payload))
     path = face_mod.resolve_face_model()
     assert path == models / face_mod.FACE_MODEL_FILE and path.read_bytes() == payload
     assert sorted(p.name for p in models.iterdir()) == [face_mod.FACE_MODEL_FILE]  # no temp files left

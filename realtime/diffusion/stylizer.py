@@ -154,7 +154,7 @@ class FrameStep(nn.Module):
             d, m = net(sample, t, encoder_hidden_states=prompt_embeds, controlnet_cond=cond, conditioning_scale=1.0,
                        return_dict=False)
             d, m = [r * scale for r in d], m * scale
-            down = d if down is None else [a + b for a, b in zip(down, d)]
+            down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
             mid = m if mid is None else mid + m
         return down, mid
 

@@ -25,7 +25,8 @@ from realtime.pipeline.temporal import SimilarityFilter
 from realtime.pipeline.timing import Clock, PerfCounterClock, StageTimes
 from realtime.pipeline.watchdog import GuardedStylizer
 from realtime.vision.edges import CannyConfig, EdgeDetector
-from realtime.vision.protocols import EdgeMap, Framer
+from realtime.vision.protocols import ControlMapper, EdgeMap, Framer
+from realtime.vision.regions import RegionCompositor
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,12 @@ class FrameProcessor:
         self, model_size: Size, output_size: Size | None, *, stylizer: StylizerRunner | None = None,
         edges: EdgeMap | None = None, framer: Framer | None = None, mirror: bool = False,
         similarity: SimilarityFilter | None = None, style: StyleConfig | None = None, clock: Clock | None = None,
+        control_maps: ControlMapper | None = None, regions: RegionCompositor | None = None,
     ) -> None:
         self.model_size, self.output_size = model_size, output_size
         self.stylizer, self.framer, self.mirror = stylizer, framer, mirror
         self.edges: EdgeMap = edges if edges is not None else EdgeDetector()
+        self.control_maps, self.regions = control_maps, regions
         self.framing = framer is not None and framer.enabled
         self.clock: Clock = clock if clock is not None else PerfCounterClock()
         self.times = StageTimes()
@@ -86,6 +89,7 @@ class FrameProcessor:
         self.style: StyleConfig | None = style
         self.passthrough = stylizer is None or bool(self.style is not None and self.style.passthrough)
         self.mode = "stylize"
+        self._timestamp = 0.0
         self.stylized = self.skipped = self.passed_through = 0
         self._last_out: np.ndarray | None = None
         self._blank: np.ndarray | None = None
@@ -178,6 +182,8 @@ class FrameProcessor:
             self.stylizer.reset()
         if self.similarity is not None:
             self.similarity.reset()
+        if self.regions is not None:
+            self.regions.reset()
         self._last_out = None
 
     # -------------------------------------------------------------------------------------------------- stages
@@ -233,6 +239,7 @@ class FrameProcessor:
         with self._frame():
             with clock.stage("face"):
                 self.last_window = self.window(self._mirrored(frame), timestamp_s)
+                self._timestamp = timestamp_s
             with clock.stage("crop"):
                 return self.device_path(frame).crop(frame, self.last_window, self.mirror)
 
@@ -251,9 +258,8 @@ class FrameProcessor:
                     skip = sim.skip(crop)
                 if skip and self._last_out is not None:
                     self.skipped += 1
-                    return self._last_out
-            with clock.stage("canny"):
-                control = self.edges(crop)
+                    return self._composite(self._last_out, crop)
+            control = self._control(crop)
             with clock.stage("stylize"):
                 out = self.stylizer(crop, control)
         if out is crop:  # passed through unstylized (see StylizerRunner.__call__)
@@ -262,7 +268,29 @@ class FrameProcessor:
         else:
             self.stylized += 1
             self._last_out = out
-        return out
+        return self._composite(out, crop)
+
+    def _control(self, crop: np.ndarray) -> "np.ndarray | dict[str, np.ndarray]":
+        """The style's control maps of ``crop``, each timed as its own stage (``canny``, ``pose``, ``depth``): the
+        one map of a one-control style, else {control: map}."""
+        controls = self.style.controls if self.style is not None else ("canny",)
+        maps: dict[str, np.ndarray] = {}
+        for name in controls:
+            with self.clock.stage(name):
+                if name == "canny":
+                    maps[name] = self.edges(crop)
+                elif self.control_maps is None:
+                    raise UsageError(f"control {name} needs its detector, and none was set up")
+                else:
+                    maps[name] = self.control_maps(name, crop)
+        return maps[controls[0]] if len(controls) == 1 else maps
+
+    def _composite(self, out: np.ndarray, crop: np.ndarray) -> np.ndarray:
+        """``--region``: mix the stylized image with the crop's own pixels (stage ``segment``: mask + compositing)."""
+        if self.regions is None or not self.regions.cfg.active:
+            return out
+        with self._frame(), self.clock.stage("segment"):
+            return self.regions(out, crop, self._timestamp)
 
     def finish(self, image: np.ndarray, like: np.ndarray) -> np.ndarray:
         """Model-size image -> the output size (cover + centre crop). ``like`` is the input frame (default size)."""
@@ -305,7 +333,8 @@ class FrameProcessor:
         if self.mode == "blank":
             return self.blank(frame)
         inner = self._device_stylizer()
-        host_side = self.similarity is not None or inner is None
+        # regions composite on the host side for now (vision/regions.py is torch: the device path can take it over)
+        host_side = self.similarity is not None or inner is None or (self.regions is not None and self.regions.cfg.active)
         if self.mode == "stylize" and not self.passthrough and self.stylizer is not None and host_side:
             with self._frame():
                 crop = self.prepare(frame, timestamp_s)
@@ -324,6 +353,9 @@ class FrameProcessor:
         if self.stylizer is not None:
             self.stylizer.close()
         self.edges.close()
+        for stage in (self.control_maps, self.regions):
+            if stage is not None:
+                stage.close()
 
     def __enter__(self) -> "FrameProcessor":
         return self

@@ -13,14 +13,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import re
 import sys
 import tempfile
 import threading
-import urllib.error
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from realtime.errors import BackendUnavailable, BadInputFile, InputNotFound, ModelNotFound, OutputError, UsageError
-from realtime.files import cache_root, download_file
+from realtime.errors import BackendUnavailable, BadInputFile, InputNotFound, ModelNotFound, UsageError
+from realtime.vision.modelfiles import ModelFile, existing, model_cache_dir, resolve_model_file
 from realtime.vision.framing import FACE_MODEL_RANGES, FaceBox, FaceTracker, FramingConfig, OneEuroFilter
 from realtime.vision.search import Detector, FaceSearch
 from realtime.geometry import CropWindow, Size
@@ -57,60 +55,30 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FACE_MODEL_FILE = "blaze_face_short_range.tflite"
-FACE_MODEL_URL = (
-    "https://storage.googleapis.com/mediapipe-models/face_detector/blaze_face_short_range/float16/1/"
-    "blaze_face_short_range.tflite"
+FACE_MODEL = ModelFile(
+    what="MediaPipe face model",
+    file="blaze_face_short_range.tflite",
+    url="https://storage.googleapis.com/mediapipe-models/face_detector/blaze_face_short_range/float16/1/"
+        "blaze_face_short_range.tflite",
+    sha256="b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f",
+    size=229_746,
+    env="STYLECAM_FACE_MODEL",
+    option="--face-model",
 )
-FACE_MODEL_SIZE = 229_746
-FACE_MODEL_SHA256 = "b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f"
+FACE_MODEL_FILE = FACE_MODEL.file
+FACE_MODEL_URL = FACE_MODEL.url
+FACE_MODEL_SIZE = FACE_MODEL.size
+FACE_MODEL_SHA256 = FACE_MODEL.sha256
 FACE_MODEL_FULL_FILE = "face_detection_full_range_sparse.tflite"  # from the mediapipe 0.10.21 wheel (Apache-2.0)
-_FIX = "pass --face-model PATH or set STYLECAM_FACE_MODEL"
-_DOWNLOAD_TIMEOUT_S = 30.0
+_FIX = FACE_MODEL.fix
 
 
 # ------------------------------------------------------------------------------------------------- model resolution
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
 def face_model_cache_dir() -> Path:
-    """Where the downloaded face model is cached: ``models/`` under :func:`realtime.files.cache_root`."""
-    return cache_root() / "models"
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _verified(path: Path) -> bool:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return False
-    return len(data) == FACE_MODEL_SIZE and _sha256(data) == FACE_MODEL_SHA256
-
-
-def _download_face_model(dest: Path, url: str = FACE_MODEL_URL) -> Path:
-    """Download ``url`` to ``dest`` with :func:`realtime.files.download_file` (atomic; size and sha256 verified)."""
-    log.info("downloading the MediaPipe face model (%d bytes) to %s", FACE_MODEL_SIZE, dest)
-    try:
-        return download_file(url, dest, size=FACE_MODEL_SIZE, sha256=FACE_MODEL_SHA256, timeout_s=_DOWNLOAD_TIMEOUT_S)
-    except OutputError as e:
-        raise OutputError(f"cannot write the face model cache {dest.parent} ({e}): set STYLECAM_CACHE or {_FIX}") from e
-    except BadInputFile as e:
-        raise ModelNotFound(f"the MediaPipe face model downloaded from {url} does not verify ({e}): {_FIX}") from e
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise ModelNotFound(f"could not download the MediaPipe face model from {url} ({e}): {_FIX}") from e
-
-
-def _existing(path: Path, what: str, fix: str) -> Path:
-    path = path.expanduser()
-    if not path.is_file():
-        raise InputNotFound(f"{what}={path} does not exist: {fix}")
-    return path
+    """Where the downloaded face model is cached (:func:`realtime.vision.modelfiles.model_cache_dir`)."""
+    return model_cache_dir()
 
 
 def full_range_model() -> Path | None:
@@ -118,7 +86,7 @@ def full_range_model() -> Path | None:
     ``FACE_MODEL_FULL_FILE`` in :func:`face_model_cache_dir`; ``None`` otherwise (there is no official download)."""
     env = os.environ.get("STYLECAM_FACE_MODEL_FULL", "")
     if env:
-        return _existing(Path(env), "STYLECAM_FACE_MODEL_FULL", "point it at face_detection_full_range_sparse.tflite")
+        return existing(Path(env), "STYLECAM_FACE_MODEL_FULL", "point it at face_detection_full_range_sparse.tflite")
     cached = face_model_cache_dir() / FACE_MODEL_FULL_FILE
     return cached if cached.is_file() else None
 
@@ -151,7 +119,7 @@ def resolve_face_model(explicit: str | os.PathLike[str] | None = None, face_rang
     if face_range not in FACE_MODEL_RANGES:
         raise UsageError(f"face model range {face_range!r}: must be one of {', '.join(FACE_MODEL_RANGES)}")
     if explicit is not None and str(explicit) != "":
-        return _existing(Path(explicit), "face model", "pass --face-model PATH to a MediaPipe .tflite file")
+        return resolve_model_file(FACE_MODEL, explicit)
     if face_range != "short":
         full = full_range_model()
         if full is not None:
@@ -161,19 +129,7 @@ def resolve_face_model(explicit: str | os.PathLike[str] | None = None, face_rang
                 f"no full-range face model: set STYLECAM_FACE_MODEL_FULL to face_detection_full_range_sparse.tflite "
                 f"(from the mediapipe 0.10.21 wheel) or put it in {face_model_cache_dir()}, or use the short range"
             )
-    env = os.environ.get("STYLECAM_FACE_MODEL", "")
-    if env:
-        return _existing(Path(env), "STYLECAM_FACE_MODEL", "point it at a MediaPipe .tflite file or unset it")
-    cached = face_model_cache_dir() / FACE_MODEL_FILE
-    if cached.is_file():
-        if _verified(cached):
-            return cached
-        log.warning("cached face model %s does not match its sha256; fetching it again", cached)
-    if _env_flag("HF_HUB_OFFLINE") or _env_flag("STYLECAM_OFFLINE"):
-        raise ModelNotFound(
-            f"the MediaPipe face model is not cached ({cached}) and downloads are off (offline mode): {_FIX}"
-        )
-    return _download_face_model(cached)
+    return resolve_model_file(FACE_MODEL)
 
 
 # ------------------------------------------------------------------------------------------------- native log spam
@@ -217,8 +173,9 @@ def quiet_native_stderr() -> Iterator[list[str]]:
                     sys.stderr.flush()
 
 
-def _import_mediapipe() -> tuple[Any, Any, Any]:
-    """(mediapipe, vision, BaseOptions), with the library's own logging turned down first."""
+def import_mediapipe(fix: str = "run with --no-face") -> tuple[Any, Any, Any]:
+    """(mediapipe, vision, BaseOptions), with the library's own logging turned down first; ``fix`` ends the one-line
+    error when mediapipe is not importable."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
@@ -232,7 +189,7 @@ def _import_mediapipe() -> tuple[Any, Any, Any]:
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core.base_options import BaseOptions
     except ImportError as e:
-        msg = f"mediapipe is not importable ({e}): pip install mediapipe, or run with --no-face"
+        msg = f"mediapipe is not importable ({e}): pip install mediapipe, or {fix}"
         raise BackendUnavailable(msg) from e
     return mp, vision, BaseOptions
 
@@ -250,7 +207,7 @@ def _check_frame(rgb: np.ndarray) -> None:
 # buffer (not necessarily the first): detections are captured until that line has been seen.
 _ALIGNMENT_WARNING = "inference_runner"
 _alignment_warning_seen = False
-_OPEN_DETECTORS: "weakref.WeakSet[FaceDetector]" = weakref.WeakSet()
+_OPEN_DETECTORS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
 def _close_open_detectors() -> None:
@@ -260,14 +217,15 @@ def _close_open_detectors() -> None:
             det.close()
 
 
-def _track_open(det: "FaceDetector") -> None:
-    if not getattr(_track_open, "registered", False):
+def track_open(det: Any) -> None:
+    """Close ``det`` (a MediaPipe task wrapper with ``close()``) at interpreter exit if nobody did."""
+    if not getattr(track_open, "registered", False):
         # threading's exit hooks run in reverse order of registration, before concurrent.futures stops the executor
         # MediaPipe dispatches through; atexit handlers would run after it.
         register = getattr(threading, "_register_atexit", atexit.register)
         with contextlib.suppress(RuntimeError):
             register(_close_open_detectors)
-        _track_open.registered = True  # type: ignore[attr-defined]
+        track_open.registered = True  # type: ignore[attr-defined]
     _OPEN_DETECTORS.add(det)
 
 
@@ -296,7 +254,7 @@ class FaceDetector:
                 raise UsageError(f"face detector {name}={v!r}: must be a number in 0..1")
         self.model_path = resolve_face_model(model, face_range)
         self.face_range = face_model_range(self.model_path, face_range)
-        mp, vision, base_options = _import_mediapipe()
+        mp, vision, base_options = import_mediapipe()
         self._mp = mp
         options = vision.FaceDetectorOptions(
             base_options=base_options(model_asset_path=str(self.model_path)),
@@ -313,7 +271,7 @@ class FaceDetector:
                 raise BadInputFile(
                     f"face model {self.model_path} cannot be loaded by MediaPipe ({e}): {_FIX} with a face detector"
                 ) from e
-            _track_open(self)
+            track_open(self)
             self._detect_ms(np.zeros((480, 640, 3), np.uint8), 0)  # warm-up: the first inference is the slowest
         log.debug("face detector ready: %s (%s range)", self.model_path, self.face_range)
 

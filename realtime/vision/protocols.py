@@ -1,7 +1,7 @@
 """The vision stages' contracts with the frame processor (documented in the style of pyvirtualcam's ``Backend``).
 
 :class:`Framer` is the face framing stage (:class:`~realtime.vision.face.FaceFramer`); :class:`EdgeMap` the Canny stage
-(:class:`~realtime.vision.edges.EdgeDetector`). Images are numpy arrays, RGB colour order.
+(:class:`~realtime.vision.edges.EdgeDetector`); :class:`ControlMapper` the pose and depth maps. Images are numpy arrays, RGB colour order.
 """
 from __future__ import annotations
 
@@ -47,6 +47,18 @@ class EdgeMap(Protocol):
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """rgb: (H, W, 3) uint8 RGB -> (H, W) uint8 edge map, values {0, 255}."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ControlMapper(Protocol):
+    """The maps of the controls other than Canny (``pose``, ``depth``) of a model-size crop
+    (:class:`~realtime.vision.controlmaps.ControlMaps`)."""
+
+    def __call__(self, control: str, rgb: np.ndarray) -> np.ndarray:
+        """control: ``pose`` or ``depth``; rgb: (H, W, 3) uint8 RGB -> the pose skeleton (H, W, 3) uint8 RGB, or the
+        depth map (H, W) uint8 (near = bright)."""
         ...
 
     def close(self) -> None: ...
