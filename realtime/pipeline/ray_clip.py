@@ -215,6 +215,12 @@ def remove_leftovers(jobs: list[FileJob]) -> None:
                 _unlink_quietly(tmp)
 
 
+def _shrink(bar: Any, frames: int) -> None:
+    """A failed or dropped task's frames leave the bar's total (a bar without a total stays without)."""
+    if bar.total:
+        bar.total = max(bar.total - frames, 0)
+
+
 class RayBatch:
     """The driver side: ``n`` workers started, tasks handed out longest first, results collected in this thread."""
 
@@ -253,7 +259,7 @@ class RayBatch:
                     while idle and pending:
                         task, job = pending.pop(0)
                         if job.failed:
-                            bar.total -= task.frames
+                            _shrink(bar, task.frames)
                             continue
                         actor = idle.pop(0)
                         running[actor.process.remote(task)] = (actor, task, job)
@@ -265,7 +271,7 @@ class RayBatch:
                         frames, ok = self._collect(ref, task, job, on_done, on_fail)
                         done += frames
                         if not ok:
-                            bar.total -= task.frames
+                            _shrink(bar, task.frames)
                         if self._alive(actor):
                             idle.append(actor)
                     if not idle and not running and pending:

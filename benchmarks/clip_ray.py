@@ -1,0 +1,167 @@
+"""Throughput of `stylecam clip --ray`: the same batch with 1 and with 2 Ray workers (and in one process, no Ray), side
+by side in one run, and what N GPUs would give.
+
+Makes ``--clips`` test clips (``--frames`` each, with an AAC tone), starts a local Ray instance once, then alternates
+``--repeats`` times: the batch in this process (:class:`realtime.pipeline.clip.ClipJob`, models loaded once), on 1
+worker and on 2 workers (:class:`realtime.pipeline.ray_clip.RayBatch`: workers started and models loaded before the
+clock starts, the batch timed from the first task handed out to the last output written). The best run of each is
+kept. Reported: frames/s of each, the 2-vs-1 worker ratio (2.0 is perfect scaling), Ray's cost against one process,
+and the worker start-up (process + models).
+
+Projection for N GPUs: one worker per GPU, each as fast as one process on it, so ``fps(N) = N * e * 1000 / t`` where
+``t`` is the per-frame time of one clip process on that GPU (the frame step plus decode, framing, encode) and ``e``
+the scaling efficiency measured here (ratio / 2). ``t`` comes from elsewhere (``--gpu-frame-ms``, e.g. a
+``stylecam bench --mode pipeline`` or ``benchmarks/clip_overhead.py`` run on the GPU); without it the projection is
+given per millisecond of ``t`` only. On a 2-core CPU the two workers share the cores with the decode and encode threads
+and the driver, so ``e`` here is a floor for GPU workers, which each have their own device.
+
+    python benchmarks/clip_ray.py --model random:tiny --size 64x64 --clips 4 --frames 60
+    python benchmarks/clip_ray.py --gpu-frame-ms 25 --gpus 1,2,4,8 --out benchmarks/results/clip_ray_cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _clips(directory: Path, n: int, frames: int, size: tuple[int, int]) -> list[Path]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from media_files import make_clip  # the tests' clip builder: deterministic frames and a tone
+
+    return [make_clip(directory / f"clip{i}.mp4", n=frames, size=size, audio=True) for i in range(n)]
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _configs(args: argparse.Namespace):
+    from realtime.config import ModelConfig, RunConfig, load_style
+    from realtime.geometry import parse_size
+    from realtime.pipeline.clip import ClipOptions
+
+    opts = ClipOptions(face=False, progress=False, overwrite=True)
+    run = RunConfig(size=parse_size(args.size, model=True), device="cpu")
+    return opts, load_style(args.style), ModelConfig(args.model), run
+
+
+def _single(clips: list[Path], out: Path, configs) -> tuple[float, int]:
+    """The batch in this process (one torch thread, like one worker): seconds, frames."""
+    from realtime.pipeline.clip import open_clip_job
+
+    opts, style, model, run = configs
+    with open_clip_job(opts, style, model, run) as job:
+        t0, frames = time.perf_counter(), 0
+        for src in clips:
+            frames += job.process(src, out / src.name).frames
+        return time.perf_counter() - t0, frames
+
+
+def _on_ray(ray, clips: list[Path], out: Path, configs, workers: int) -> tuple[float, int, float]:
+    """The batch on ``workers`` Ray workers: seconds (batch only), frames, start-up seconds."""
+    from realtime.pipeline.ray_clip import RayBatch, RayOptions, file_jobs, remove_leftovers
+
+    opts, style, model, run = configs
+    t0 = time.perf_counter()
+    batch = RayBatch.start(ray, workers, {"num_cpus": 1, "num_gpus": 0}, opts, style, model, run)
+    startup = time.perf_counter() - t0
+    jobs = file_jobs([(c, out / c.name, None) for c in clips], opts, RayOptions(workers=workers), set())
+    frames: list[int] = []
+
+    def fail(job, error: BaseException) -> None:
+        raise RuntimeError(f"{job.src.name} failed in the benchmark: {error}") from error
+
+    try:
+        t1 = time.perf_counter()
+        batch.run(jobs, progress=False, on_done=lambda job, n, s: frames.append(n), on_fail=fail)
+        return time.perf_counter() - t1, sum(frames), startup
+    finally:
+        batch.kill()
+        remove_leftovers(jobs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="random:tiny")
+    p.add_argument("--style", default="anime")
+    p.add_argument("--size", default="64x64", help="model size WxH (default 64x64)")
+    p.add_argument("--frame", default="128x96", help="clip frame size WxH (default 128x96)")
+    p.add_argument("--clips", type=int, default=4, help="clips in the batch (default 4)")
+    p.add_argument("--frames", type=int, default=60, help="frames per clip (default 60)")
+    p.add_argument("--repeats", type=int, default=2, help="alternating runs of each; the best is kept (default 2)")
+    p.add_argument("--gpu-frame-ms", type=float, default=None,
+                   help="per-frame time of one clip process on a GPU, measured elsewhere (none measured yet)")
+    p.add_argument("--gpus", default="1,2,4,8", help="GPU counts for the projection (default 1,2,4,8)")
+    p.add_argument("--out", default=None, help="also write the JSON here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import ray
+    import torch
+
+    torch.set_num_threads(1)  # as each worker (Ray gives a 1-CPU actor one thread)
+    w, h = (int(x) for x in args.frame.split("x"))
+    configs = _configs(args)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+             object_store_memory=80 * 1024**2)
+    best: dict[str, tuple[float, int]] = {}
+    startups: dict[str, float] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            clips = _clips(Path(tmp), args.clips, args.frames, (w, h))
+            out = Path(tmp) / "out"
+            out.mkdir()
+            for _ in range(args.repeats):
+                runs = {"single process": _single(clips, out, configs)}
+                for n in (1, 2):
+                    s, f, up = _on_ray(ray, clips, out, configs, n)
+                    runs[f"{n} worker(s)"] = (s, f)
+                    startups[f"{n} worker(s)"] = min(up, startups.get(f"{n} worker(s)", up))
+                for k, (s, f) in runs.items():
+                    if k not in best or s < best[k][0]:
+                        best[k] = (s, f)
+    finally:
+        ray.shutdown()
+    fps = {k: f / s for k, (s, f) in best.items()}
+    ratio = fps["2 worker(s)"] / fps["1 worker(s)"]
+    efficiency = ratio / 2
+    gpus = [int(x) for x in args.gpus.split(",")]
+    if args.gpu_frame_ms:
+        projection = {str(n): round(n * efficiency * 1000 / args.gpu_frame_ms, 1) for n in gpus}
+        note = f"fps for N GPUs at {args.gpu_frame_ms} ms per frame per GPU (given, measured elsewhere), efficiency {efficiency:.2f}"
+    else:
+        projection = {str(n): f"{n * efficiency * 1000:.0f} / t_ms" for n in gpus}
+        note = ("no GPU frame time measured yet: fps for N GPUs = N * efficiency * 1000 / t_ms, t_ms = one clip "
+                "process's per-frame time on that GPU")
+    result = {
+        "benchmark": "clip_ray", "model": args.model, "style": args.style, "model_size": args.size,
+        "frame_size": args.frame, "clips": args.clips, "frames_per_clip": args.frames, "repeats": args.repeats,
+        "fps": {k: round(v, 2) for k, v in fps.items()}, "seconds": {k: round(s, 2) for k, (s, _) in best.items()},
+        "ratio_2_vs_1_workers": round(ratio, 3), "ray_vs_single_process_1_worker": round(fps["1 worker(s)"] / fps["single process"], 3),
+        "worker_startup_s": {k: round(v, 2) for k, v in startups.items()},
+        "projection_gpus": projection, "projection_note": note,
+        "device": "cpu", "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "load_avg_1min": os.getloadavg()[0], "versions": {"python": platform.python_version(), "ray": ray.__version__,
+                                                           "torch": torch.__version__},
+        "commit": _commit(),
+    }
+    text = json.dumps(result, indent=1)
+    print(text)  # noqa: T201 - the benchmark's output
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
