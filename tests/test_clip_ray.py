@@ -70,7 +70,7 @@ def errors(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
 
 
-def test_batch_on_two_workers_equals_single_process_and_resumes(capsys, caplog, ray_session, clips, reference,
+def test_batch_on_two_workers_equals_single_process_resumes_and_survives_a_failing_worker(capsys, caplog, ray_session, clips, reference,
                                                                  tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
@@ -104,13 +104,28 @@ def test_batch_on_two_workers_equals_single_process_and_resumes(capsys, caplog, 
     assert mtimes(out) == before
     assert len(errors(caplog)) == 1 and "bad.mp4 failed" in errors(caplog)[0]
 
-    # one input changed (new content): only that output is redone, without --overwrite (it is ours)
+    # one input changed (new content) and one added that turns unreadable between the driver's check and its
+    # worker's turn (a flaky share): the changed output is redone without --overwrite (it is ours), the others are
+    # left alone, the broken one fails in its worker on its own line and stays out of the manifest
     make_clip(clips["c2"], n=8, size=(96, 64), audio=True, rate=20)
-    code, err = run_cli(capsys, argv)
+    victim = make_clip(tmp_path / "victim.mp4", n=10, size=(96, 64), audio=True)
+    real = ray_clip.file_jobs
+
+    def then_break(*a, **k):
+        jobs = real(*a, **k)
+        victim.write_bytes(victim.read_bytes()[:200])  # the header's start only: no frames left
+        return jobs
+
+    with monkeypatch.context() as m:
+        m.setattr(ray_clip, "file_jobs", then_break)
+        caplog.clear()
+        code, err = run_cli(capsys, [*argv[:6], str(victim), *argv[6:]])  # after the five inputs
     assert code == 1, err
+    assert sorted(e.split(" failed")[0].rsplit("/", 1)[-1] for e in errors(caplog)) == ["bad.mp4", "victim.mp4"]
     after = mtimes(out)
-    assert {k for k in after if after[k] != before[k]} == {"c2.mp4"}
+    assert {k for k in after if after.get(k) != before.get(k)} == {"c2.mp4"}  # no victim.mp4 either
     assert video_pts(out / "c2.mp4") == video_pts(clips["c2"])
+    assert "victim.mp4" not in json.loads((out / MANIFEST_NAME).read_text())["outputs"]
 
     # a setting changed (the seed): every output is redone
     code, err = run_cli(capsys, [*argv, "--seed", "7"])
@@ -121,32 +136,8 @@ def test_batch_on_two_workers_equals_single_process_and_resumes(capsys, caplog, 
     assert leftovers(out) == []
 
 
-def test_a_file_failing_in_its_worker_is_reported_and_the_others_go_on(capsys, caplog, ray_session, clips, tmp_path,
-                                                                      monkeypatch):
-    """The input turns unreadable between the driver's check and its worker's turn (a flaky share): that file fails on
-    its own line, the other is written, and only it is in the manifest."""
-    import realtime.pipeline.ray_clip as ray_clip
-
-    victim = make_clip(tmp_path / "victim.mp4", n=30, size=(96, 64), audio=True)
-    real = ray_clip.file_jobs
-
-    def then_break(*a, **k):
-        jobs = real(*a, **k)
-        victim.write_bytes(victim.read_bytes()[:200])  # the header's start only: no frames left
-        return jobs
-
-    monkeypatch.setattr(ray_clip, "file_jobs", then_break)
-    out = tmp_path / "out"
-    out.mkdir()
-    code, err = run_cli(capsys, ["clip", str(victim), str(clips["c0"]), "-o", str(out), *TINY, *RAY])
-    assert code == 1, err
-    assert len(errors(caplog)) == 1 and "victim.mp4 failed" in errors(caplog)[0], errors(caplog)
-    assert sorted(p.name for p in out.iterdir()) == ["c0.mp4", MANIFEST_NAME]
-    assert list(json.loads((out / MANIFEST_NAME).read_text())["outputs"]) == ["c0.mp4"]
-
-
 def test_segmented_long_clip_matches_the_single_process_output(capsys, ray_session, tmp_path, monkeypatch):
-    """Cut at key frames (every 12 frames here), two workers, joined without re-encoding: the same frames, timestamps
+    """Cut at key frames (every 24 frames here), two workers, joined without re-encoding: the same frames, timestamps
     and audio as one process. Lossless encoding (--crf 0) so decoded frames compare the stylized pictures."""
     from realtime.cli import main
     from realtime.io.segments import join_segments as real

@@ -50,6 +50,8 @@ def doctor_lines(face_model: str | None = None) -> list[str]:
     lines.append(_line(v is not None, "onnxruntime", v or "not installed (optional): pip install 'stylecam[ort]'"))
     v = _version("tensorrt")
     lines.append(_line(v is not None, "tensorrt", v or "not installed (optional, fastest on NVIDIA): pip install 'stylecam[trt]'"))
+    v = _version("ray")
+    lines.append(_line(v is not None, "ray", v or "not installed (optional, `clip --ray` on a cluster): pip install 'stylecam[ray]'"))
     lines.append(_vcam_line())
     lines.append(_face_line(face_model))
     lines.extend(_hub_lines())
