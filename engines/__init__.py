@@ -5,7 +5,7 @@ Public API::
     runner = build_runner(module, example_inputs, backend="auto", input_names=[...], output_names=[...],
                           options=EngineOptions(dtype="float16"), cache=EngineCache(), key_fields={...})
     outputs = runner(*inputs)            # same tensors in and out as module(*inputs)
-    refit(runner, fused_weights(base, [(lora_weights, 0.8)]))   # LoRA change without a rebuild
+    refit(runner, {"layer.weight": new_value})   # new weights by torch name, without a rebuild
     runner.close()
 
 Backends (registry ``BACKENDS``): ``eager``, ``compile`` (torch.compile + CUDA graphs), ``onnxruntime`` (extra
@@ -22,14 +22,14 @@ from engines.base import BACKENDS, EngineOptions, Runner, TensorSpec, available_
 from engines.build import build_runner
 from engines.cache import CacheEntry, EngineCache, cache_key, default_cache_root, environment_fields
 from engines.errors import (BackendUnavailable, CacheDirError, EngineBuildError, EngineCorrupt, EngineOptionError,
-                            EngineRunError, LoraMismatch, RefitUnsupported)
+                            EngineRunError, RefitUnsupported)
 from engines.onnx_export import OnnxExport, export_onnx
-from engines.refit import LoraWeight, WeightMap, base_weights, build_weight_map, fused_weights, plan_refit, refit
+from engines.refit import WeightMap, build_weight_map, plan_refit, refit
 
 __all__ = [
     "BACKENDS", "BackendUnavailable", "CacheDirError", "CacheEntry", "EngineBuildError", "EngineCache",
-    "EngineCorrupt", "EngineOptionError", "EngineOptions", "EngineRunError", "LoraMismatch", "LoraWeight",
+    "EngineCorrupt", "EngineOptionError", "EngineOptions", "EngineRunError",
     "OnnxExport", "RefitUnsupported", "Runner", "TensorSpec", "WeightMap", "available_backends",
-    "base_weights", "build_runner", "build_weight_map", "cache_key", "default_cache_root", "environment_fields",
-    "export_onnx", "fused_weights", "get_backend", "plan_refit", "refit",
+    "build_runner", "build_weight_map", "cache_key", "default_cache_root", "environment_fields",
+    "export_onnx", "get_backend", "plan_refit", "refit",
 ]

@@ -24,7 +24,8 @@ def copy_weights(module: Any, new_state: Mapping[str, "torch.Tensor"]) -> None:
             raise RefitUnsupported(f"{name}: new shape {tuple(value.shape)} differs from {tuple(targets[name].shape)}")
     with torch.no_grad():
         for name, value in new_state.items():
-            targets[name].copy_(value)
+            if value is not targets[name]:  # the caller may have written the module's own tensor in place already
+                targets[name].copy_(value)
 
 
 class EagerRunner(Runner):

@@ -8,7 +8,6 @@ exception                  exit code  meaning
 =========================  =========  ==============================================================================
 ``BackendUnavailable``     2          a backend whose extra is not installed, or that cannot run on this device
 ``EngineOptionError``      2          a bad option value, an unknown backend name, inputs that do not fit the engine
-``LoraMismatch``           2          a LoRA that does not fit the weights it targets (unknown name, wrong shape)
 ``CacheDirError``          2          a cache directory that cannot be created or written
 ``EngineBuildError``       1          an export or engine build that failed (the message names the stage)
 ``EngineRunError``         1          an engine that failed while running
@@ -24,10 +23,6 @@ class BackendUnavailable(ImportError):
 
 class EngineOptionError(ValueError):
     """A bad engine option or argument. The message names the field, the value and what is allowed."""
-
-
-class LoraMismatch(ValueError):
-    """A LoRA weight that does not fit the base weight it targets."""
 
 
 class CacheDirError(OSError):

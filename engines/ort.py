@@ -8,7 +8,9 @@ the cache entry, so the export (minutes for the real model) happens once.
 Refit: a LoRA change is applied by re-creating the session with the changed initializers overridden
 (``SessionOptions.add_initializer``); the ONNX on disk keeps the base weights. Found here (onnxruntime 1.31, CPU): at
 ``ORT_ENABLE_ALL`` the NCHWc layout transformer reads Conv weights from the original graph and silently ignores such
-overrides, so a session with overrides is created at ``ORT_ENABLE_EXTENDED`` (no NCHWc layout; slower convolutions).
+overrides, so sessions are created at ``ORT_ENABLE_EXTENDED`` (no NCHWc layout; slower convolutions) -- every session,
+the first one too: a first session at ``ENABLE_ALL`` computes differently (1 in 255 on a uint8 pixel, checked) from a
+refitted one with the same weights, and A -> B -> A must give A byte for byte.
 """
 from __future__ import annotations
 
@@ -70,8 +72,9 @@ class OrtRunner(Runner):
         ort = self._ort
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        if self._overrides:  # see the module docstring: ENABLE_ALL would ignore overridden Conv weights
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        # Always (see the module docstring): ENABLE_ALL would ignore overridden Conv weights, and the first session
+        # must compute exactly as a refitted one does.
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         if self.threads:
             so.intra_op_num_threads = self.threads
         keep = []

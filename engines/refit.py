@@ -1,8 +1,7 @@
-"""Weight changes without a rebuild: LoRA fusion from the base weights, the ONNX weight map, refit planning.
-
-The rule that makes A -> B -> A exact (docs/design.md §12, NVIDIA demo/Diffusion's lesson): new weights are always computed from
-the *base* weights plus the *whole* new LoRA set (:func:`fused_weights`), never as a delta applied on top of the
-previous set. The result holds every base weight, so weights the new set does not touch go back to their base value.
+"""Weight changes without a rebuild, generically: "refit these named tensors" (torch state-dict names -> new values),
+the ONNX weight map and refit planning. What the new values are (a LoRA set, a fine-tune) is the caller's business:
+stylecam's LoRA maths lives in ``realtime/diffusion/lora_math.py``; the caller computes full new values of the
+weights it changes (from kept base values, so A -> B -> A is exact) and hands them to :func:`refit`.
 
 The ONNX weight map (:class:`WeightMap`, written as JSON beside each exported ONNX) says which torch state-dict name
 each ONNX initializer came from and how (identity, reshape, transpose). It is built by matching values, because the
@@ -23,9 +22,9 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping
 
-from engines.errors import LoraMismatch, RefitUnsupported
+from engines.errors import RefitUnsupported
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -37,81 +36,10 @@ WEIGHT_MAP_FORMAT = 1
 TRANSFORMS = ("identity", "reshape", "transpose")
 
 
-# --- LoRA fusion (pure) -----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LoraWeight:
-    """One LoRA pair for one weight: ``delta = (alpha / rank) * up @ down`` reshaped to the weight's shape.
-
-    down: (rank, in) for Linear, (rank, in, kh, kw) for Conv2d. up: (out, rank) or (out, rank, 1, 1).
-    alpha: None means alpha = rank (factor 1).
-    """
-
-    down: "torch.Tensor"
-    up: "torch.Tensor"
-    alpha: float | None = None
-
-
-LoraSet = tuple[Mapping[str, LoraWeight], float]
-"""A LoRA file's weights (torch parameter name -> LoraWeight) with the user's scale."""
-
-
-def lora_delta(w: LoraWeight, shape: Sequence[int]) -> "torch.Tensor":
-    """The float32 delta of one LoRA pair, shaped like the target weight. Raises LoraMismatch if it does not fit."""
-    rank = int(w.down.shape[0])
-    if int(w.up.reshape(w.up.shape[0], -1).shape[1]) != rank:
-        raise LoraMismatch(f"LoRA up {tuple(w.up.shape)} and down {tuple(w.down.shape)} disagree on the rank")
-    factor = 1.0 if w.alpha is None else float(w.alpha) / rank
-    d = (w.up.reshape(w.up.shape[0], rank).float() @ w.down.reshape(rank, -1).float()) * factor
-    if d.numel() != math.prod(shape) or int(d.shape[0]) != int(shape[0]):
-        raise LoraMismatch(f"LoRA delta {tuple(d.shape)} does not fit a weight of shape {tuple(shape)}")
-    return d.reshape(tuple(shape))
-
-
-def fused_weights(base: Mapping[str, "torch.Tensor"], lora_sets: Sequence[LoraSet]) -> dict[str, "torch.Tensor"]:
-    """New full weights = base + sum(scale * delta) over every LoRA set, computed in float32, cast to the base dtype.
-
-    ``base`` holds the base weights of every parameter any LoRA set may touch (see :func:`base_weights`); it is never
-    modified. The result has exactly the keys of ``base`` (untouched weights come back as copies of the base), so
-    ``fused_weights(base, A)`` is the same tensor values whatever was applied before: A -> B -> A gives exactly A.
-    """
-    deltas: dict[str, "torch.Tensor"] = {}
-    for i, (weights, scale) in enumerate(lora_sets):
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-            raise LoraMismatch(f"LoRA set {i}: scale={scale!r} is not a finite number")
-        for name in sorted(weights):
-            if name not in base:
-                raise LoraMismatch(f"LoRA set {i} targets {name!r}, which is not among the base weights")
-            d = lora_delta(weights[name], tuple(base[name].shape)).to(base[name].device) * float(scale)
-            deltas[name] = deltas[name] + d if name in deltas else d
-    out: dict[str, "torch.Tensor"] = {}
-    for name, w in base.items():
-        out[name] = (w.float() + deltas[name]).to(w.dtype) if name in deltas else w.clone()
-    return out
-
-
-def base_weights(module: Any, names: Iterable[str] | None = None, device: str = "cpu") -> dict[str, "torch.Tensor"]:
-    """Copies of the module's current weights to keep as the LoRA base (on ``device``, CPU by default).
-
-    ``names`` None: the ``weight`` of every Linear / Conv1d / Conv2d, the usual LoRA targets. Call it before any LoRA is
-    fused into the module.
-    """
-    import torch
-
-    params = dict(module.named_parameters())
-    if names is None:
-        kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)
-        names = [f"{p}.weight" if p else "weight" for p, m in module.named_modules() if isinstance(m, kinds)]
-    out = {}
-    for n in names:
-        if n not in params:
-            raise LoraMismatch(f"the module has no parameter named {n!r}")
-        out[n] = params[n].detach().to(device, copy=True)
-    return out
-
+# --- refit: new weights by torch name ----------------------------------------------------------------------------
 
 def refit(runner: "Runner", new_state: Mapping[str, "torch.Tensor"]) -> None:
-    """Apply new full weights (torch names, e.g. from :func:`fused_weights`) to a built runner in place.
+    """Apply new full weights (torch state-dict names -> tensors) to a built runner in place.
 
     Raises :class:`RefitUnsupported` when the backend or this change cannot be refitted; the caller then rebuilds.
     """

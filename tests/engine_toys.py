@@ -84,7 +84,7 @@ def toy_inputs(seed: int = 1, scale: float = 0.8) -> tuple[torch.Tensor, ...]:
 
 def lora_set(module: nn.Module, names: tuple[str, ...], seed: int, rank: int = 2):
     """Random LoRA pairs (down, up) for the named Linear/Conv2d weights of ``module``."""
-    from engines import LoraWeight
+    from realtime.diffusion.lora_math import LoraWeight
 
     g = torch.Generator().manual_seed(seed)
     params = dict(module.named_parameters())

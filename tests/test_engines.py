@@ -15,9 +15,10 @@ from engine_toys import (INPUT_NAMES, OUTPUT_NAMES, ToyWithUnused, Twins, assert
 from onnx import TensorProto, numpy_helper
 
 import engines
-from engines import (BackendUnavailable, EngineCache, EngineOptionError, EngineOptions, LoraMismatch, LoraWeight,
-                     RefitUnsupported, build_runner, export_onnx, fused_weights, plan_refit)
+from engines import (BackendUnavailable, EngineCache, EngineOptionError, EngineOptions, RefitUnsupported, build_runner,
+                     export_onnx, plan_refit)
 from engines.base import BACKENDS
+from realtime.diffusion.lora_math import base_weights, fused_weights
 
 NAMES = dict(input_names=INPUT_NAMES, output_names=OUTPUT_NAMES)
 
@@ -157,49 +158,11 @@ def test_export_rejects_wrong_name_counts(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
-# --- LoRA fusion and refit ------------------------------------------------------------------------------------------
-
-def test_fused_weights_math_and_purity():
-    m = toy()
-    base = engines.base_weights(m)
-    assert set(base) == {"enc.weight", "proj_in.weight", "attn_out.weight", "dec.weight", "head.weight"}
-    a = lora_set(m, ("proj_in.weight", "enc.weight"), seed=3)
-    fa = fused_weights(base, [(a, 0.5)])
-    assert set(fa) == set(base)
-    lw = a["proj_in.weight"]
-    expect = base["proj_in.weight"] + 0.5 * (lw.alpha / 2) * (lw.up @ lw.down)
-    torch.testing.assert_close(fa["proj_in.weight"], expect, rtol=0, atol=1e-6)
-    cw = a["enc.weight"]
-    conv_delta = (cw.up.flatten(1) @ cw.down.flatten(1)).reshape(base["enc.weight"].shape) * 0.5 * 0.5
-    torch.testing.assert_close(fa["enc.weight"], base["enc.weight"] + conv_delta, rtol=0, atol=1e-6)
-    assert torch.equal(fa["dec.weight"], base["dec.weight"])  # untouched weights come back as the base
-    # two sets add up; base is never modified; the result depends only on (base, sets)
-    b = lora_set(m, ("proj_in.weight", "head.weight"), seed=4)
-    fab = fused_weights(base, [(a, 0.5), (b, -1.0)])
-    assert not torch.equal(fab["proj_in.weight"], fa["proj_in.weight"])
-    assert torch.equal(base["proj_in.weight"], m.proj_in.weight)
-    again = fused_weights(base, [(a, 0.5)])
-    assert all(torch.equal(again[k], fa[k]) for k in base)
-    assert all(torch.equal(v, base[k]) for k, v in fused_weights(base, []).items())
-
-
-def test_fused_weights_rejects_what_does_not_fit():
-    m = toy()
-    base = engines.base_weights(m)
-    bad = {"proj_in.weight": LoraWeight(down=torch.zeros(2, 5), up=torch.zeros(8, 2))}
-    with pytest.raises(LoraMismatch, match="does not fit"):
-        fused_weights(base, [(bad, 1.0)])
-    with pytest.raises(LoraMismatch, match="not among the base weights"):
-        fused_weights(base, [({"nope.weight": bad["proj_in.weight"]}, 1.0)])
-    with pytest.raises(LoraMismatch, match="finite"):
-        fused_weights(base, [(lora_set(m, ("head.weight",), 1), float("nan"))])
-    with pytest.raises(LoraMismatch, match="rank"):
-        fused_weights(base, [({"head.weight": LoraWeight(down=torch.zeros(2, 4), up=torch.zeros(2, 3))}, 1.0)])
-
+# --- refit (new values from realtime's LoRA maths) ----------------------------------------------------------------------------------------
 
 def test_lora_scale_change_maps_to_the_right_initializers(tmp_path):
     m, x = toy(), toy_inputs()
-    base = engines.base_weights(m)
+    base = base_weights(m)
     exp = export_onnx(m, x, tmp_path / "m.onnx", input_names=INPUT_NAMES, output_names=OUTPUT_NAMES)
     wmap = engines.WeightMap.load(exp.map_path)
     by_torch = wmap.by_torch_name()
@@ -221,7 +184,7 @@ def test_lora_scale_change_maps_to_the_right_initializers(tmp_path):
 
 def test_refit_a_b_a_is_exact_on_onnxruntime_and_eager():
     m, x = toy(), toy_inputs()
-    base = engines.base_weights(m)
+    base = base_weights(m)
     a = lora_set(m, ("proj_in.weight", "attn_out.weight", "enc.weight"), seed=11)
     b = lora_set(m, ("proj_in.weight", "dec.weight"), seed=12)
     wa, wb = fused_weights(base, [(a, 0.8)]), fused_weights(base, [(b, 1.2)])

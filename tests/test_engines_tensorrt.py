@@ -11,6 +11,7 @@ from engine_toys import INPUT_NAMES, OUTPUT_NAMES, assert_outputs_close, lora_se
 import engines
 from engines.base import installed
 from engines.tensorrt import check_version, parse_version, strongly_typed_by_flag
+from realtime.diffusion.lora_math import base_weights, fused_weights
 
 
 def test_version_parsing_and_support():
@@ -69,21 +70,21 @@ def test_tensorrt_fp16_engine_matches_eager_and_is_cached(tmp_path, refittable):
 @requires_trt
 def test_tensorrt_refit_a_b_a():
     m, x = toy(), toy_inputs()
-    base = engines.base_weights(m)
+    base = base_weights(m)
     a = lora_set(m, ("proj_in.weight", "enc.weight"), seed=21)
     b = lora_set(m, ("dec.weight",), seed=22)
     opts = engines.EngineOptions(dtype="float16", trt_refittable=True, trt_optimization_level=1)
     with engines.build_runner(m.cuda(), _cuda(x), backend="tensorrt", options=opts, input_names=INPUT_NAMES,
                               output_names=OUTPUT_NAMES) as r:
-        with_a = engines.fused_weights(base, [(a, 1.0)])
+        with_a = fused_weights(base, [(a, 1.0)])
         engines.refit(r, with_a)
         first = [t.clone() for t in r(*_cuda(x))]
         ref = toy()
         engines.eager.copy_weights(ref, with_a)
         ref = ref.cuda().half()
         assert_outputs_close(first, ref(x[0].cuda(), x[1].cuda().half(), x[2].cuda().half()), **FP16)
-        engines.refit(r, engines.fused_weights(base, [(b, 1.0)]))
+        engines.refit(r, fused_weights(base, [(b, 1.0)]))
         assert not torch.equal(r(*_cuda(x))[1], first[1])
-        engines.refit(r, engines.fused_weights(base, [(a, 1.0)]))
+        engines.refit(r, fused_weights(base, [(a, 1.0)]))
         for got, want in zip(r(*_cuda(x)), first, strict=True):
             assert torch.equal(got, want)

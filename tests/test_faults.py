@@ -257,8 +257,10 @@ class OomStylizer:
     def reset(self):
         pass
 
-    def encode_prompt(self, prompt, negative="", cfg=False):
+    def conditioning(self, style):
         return None
+
+    loras = None
 
     def close(self):
         pass
@@ -309,15 +311,17 @@ def test_oom_during_a_frame_passes_through_with_an_overlay_and_recovers(caplog) 
 
 def test_oom_during_a_lora_switch_keeps_the_previous_style(caplog, tmp_path: Path) -> None:
     running = OomStylizer()
-    guard = GuardedStylizer(running, deadline_s=30.0)
-    proc = FrameProcessor(Size(64, 64), Size(64, 64), stylizer=guard, style=running.style)
     done = threading.Event()
 
-    def loader(style):
-        done.set()
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+    class OomSwitcher:  # reading the LoRA files runs out of memory
+        def prepare(self, specs):
+            done.set()
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
 
-    session = LiveSession(proc, running.style, loader=loader)
+    running.loras = OomSwitcher()
+    guard = GuardedStylizer(running, deadline_s=30.0)
+    proc = FrameProcessor(Size(64, 64), Size(64, 64), stylizer=guard, style=running.style)
+    session = LiveSession(proc, running.style)
     lora = tmp_path / "a.safetensors"
     lora.write_bytes(b"x")
     assert session.apply(Command("lora", (LoraSpec(str(lora), 0.8),)))
@@ -332,7 +336,7 @@ def test_oom_during_a_lora_switch_keeps_the_previous_style(caplog, tmp_path: Pat
     assert proc.stylizer is guard and guard.stylizer is running  # the previous stylizer still runs
     assert session.style.loras == () and session.style.name == "anime"
     assert np.array_equal(proc.process(frame), 255 - frame)  # still stylizing
-    lines = warnings(caplog, "not loaded")
+    lines = warnings(caplog, "not applied")
     assert len(lines) == 1 and "out of memory" in lines[0]
     session.close()
     guard.close()

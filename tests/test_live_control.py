@@ -139,14 +139,16 @@ class RecordingStylizer:
     def set_style(self, style: StyleConfig, *, wait: bool = False) -> None:
         self.style = style
 
-    def set_seed(self, seed: int) -> None:
-        self.seeds.append(seed)
+    loras = None  # no LoRA switcher: LoRA changes are refused
+
+    def set_seed(self, seed: int, blend=None) -> None:
+        self.seeds.append(seed if blend is None else (seed, blend))
 
     def reset(self) -> None:
         self.resets += 1
 
-    def encode_prompt(self, prompt: str, negative: str = "", cfg: bool = False):
-        self.encoded.append((prompt, cfg))
+    def conditioning(self, style: StyleConfig):
+        self.encoded.append((style.prompt, style.uses_cfg))
         return None
 
     def close(self) -> None:
@@ -209,18 +211,15 @@ def test_session_blending_toggle_and_temporal_settings() -> None:
     assert s.style.temporal.blend == 0.4 and s.style.temporal.motion_threshold == 0.5
 
 
-def test_session_without_a_loader_refuses_lora_changes_and_needs_a_model_for_diffusion() -> None:
+def test_session_without_a_switcher_refuses_lora_changes_and_needs_a_model_for_diffusion() -> None:
     with_lora = dataclasses.replace(load_style("anime"), loras=(LoraSpec("a.safetensors", 0.8),))
     session, proc, s = _session(with_lora)
     assert session.apply(Command("style", "watercolor"))  # the preset has no LoRA: the running one is kept
     assert s.style.loras == with_lora.loras
     assert session.apply(Command("style", "none")) and session.apply(Command("style", "anime"))  # via pass-through
     assert s.style.loras == with_lora.loras and not proc.passthrough
-    assert not session.apply(Command("lora", ()))  # no way to load models: refused, nothing changes
+    assert not session.apply(Command("lora", ()))  # no way to switch LoRAs: refused, nothing changes
     assert session.style.loras == with_lora.loras and session.pending_style is None
-    custom = dataclasses.replace(load_style("anime"), name="other", loras=(LoraSpec("b.safetensors"),))
-    with pytest.raises(UsageError, match="LoRA"):
-        proc.set_style(custom)
     none_style = load_style("none")
     bare = FrameProcessor(Size(64, 64), Size(64, 64), style=none_style)
     framing_only = LiveSession(bare, none_style)
@@ -229,89 +228,78 @@ def test_session_without_a_loader_refuses_lora_changes_and_needs_a_model_for_dif
     assert framing_only.style.name == "none"
 
 
-class BlockingLoader:
-    """A loader whose stylizers invert frames with an offset per LoRA set; each load waits for ``release``."""
+class BlockingSwitcher:
+    """A LoRA switcher whose ``prepare`` (file reading) waits for ``release`` and fails for paths with ``fail_on``."""
 
     def __init__(self, fail_on: str | None = None) -> None:
         import threading
 
         self.release = threading.Event()
-        self.built: list[RecordingStylizer] = []
+        self.prepared: list[tuple[LoraSpec, ...]] = []
         self.fail_on = fail_on
 
-    def __call__(self, style: StyleConfig) -> RecordingStylizer:
+    def prepare(self, specs):
         from realtime.errors import LoraError
 
         assert self.release.wait(10)
-        if self.fail_on and any(self.fail_on in spec.path for spec in style.loras):
+        if self.fail_on and any(self.fail_on in spec.path for spec in specs):
             raise LoraError(f"LoRA {self.fail_on} does not exist")
-        s = RecordingStylizer(style)
-        s.closed = False
-        s.close = lambda s=s: setattr(s, "closed", True)
-        self.built.append(s)
-        return s
+        self.prepared.append(tuple(specs))
+        return []
 
 
-def _wait_switched(session: LiveSession) -> None:
-    _wait_pending(session)
-
-
-def test_lora_change_loads_in_the_background_and_swaps_between_frames() -> None:
-    loader = BlockingLoader()
-    session, proc, old = _session(loader=loader)
-    old.closed = False
-    old.close = lambda: setattr(old, "closed", True)
+def test_lora_change_is_prepared_in_the_background_and_applied_between_frames() -> None:
+    session, proc, s = _session()
+    s.loras = BlockingSwitcher()
     frame = np.full((64, 64, 3), 30, np.uint8)
     lora = (LoraSpec("ghibli.safetensors", 0.8),)
     assert session.apply(Command("lora", lora))
     assert session.pending_style is not None and session.pending_style.loras == lora
-    # Meanwhile the old stylizer keeps stylizing, and a prompt change goes to the stylizer being loaded.
+    # Meanwhile the running style keeps stylizing, and a prompt change joins the change being prepared.
     assert session.apply(Command("prompt", "a ghibli portrait"))
     for _ in range(3):
         session.tick()
-        assert proc.process(frame)[0, 0, 0] == 225 and proc.stylizer is old
-    assert old.style.prompt != "a ghibli portrait"
-    loader.release.set()
-    _wait_switched(session)
-    new = loader.built[-1]
-    assert proc.stylizer is new and old.closed and not new.closed
-    assert new.style.loras == lora and new.style.prompt == "a ghibli portrait" and session.style == new.style
-    assert proc.process(frame)[0, 0, 0] == 225
-    # The LoRAs stay with the session across presets; `lora none` goes back to no LoRA (loaded afresh).
-    assert session.apply(Command("style", "cel-shaded")) and new.style.name == "cel-shaded"
-    assert new.style.loras == lora and session.pending_style is None
+        assert proc.process(frame)[0, 0, 0] == 225 and s.style.loras == ()
+    assert s.style.prompt != "a ghibli portrait"
+    s.loras.release.set()
+    _wait_pending(session)
+    assert proc.stylizer is s and s.style.loras == lora and s.style.prompt == "a ghibli portrait"
+    assert s.loras.prepared == [lora] and session.style == s.style
+    # New scales for the running LoRAs: one for all; the LoRAs stay with the session across presets.
+    assert session.apply(Command("lora-scale", (0.3,)))
+    _wait_pending(session)
+    assert s.style.loras == (LoraSpec("ghibli.safetensors", 0.3),)
+    assert not session.apply(Command("lora-scale", (0.3, 0.4)))  # two scales for one LoRA
+    assert session.apply(Command("style", "cel-shaded")) and s.style.name == "cel-shaded"
+    assert s.style.loras == (LoraSpec("ghibli.safetensors", 0.3),) and session.pending_style is None
     assert session.apply(Command("lora", ()))
-    _wait_switched(session)
-    assert proc.stylizer is loader.built[-1] and loader.built[-1].style.loras == () and new.closed
-    assert loader.built[-1].style.name == "cel-shaded"
-
-
-def test_failed_or_superseded_lora_loads(caplog: pytest.LogCaptureFixture) -> None:
-    loader = BlockingLoader(fail_on="missing")
-    session, proc, old = _session(loader=loader)
-    assert session.apply(Command("lora", (LoraSpec("missing.safetensors"),)))
-    loader.release.set()
-    _wait_switched(session)
-    assert "not loaded" in caplog.text and "missing" in caplog.text
-    assert proc.stylizer is old and session.style.loras == () and session.style == old.style
-    # Two requests in a row: the first is never swapped in, and closed.
-    loader.release.clear()
-    session.apply(Command("lora", (LoraSpec("a.safetensors"),)))
-    session.apply(Command("lora", (LoraSpec("b.safetensors"),)))
-    loader.release.set()
-    _wait_switched(session)
-    assert proc.stylizer.style.loras == (LoraSpec("b.safetensors"),)
-    for _ in range(200):  # the superseded one (if its load had started) is closed when it finishes
-        if all(s.closed for s in loader.built[:-1]):
-            break
-        time.sleep(0.01)
-    assert all(s.closed for s in loader.built[:-1]) and not loader.built[-1].closed
+    _wait_pending(session)
+    assert s.style.loras == () and s.style.name == "cel-shaded"
     session.close()
 
 
-def test_lora_a_b_a_on_the_real_stylizer_gives_exactly_a(tmp_path: Path, tiny_components, astronaut) -> None:
-    """Live LoRA switching through the watchdog: weights are fused into freshly loaded models, never a delta on a
-    delta, so going back to A reproduces A byte for byte."""
+def test_failed_or_superseded_lora_changes(caplog: pytest.LogCaptureFixture) -> None:
+    session, proc, s = _session()
+    s.loras = BlockingSwitcher(fail_on="missing")
+    before = s.style
+    assert session.apply(Command("lora", (LoraSpec("missing.safetensors"),)))
+    s.loras.release.set()
+    _wait_pending(session)
+    assert "not applied" in caplog.text and "missing" in caplog.text
+    assert session.style.loras == () and session.style == before == s.style
+    # Two requests in a row: the later one wins.
+    s.loras.release.clear()
+    session.apply(Command("lora", (LoraSpec("a.safetensors"),)))
+    session.apply(Command("lora", (LoraSpec("b.safetensors"),)))
+    s.loras.release.set()
+    _wait_pending(session)
+    assert s.style.loras == (LoraSpec("b.safetensors"),)
+    session.close()
+
+
+def test_lora_a_b_a_on_the_real_stylizer_gives_exactly_a_in_place(tmp_path: Path, tiny_components, astronaut) -> None:
+    """Live LoRA switching through the watchdog: the new set is written into the same weights (no second model:
+    every parameter keeps its storage, no parameter is added), and going back to A reproduces A byte for byte."""
     import cv2
 
     from lora_files import write_diffusers_lora, write_kohya_lora
@@ -322,25 +310,27 @@ def test_lora_a_b_a_on_the_real_stylizer_gives_exactly_a(tmp_path: Path, tiny_co
     a = (LoraSpec(str(write_diffusers_lora(tiny_components.unet, tmp_path / "a.safetensors")), 0.8),)
     b = (LoraSpec(str(write_kohya_lora(tiny_components.unet, tmp_path / "b.safetensors")), 1.0),)
     run = RunConfig(size=Size(64, 64), device="cpu", dtype="fp32")
-    model = ModelConfig("random:tiny")
     style_a = dataclasses.replace(load_style("anime"), loras=a)
-
-    def loader(style: StyleConfig):
-        return build_stylizer(model, style, run)
-
+    raw = build_stylizer(ModelConfig("random:tiny"), style_a, run)
+    comps = raw.components
+    storage = {n: p.data_ptr() for m in (comps.unet, comps.text_encoder, comps.vae) for n, p in m.named_parameters()}
     frame = cv2.resize(astronaut, (64, 64), interpolation=cv2.INTER_AREA)
-    guard = GuardedStylizer(loader(style_a))
+    guard = GuardedStylizer(raw)
     proc = FrameProcessor(Size(64, 64), Size(64, 64), stylizer=guard, style=style_a)
-    session = LiveSession(proc, style_a, loader=loader)
+    session = LiveSession(proc, style_a)
     first_a = proc.process(frame)
-    session.apply(Command("lora", b))
-    _wait_switched(session)
-    with_b = proc.process(frame)
-    session.apply(Command("lora", a))
-    _wait_switched(session)
-    again_a = proc.process(frame)
-    assert np.abs(with_b.astype(int) - first_a.astype(int)).max() > 0  # B is another look
-    assert np.array_equal(again_a, first_a)  # back to A: exactly A (a fresh start, same seed)
+    for lora, name in ((b, "b"), (a, "a")):
+        proc.stylizer.reset().result()
+        session.apply(Command("lora", lora))
+        _wait_pending(session)
+        guard.schedule(lambda: None).result()  # the switch ran on the stylizer's thread
+        proc.stylizer.reset().result()
+        out = proc.process(frame)
+        if name == "b":
+            assert np.abs(out.astype(int) - first_a.astype(int)).max() > 0  # B is another look
+    assert np.array_equal(out, first_a)  # back to A: exactly A
+    after = {n: p.data_ptr() for m in (comps.unet, comps.text_encoder, comps.vae) for n, p in m.named_parameters()}
+    assert after == storage  # same parameters, same storage: nothing reallocated, no second model
     session.close()
     proc.close()
 
@@ -504,7 +494,8 @@ def test_stdin_and_control_file_mid_run(clip: Path, tmp_path: Path) -> None:
 
 
 def test_lora_from_the_control_file_mid_run(clip: Path, tmp_path: Path, tiny_components) -> None:
-    """`stylecam live` loads new LoRAs in the background while frames keep flowing, then swaps the stylizer."""
+    """`stylecam live` reads new LoRAs in the background while frames keep flowing, then writes them into the same
+    stylizer's weights (no new stylizer, no new parameters)."""
     from lora_files import write_kohya_lora
 
     lora = write_kohya_lora(tiny_components.unet, tmp_path / "style.safetensors")
@@ -516,6 +507,7 @@ def test_lora_from_the_control_file_mid_run(clip: Path, tmp_path: Path, tiny_com
         stack.pop_all()
     parts.command_sources[0].interval_s = 0
     first = parts.processor.stylizer.stylizer
+    n_params = sum(1 for _ in first.components.unet.parameters())
     seen: list[tuple[object, StyleConfig]] = []
 
     def on_frame(loop, frame, out):
@@ -539,7 +531,8 @@ def test_lora_from_the_control_file_mid_run(clip: Path, tmp_path: Path, tiny_com
     assert result.delivered == 8
     assert all(raw is first and st.loras == () for raw, st in seen[:3])  # frames kept flowing with the old one
     raw, st = seen[-1]
-    assert raw is not first and st.loras == (LoraSpec(str(lora), 0.7),)
+    assert raw is first and st.loras == (LoraSpec(str(lora), 0.7),)
+    assert sum(1 for _ in first.components.unet.parameters()) == n_params and first.loras.current == st.loras
 
 
 def test_quit_command_stops_the_loop(clip: Path) -> None:

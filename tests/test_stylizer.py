@@ -10,7 +10,7 @@ import torch
 from realtime.config import LoraSpec, StyleConfig, TemporalConfig, load_style
 from realtime.errors import LoraError, UsageError
 from realtime.geometry import Size
-from realtime.diffusion.lora import fuse_loras
+from realtime.diffusion.lora_switch import fuse_loras
 from realtime.diffusion.stylizer import INPUT_NAMES, FrameStep, Stylizer, strength_timestep
 
 from lora_files import write_diffusers_lora, write_kohya_lora

@@ -138,7 +138,7 @@ def test_training_lowers_the_loss(trained):
 def test_saved_lora_is_the_trained_adapter_and_loads_with_lora_option(trained, tmp_path, capsys, astronaut, _tiny_components_master):
     from realtime.cli import main as stylecam
     from realtime.config import LoraSpec
-    from realtime.diffusion.lora import fuse_loras
+    from realtime.diffusion.lora_switch import fuse_loras
 
     t, result = trained
     fused = copy.deepcopy(_tiny_components_master)
@@ -230,7 +230,7 @@ def test_text_encoder_lora_and_bf16_autocast(tmp_path, dataset, _tiny_components
     from safetensors.torch import load_file
 
     from realtime.config import LoraSpec
-    from realtime.diffusion.lora import fuse_loras
+    from realtime.diffusion.lora_switch import fuse_loras
 
     t = trainer(config(tmp_path, dataset, steps=2, train_text_encoder=True, mixed_precision="bf16"), _tiny_components_master)
     assert t.weight_dtype == torch.bfloat16 and all(p.dtype == torch.float32 for p in t.params.values())

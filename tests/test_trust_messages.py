@@ -16,7 +16,7 @@ import torch
 
 from media_files import make_png
 from realtime.config import LoraSpec
-from realtime.diffusion.lora import fuse_loras
+from realtime.diffusion.lora_switch import fuse_loras
 from realtime.errors import LoraError
 from cli_run import run_cli
 

@@ -85,7 +85,7 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, InputError) or _name_too_long(exc):  # only a path the user typed is that long
         return EXIT_USAGE
     # engines/ is independent of realtime/: its user-fixable errors are mapped here by class name.
-    if type(exc).__name__ in {"BackendUnavailable", "EngineOptionError", "LoraMismatch", "CacheDirError"}:
+    if type(exc).__name__ in {"BackendUnavailable", "EngineOptionError", "CacheDirError"}:
         return EXIT_USAGE
     return EXIT_FAILURE
 

@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,22 +70,6 @@ def _load_stylizer(model: Any, style: Any, run_cfg: Any, stack: contextlib.ExitS
     return stylizer, warmup_s
 
 
-def _stylizer_loader(model: Any, run_cfg: Any) -> Callable[[Any], Any]:
-    """What the session calls on a LoRA change (on its background thread, while frames flow): a warmed-up stylizer."""
-    from realtime.diffusion.build import build_stylizer
-
-    def loader(new_style: Any) -> Any:
-        fresh = build_stylizer(model, new_style, run_cfg)
-        try:
-            log.info("new LoRAs: warm-up %.1f ms per frame", warm_up(fresh, run_cfg.size) * 1e3)
-        except BaseException:
-            fresh.close()
-            raise
-        return fresh
-
-    return loader
-
-
 def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LiveParts:
     from realtime.io.sources import open_source
     from realtime.pipeline.controls import ControlFile, StdinCommands, stdin_usable
@@ -142,8 +125,7 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
         style=style,
     )
     stack.callback(processor.close)
-    loader = _stylizer_loader(model, run_cfg) if model is not None else None
-    session = LiveSession(processor, style, temporal_overrides=temporal_options(args), loader=loader)
+    session = LiveSession(processor, style, temporal_overrides=temporal_options(args))
     sources: list[Any] = []
     if not args.no_stdin and stdin_usable():
         sources.append(StdinCommands())

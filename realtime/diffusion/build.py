@@ -1,4 +1,4 @@
-"""Build the stylizer a command runs: models loaded, LoRAs fused, the frame step on the requested engine backend.
+"""Build the stylizer a command runs: models loaded, LoRAs applied (in place, switchable), the frame step on the requested engine backend.
 
 :func:`build_stylizer` is the one way ``image``, ``clip``, ``live``, ``build`` and ``bench`` get a
 :class:`~realtime.diffusion.stylizer.Stylizer` from their configs.
@@ -22,7 +22,7 @@ def build_stylizer(model: ModelConfig, style: StyleConfig, run: RunConfig) -> "S
     if style.passthrough:
         return None
     from realtime.diffusion.engine_select import check_backend
-    from realtime.diffusion.lora import fuse_loras
+    from realtime.diffusion.lora_switch import fuse_loras
     from realtime.diffusion.models import load_components, resolve_device, resolve_dtype
     from realtime.diffusion.stylizer import Stylizer
 
@@ -32,11 +32,15 @@ def build_stylizer(model: ModelConfig, style: StyleConfig, run: RunConfig) -> "S
     comps = load_components(model, device, dtype, seed=run.seed, controls=style.controls)
     if device.type == "cpu":  # after loading: a bad input's one-line error is never preceded by this warning
         log.warning("running on the CPU: expect seconds per frame at real model sizes (a CUDA GPU gives real time)")
-    fuse_loras(comps, style.loras, allow_pickle=model.allow_pickle)
+    loras = fuse_loras(comps, style.loras, allow_pickle=model.allow_pickle)  # in place; later sets switch in place
     runner_factory = None
     if run.backend != "eager":
         from realtime.diffusion.engine_select import runner_factory as make_factory
 
         runner_factory = make_factory(model, style, run, comps, device, dtype)
     log.info("stylizer on %s (%s), model size %s, backend %s", device, str(dtype).replace("torch.", ""), run.size, run.backend)
-    return Stylizer(comps, style, run.size, device=device, dtype=dtype, seed=run.seed, runner_factory=runner_factory)
+    stylizer = Stylizer(comps, style, run.size, device=device, dtype=dtype, seed=run.seed,
+                        runner_factory=runner_factory, loras=loras)
+    if run.seed_blend is not None:
+        stylizer.set_seed(run.seed, blend=run.seed_blend)
+    return stylizer

@@ -1,15 +1,14 @@
-"""LoRA files: resolve, validate and fuse into the UNet and text encoder before anything runs.
+"""LoRA files: resolve (local file, hub file, URL), read and fingerprint them.
 
-Several LoRAs at once, each with a scale, in diffusers or kohya format (diffusers' LoRA loader converts kohya keys),
-through peft. Fusing bakes ``W + scale * B @ A`` into the weights, so a frame costs the same with or without LoRAs and
-an engine export sees plain weights. Only ``.safetensors`` is loaded unless pickle files are explicitly allowed.
+Applying them is :mod:`realtime.diffusion.lora_switch` (in place, from the kept base weights); their keys are read by
+:mod:`realtime.diffusion.lora_keys` and their maths is :mod:`realtime.diffusion.lora_math`. Only ``.safetensors`` is
+loaded unless pickle files are explicitly allowed (``.bin``: torch's weights-only loader).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import logging
-import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from realtime.config import LoraSpec
 from realtime.errors import LoraError
-from realtime.diffusion.models import Components, check_not_pickle, file_sha256, hub_offline
+from realtime.diffusion.models import check_not_pickle, file_sha256, hub_offline
 from realtime.files import cache_root, download_file
 
 log = logging.getLogger(__name__)
@@ -120,57 +119,6 @@ def lora_fingerprint(specs: Sequence[LoraSpec], allow_pickle: bool = False) -> l
     return [f"{file_sha256(resolve_lora(s, allow_pickle))}:{s.scale:g}" for s in specs]
 
 
-def fuse_loras(comps: Components, specs: Sequence[LoraSpec], allow_pickle: bool = False) -> None:
-    """Load every LoRA, weight each by its scale and fuse them into ``comps.unet`` / ``comps.text_encoder`` in place.
-
-    Raises :class:`LoraError` for a missing/corrupt file, a file whose weights match nothing in the model, or one
-    whose shapes do not fit it.
-    """
-    if not specs:
-        return
-    with _quiet_libraries():  # transformers warns about optional image processors on this import
-        from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=None, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=comps.unet, scheduler=None,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    names = []
-    for i, spec in enumerate(specs):
-        path = resolve_lora(spec, allow_pickle)
-        sd = _state_dict(path, allow_pickle)
-        name = f"stylecam_{i}"
-        before = _adapter_count(pipe)
-        try:
-            with _quiet_libraries():  # their log line and state_dict listing are not the user's message
-                pipe.load_lora_weights(sd, adapter_name=name)
-        except Exception as e:  # noqa: BLE001 - diffusers and peft raise many types for a LoRA that does not fit
-            _unload(pipe)
-            raise LoraError(f"LoRA {path} does not fit this model: {misfit_reason(e, sd)}") from e
-        if _adapter_count(pipe) == before:
-            _unload(pipe)
-            raise LoraError(f"LoRA {path} does not fit this model: none of its {len(sd)} weights match a layer of "
-                            f"the model's UNet or text encoder{_made_for(sd)}")
-        names.append(name)
-        log.info("LoRA %s (scale %g) loaded", path, spec.scale)
-    pipe.set_adapters(names, adapter_weights=[s.scale for s in specs])
-    pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
-    _unload(pipe)
-
-
-def _adapter_count(pipe: Any) -> int:
-    return sum(len(v) for v in pipe.get_list_adapters().values())
-
-
-def _unload(pipe: Any) -> None:
-    pipe.unload_lora_weights()
-
-
-_SIZE_MISMATCH = re.compile(r"size mismatch for (\S+?): copying a param with shape torch\.Size\(\[([^\]]*)\]\) from "
-                            r"checkpoint, the shape in current model is torch\.Size\(\[([^\]]*)\]\)")
-_NOT_FOUND = re.compile(r"[Tt]arget modules? \{([^}]*)\} not found")
-
-
 def foreign_architecture(keys: Iterable[str]) -> str | None:
     """Why a LoRA with these keys cannot be for stylecam's models (SD 2.x / SD-Turbo, one text encoder), or ``None``
     when its keys do not tell: weights for a second text encoder mean SDXL. Keys only: the preflight checks a file's
@@ -180,39 +128,10 @@ def foreign_architecture(keys: Iterable[str]) -> str | None:
     return None
 
 
-def _made_for(sd: dict[str, Any]) -> str:
-    """A hint at the architecture a LoRA was made for, from its keys."""
-    reason = foreign_architecture(sd)
-    return f" ({reason})" if reason else " (made for another architecture?)"
-
-
-def misfit_reason(exc: BaseException, sd: dict[str, Any]) -> str:
-    """Why a LoRA's weights do not fit the model, in a few words for a one-line message: shapes that fit no layer
-    (the first one named, with both shapes), layers the model does not have, or the error type. Never the library's
-    multi-line text or a state_dict listing."""
-    text = str(exc)
-    sizes = _SIZE_MISMATCH.findall(text)
-    if sizes:
-        layer, have, want = sizes[0]
-        layer = re.sub(r"\.lora_([AB])\.[^.]+\.", r".lora_\1.", layer)
-        return (f"{len(sizes)} of its weights have shapes that fit no layer (e.g. {layer}: [{have}] in the file, "
-                f"[{want}] in the model){_made_for(sd)}")
-    if "ignore_mismatched_sizes" in text:  # transformers: the text encoder's shapes (its report was logged)
-        return f"its text-encoder weights have shapes that fit no layer of this model's text encoder{_made_for(sd)}"
-    if "infer state dict type" in text or "state dict type" in text:
-        return f"its keys are in no LoRA layout diffusers reads (diffusers, peft, kohya){_made_for(sd)}"
-    found = _NOT_FOUND.search(text)
-    if found:
-        names = [n.strip().strip("'\"") for n in found.group(1).split(",") if n.strip()]
-        first = names[0] if names else "?"
-        return f"{len(names)} layer(s) it names are not in this model (e.g. {first}){_made_for(sd)}"
-    return f"its keys or shapes match no layer of the UNet or text encoder ({type(exc).__name__}){_made_for(sd)}"
-
-
 @contextlib.contextmanager
 def _quiet_libraries() -> Iterator[None]:
     """diffusers, peft and transformers silent (logs and warnings) for the block, also where no command line set
-    them quiet (a library caller, live's background LoRA loader), unless stylecam's own logs are at DEBUG
+    them quiet (a library caller, a background thread), unless stylecam's own logs are at DEBUG
     (``--debug``, ``-vv``)."""
     if logging.getLogger("realtime").isEnabledFor(logging.DEBUG):
         yield

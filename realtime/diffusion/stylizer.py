@@ -9,6 +9,7 @@ the seed, the previous frame's latents, and the runner (eager here; engines thro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Mapping
@@ -20,11 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from realtime.config import StyleConfig, check_seed
-from realtime.errors import UsageError
+from realtime.config import StyleConfig, check_seed, prompt_mix
+from realtime.diffusion.blending import blend_noise, interpolate, mix_embeddings
+from realtime.errors import LoraError, UsageError
 from realtime.geometry import Size
 
 if TYPE_CHECKING:
+    from realtime.diffusion.lora_switch import LoraSwitcher
     from realtime.diffusion.models import Components
     from realtime.diffusion.protocols import StageClock
 
@@ -204,6 +207,7 @@ class Stylizer:
     def __init__(
         self, components: "Components", style: StyleConfig, size: Size, *, device: torch.device,
         dtype: torch.dtype, seed: int = 0, runner_factory: Callable[[Any, tuple[Any, ...]], Callable[..., Any]] | None = None,
+        loras: "LoraSwitcher | None" = None,
     ) -> None:
 
         if style.passthrough:
@@ -219,6 +223,11 @@ class Stylizer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylecam-prompt")
         self._abar = components.alphas_cumprod()
         self._runner_factory = runner_factory
+        self.loras = loras  # switches LoRA sets in place (None: a LoRA change is refused)
+        self._weights_lock = threading.Lock()  # the text encoder is never read while a LoRA set is written into it
+        self._transition: tuple[torch.Tensor, torch.Tensor, int, int, str] | None = None  # start, target, n, k, how
+        self._pending_transition: tuple[int, str] = (0, "slerp")  # frames and blend of the pending prompt's change
+        self.seed_blend: tuple[int, float] | None = None
         latent_shape = (1, 4, size.height // 8, size.width // 8)
         gen = torch.Generator("cpu").manual_seed(seed)
         self.noise = torch.randn(latent_shape, generator=gen, dtype=torch.float32).to(device, dtype)
@@ -237,7 +246,7 @@ class Stylizer:
                              f"with that control)")
         self.step = FrameStep(comps.unet, nets, comps.vae, comps.prediction_type, cfg=style.uses_cfg)
         self._cfg = style.uses_cfg
-        self._prompt_embeds = self.encode_prompt(style.prompt, style.negative_prompt, style.uses_cfg)
+        self._prompt_embeds = self.conditioning(style)
         self._numbers = self.frame_numbers(style)
         self.runner = self.step if self._runner_factory is None else self._runner_factory(self.step, self.example_inputs())
 
@@ -279,50 +288,113 @@ class Stylizer:
         tok, enc = self.components.tokenizer, self.components.text_encoder
         texts = [negative, prompt] if cfg else [prompt]
         ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
-        with torch.inference_mode():
+        with torch.inference_mode(), self._weights_lock:
             emb = enc(ids.to(enc.device))[0].to(self.device, self.dtype)
         with self._lock:
             self.prompt_encodes += 1
             self._embeds[key] = emb
         return emb
 
+    def conditioning(self, style: StyleConfig) -> torch.Tensor:
+        """The prompt embeddings of ``style``: its prompt, or the weighted mix of its ``prompt_mix`` (each prompt
+        encoded once and cached; mixed with ``style.prompt_blend``)."""
+        mix = prompt_mix(style)
+        embeds = [self.encode_prompt(text, style.negative_prompt, style.uses_cfg) for text, _ in mix]
+        if len(embeds) == 1:
+            return embeds[0]
+        return mix_embeddings(embeds, [w for _, w in mix], style.prompt_blend)
+
+    def set_loras(self, specs: tuple[Any, ...]) -> None:
+        """Switch the LoRA set in place (:class:`~realtime.diffusion.lora_switch.LoraSwitcher`): the UNet weights are
+        written where they are and the engine refits them; a text-encoder change re-encodes the prompt now, so the
+        next frame shows the new set. A set the engine cannot refit is a :class:`LoraError`; the old set stays."""
+        if self.loras is None:
+            raise UsageError("this stylizer was built without a LoRA switcher: build it with build_stylizer")
+        from engines import RefitUnsupported
+
+        from realtime.diffusion.lora_switch import unet_part
+
+        old = self.loras.current
+        self.loras.prepare(specs)  # every file read and checked before anything is written
+        with self._weights_lock:
+            changed = self.loras.apply(specs)
+        try:
+            if self.runner is not self.step and unet_part(changed):
+                self.runner.refit(unet_part(changed))
+        except RefitUnsupported as e:
+            with self._weights_lock:
+                back = self.loras.apply(old)
+            self.runner.refit(unet_part(back))
+            raise LoraError(f"LoRA set [{' '.join(map(str, specs)) or 'none'}] cannot be applied to the "
+                            f"{getattr(self.runner, 'backend', 'engine')} engine: {str(e).splitlines()[0]}") from e
+        if any(n.startswith("text_encoder.") for n in changed):
+            with self._lock:
+                self._embeds.clear()
+            self._pending, self._transition = None, None
+            self._prompt_embeds = self.conditioning(self.style)
+        self.style = dataclasses.replace(self.style, loras=tuple(specs))
+
     def set_style(self, style: StyleConfig, *, wait: bool = False) -> None:
         """Switch style. Prompt-only and per-frame-number changes never stall a frame: the prompt is encoded on a
-        background thread and swapped in when ready. A guidance on/off change rebuilds the step (logged)."""
+        background thread and swapped in when ready (blended over ``style.transition_frames`` frames). A LoRA
+        change is written in place (:meth:`set_loras`). A guidance on/off change rebuilds the step (logged)."""
         if style.passthrough:
             raise UsageError("cannot switch a running stylizer to the pass-through style")
-        if style.loras != self.style.loras:
-            raise UsageError("a LoRA change needs the models loaded again with the new LoRAs fused (build another "
-                             "Stylizer; `stylecam live` does it in the background on a `lora` command)")
         if style.controls != self.style.controls:
             raise UsageError("adding or removing a control needs its ControlNet loaded and the frame step rebuilt "
-                             "(build another Stylizer; `stylecam live` does it in the background)")
+                             "(build another Stylizer)")
+        if style.loras != self.style.loras:
+            self.set_loras(style.loras)
         if style.uses_cfg != self._cfg:
             log.info("guidance %s: rebuilding the frame step", "on" if style.uses_cfg else "off")
             self._pending = None  # an encode still pending for the old CFG shape must never be swapped in
             self.style = style
             self._build(style)
             return
+        same_prompt = (prompt_mix(style), style.negative_prompt, style.prompt_blend) == (
+            prompt_mix(self.style), self.style.negative_prompt, self.style.prompt_blend)
         self._numbers = self.frame_numbers(style)
         self.style = style
-        future = self._executor.submit(self.encode_prompt, style.prompt, style.negative_prompt, style.uses_cfg)
+        if same_prompt:
+            return
+        frames, how = style.transition_frames, style.prompt_blend
+        future = self._executor.submit(self.conditioning, style)
+        self._pending = future
+        self._pending_transition = (frames, how)
         if wait:
-            self._prompt_embeds = future.result()
-        else:
-            self._pending = future
+            future.result()
+            self._swap_prompt()
 
     def _swap_prompt(self) -> None:
         if self._pending is not None and self._pending.done():
-            self._prompt_embeds = self._pending.result()
+            target = self._pending.result()
+            frames, how = self._pending_transition
             self._pending = None
+            if frames > 0 and target.shape == self._prompt_embeds.shape:
+                self._transition = (self._prompt_embeds, target, frames, 0, how)
+            else:
+                self._prompt_embeds, self._transition = target, None
+        if self._transition is not None:  # one step of a prompt transition per frame; the last one is the target
+            start, target, n, k, how = self._transition
+            k += 1
+            self._prompt_embeds = target if k >= n else interpolate(start, target, k / n, how)
+            self._transition = None if k >= n else (start, target, n, k, how)
 
-    def set_seed(self, seed: int) -> None:
-        """Re-draw the fixed noise from ``seed`` exactly as ``__init__`` does (the model weights stay as they are).
-        The next frame uses it; an engine takes the noise as an input, so nothing is rebuilt."""
-        check_seed(seed)
+    def _noise(self, seed: int) -> torch.Tensor:
         gen = torch.Generator("cpu").manual_seed(seed)
-        self.noise = torch.randn(tuple(self.noise.shape), generator=gen, dtype=torch.float32).to(self.device, self.dtype)
-        self.seed = seed
+        return torch.randn(tuple(self.noise.shape), generator=gen, dtype=torch.float32)
+
+    def set_seed(self, seed: int, blend: tuple[int, float] | None = None) -> None:
+        """Re-draw the fixed noise from ``seed`` exactly as ``__init__`` does (the model weights stay as they are);
+        ``blend=(other, t)``: the noise is slerp(noise(seed), noise(other), t) (seed blending; t=0 is ``seed``'s
+        noise, t=1 ``other``'s, exactly). The next frame uses it; an engine takes the noise as an input, so nothing
+        is rebuilt."""
+        check_seed(seed)
+        noise = self._noise(seed)
+        if blend is not None:
+            noise = blend_noise(noise, self._noise(check_seed(blend[0])), float(blend[1]))
+        self.noise = noise.to(self.device, self.dtype)
+        self.seed, self.seed_blend = seed, blend
 
     # ------------------------------------------------------------------------------------------------------ frames
     def reset(self) -> None:

@@ -6,8 +6,11 @@ Both produce :class:`Command` objects that :class:`~realtime.pipeline.session.Li
 Command lines (stdin), one per line, ``#`` starts a comment::
 
     style NAME | next | prev        prompt TEXT        negative TEXT
-    lora PATH[:SCALE] [PATH[:SCALE] ...] | none   (loaded in the background; the running style keeps flowing)
-    strength X    control X    guidance X    seed N
+    lora PATH[:SCALE] [PATH[:SCALE] ...] | none   (files read in the background, then written in place)
+    lora-scale X [X ...]            (new scales for the running LoRAs: one for all, or one each)
+    prompt-mix W TEXT | W TEXT ...  (a weighted mix of prompts, e.g. prompt-mix 0.7 anime portrait | 0.3 watercolor)
+    prompt-blend slerp | linear     transition N  (later prompt changes blend over N frames; 0 jumps)
+    strength X    control X    guidance X    seed N    seed-blend SEED T  (noise slerped towards SEED's by T)
     blend [X | on | off]    motion-threshold X    motion-adaptive on|off
     similarity on | off | X (threshold)    max-skips N
     bypass [on|off]    blank [on|off]    mirror [on|off]    framing [on|off]    overlay [on|off]
@@ -18,6 +21,9 @@ modification time or size changes, and its keys are applied in a fixed order (``
 
     style = "cel-shaded"
     lora = ["ghibli.safetensors:0.8"]      # or one string, or "none" / []
+    prompt_mix = [["anime portrait", 0.7], ["watercolor painting", 0.3]]
+    transition_frames = 8
+    seed_blend = [7, 0.5]
     strength = 0.6
     [temporal]
     blend = 0.5
@@ -40,8 +46,9 @@ from realtime.errors import OutputError, UsageError
 
 log = logging.getLogger(__name__)
 
-HELP = ("commands: style NAME|next|prev, lora PATH[:SCALE]...|none, prompt TEXT, negative TEXT, strength X, "
-        "control X, guidance X, seed N, "
+HELP = ("commands: style NAME|next|prev, lora PATH[:SCALE]...|none, lora-scale X..., prompt TEXT, "
+        "prompt-mix W TEXT | W TEXT..., prompt-blend slerp|linear, transition N, negative TEXT, strength X, "
+        "control X, guidance X, seed N, seed-blend SEED T, "
         "blend [X|on|off], motion-threshold X, motion-adaptive on|off, similarity on|off|X, max-skips N, "
         "bypass, blank, mirror, framing, overlay (each [on|off]), stats, help, quit")
 
@@ -49,15 +56,19 @@ _FLOAT = {"strength", "control", "guidance", "motion-threshold"}
 _TOGGLES = {"bypass", "blank", "mirror", "framing", "overlay", "motion-adaptive"}
 _TEXT = {"prompt", "negative"}
 _BARE = {"stats", "help", "quit"}
+_NEW = {"lora-scale", "prompt-mix", "prompt-blend", "transition", "seed-blend"}
 _ALIASES = {"control-scale": "control", "control_scale": "control", "negative-prompt": "negative",
             "negative_prompt": "negative", "motion_threshold": "motion-threshold", "motion_adaptive": "motion-adaptive",
-            "max_skips": "max-skips", "exit": "quit", "q": "quit", "next": "style next", "prev": "style prev"}
-COMMAND_NAMES = tuple(sorted(_FLOAT | _TOGGLES | _TEXT | _BARE | {"style", "lora", "seed", "blend", "similarity",
-                                                                  "max-skips"}))
+            "max_skips": "max-skips", "lora_scale": "lora-scale", "prompt_mix": "prompt-mix", "mix": "prompt-mix",
+            "prompt_blend": "prompt-blend", "transition_frames": "transition", "seed_blend": "seed-blend", "exit": "quit", "q": "quit", "next": "style next", "prev": "style prev"}
+COMMAND_NAMES = tuple(sorted(_FLOAT | _TOGGLES | _TEXT | _BARE | _NEW | {"style", "lora", "seed", "blend",
+                                                                         "similarity", "max-skips"}))
 
 
-#: What a command carries: a number, a text, on/off, LoRA specs (``lora``), or None (a toggle, no argument).
-CommandValue = float | int | str | bool | tuple[LoraSpec, ...] | None
+#: What a command carries: a number, a text, on/off, LoRA specs (``lora``), scales (``lora-scale``), a prompt mix
+#: (``(text, weight)`` pairs), a seed blend (``(seed, t)``), or None (a toggle, no argument).
+CommandValue = (float | int | str | bool | tuple[LoraSpec, ...] | tuple[float, ...] | tuple[tuple[str, float], ...]
+                | tuple[int, float] | None)
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,10 @@ class Command:
     def __str__(self) -> str:
         if self.name == "lora":
             return "lora " + (" ".join(map(str, self.value)) or "none")
+        if self.name == "prompt-mix":
+            return "prompt-mix " + " | ".join(f"{w:g} {t}" for t, w in self.value)
+        if self.name in ("lora-scale", "seed-blend"):
+            return f"{self.name} " + " ".join(f"{x:g}" for x in self.value)
         return self.name if self.value is None else f"{self.name} {self.value}"
 
 
@@ -119,11 +134,45 @@ def _number(text: str, name: str, kind: type[float] | type[int] = float) -> floa
         raise UsageError(f"{name} {text!r}: expected {'an integer' if kind is int else 'a number'}") from None
 
 
+def parse_prompt_mix(text: str) -> tuple[tuple[str, float], ...]:
+    """``"0.7 anime portrait | 0.3 watercolor"`` -> ``(("anime portrait", 0.7), ("watercolor", 0.3))``."""
+    out = []
+    for part in text.split("|"):
+        weight, _, prompt = part.strip().partition(" ")
+        if not prompt.strip():
+            raise UsageError(f"prompt-mix {part.strip()!r}: each part is WEIGHT TEXT (e.g. 0.7 anime portrait)")
+        w = _number(weight, "prompt-mix weight")
+        if not 0 <= w <= 100:
+            raise UsageError(f"prompt-mix weight {weight}: must be in [0, 100]")
+        out.append((prompt.strip(), float(w)))
+    if not sum(w for _, w in out) > 0:
+        raise UsageError("prompt-mix: the weights sum to 0")
+    return tuple(out)
+
+
+def _parse_new(name: str, rest: str) -> CommandValue:
+    """The values of the LoRA-scale, prompt-mix, prompt-blend, transition and seed-blend commands."""
+    if name == "lora-scale":
+        return tuple(float(_number(x, name)) for x in rest.split())
+    if name == "prompt-mix":
+        return parse_prompt_mix(rest)
+    if name == "prompt-blend":
+        if rest.lower() not in ("slerp", "linear"):
+            raise UsageError(f"prompt-blend {rest!r}: expected slerp or linear")
+        return rest.lower()
+    if name == "transition":
+        return int(_number(rest, name, int))
+    parts = rest.split()
+    if len(parts) != 2:
+        raise UsageError(f"seed-blend {rest!r}: expected SEED T (e.g. seed-blend 7 0.5)")
+    return int(_number(parts[0], name, int)), float(_number(parts[1], name))
+
+
 def parse_command(line: str, source: str = "stdin") -> Command | None:
     """One command line -> a :class:`Command` (None for a blank line or a comment); :class:`UsageError` with a
     one-line message for anything else."""
     text = line.strip()
-    if not text.lower().startswith(("prompt", "negative")):  # a prompt may contain '#'
+    if not text.lower().startswith(("prompt", "negative", "mix")):  # a prompt may contain '#'
         text = text.split("#", 1)[0].strip()
     if not text:
         return None
@@ -146,6 +195,8 @@ def parse_command(line: str, source: str = "stdin") -> Command | None:
         raise UsageError(f"{name} needs a value" if name in COMMAND_NAMES else f"unknown command {name!r}; {HELP}")
     if name == "style":
         return Command(name, rest, source)
+    if name in _NEW:
+        return Command(name, _parse_new(name, rest), source)
     if name == "lora":  # paths with spaces: use the control file's list
         return Command(name, parse_loras(rest.split()), source)
     if name in _FLOAT:
@@ -237,8 +288,10 @@ def stdin_usable(stream: IO[str] | None = None) -> bool:
 
 # -------------------------------------------------------------------------------------------------- control file
 _FILE_KEYS: dict[str, str] = {
-    "style": "style", "lora": "lora", "loras": "lora", "prompt": "prompt", "negative_prompt": "negative", "negative": "negative",
-    "strength": "strength", "control_scale": "control", "control": "control", "guidance": "guidance", "seed": "seed",
+    "style": "style", "lora": "lora", "loras": "lora", "lora_scale": "lora-scale", "transition_frames": "transition",
+    "prompt_blend": "prompt-blend", "prompt": "prompt", "prompt_mix": "prompt-mix", "negative_prompt": "negative",
+    "negative": "negative", "strength": "strength", "control_scale": "control", "control": "control",
+    "guidance": "guidance", "seed": "seed", "seed_blend": "seed-blend",
     "blend": "blend", "motion_threshold": "motion-threshold", "motion_adaptive": "motion-adaptive",
     "similarity_filter": "similarity", "similarity_threshold": "similarity", "max_skips": "max-skips",
     "mirror": "mirror", "framing": "framing", "bypass": "bypass", "blank": "blank", "overlay": "overlay",
@@ -270,6 +323,8 @@ def commands_from_mapping(data: dict[str, Any], source: str = "control file") ->
             if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
                 raise UsageError(f"{key} = {v!r}: expected a string or a list of strings (PATH[:SCALE])")
             v = parse_loras(items)
+        elif name in _NEW:
+            v = _file_value(key, name, v)
         elif name in ("style", "prompt", "negative"):
             if not isinstance(v, str):
                 raise UsageError(f"{key} = {v!r}: expected a string")
@@ -284,6 +339,39 @@ def commands_from_mapping(data: dict[str, Any], source: str = "control file") ->
             v = float(v)
         cmds.append(Command(name, v, source))
     return cmds
+
+
+def _file_value(key: str, name: str, v: Any) -> CommandValue:
+    """A control-file value of a LoRA-scale, prompt-mix, prompt-blend, transition or seed-blend setting."""
+    def number(x: Any) -> bool:
+        return not isinstance(x, bool) and isinstance(x, (int, float))
+
+    if name == "lora-scale":
+        items = v if isinstance(v, list) else [v]
+        if not items or not all(number(x) for x in items):
+            raise UsageError(f"{key} = {v!r}: expected a number or a list of numbers")
+        return tuple(float(x) for x in items)
+    if name == "prompt-mix":
+        pairs = [(x.get("prompt"), x.get("weight", 1.0)) if isinstance(x, dict) else tuple(x) if isinstance(x, list)
+                 else None for x in (v if isinstance(v, list) else [None])]
+        if not pairs or any(p is None or len(p) != 2 or not isinstance(p[0], str) or not number(p[1]) for p in pairs):
+            raise UsageError(f"{key} = {v!r}: expected a list of [prompt, weight] pairs")
+        mix = tuple((str(t).strip(), float(w)) for t, w in pairs)  # type: ignore[misc]
+        if any(not t or not 0 <= w <= 100 for t, w in mix) or not sum(w for _, w in mix) > 0:
+            raise UsageError(f"{key} = {v!r}: prompts must be non-empty, weights in [0, 100] with a positive sum")
+        return mix
+    if name == "transition":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise UsageError(f"{key} = {v!r}: expected an integer")
+        return v
+    if name == "prompt-blend":
+        if not isinstance(v, str):
+            raise UsageError(f"{key} = {v!r}: expected slerp or linear")
+        return _parse_new(name, v)
+    if not (isinstance(v, list) and len(v) == 2 and isinstance(v[0], int) and not isinstance(v[0], bool)
+            and number(v[1])):
+        raise UsageError(f"{key} = {v!r}: expected [SEED, T]")
+    return int(v[0]), float(v[1])
 
 
 def read_control_file(path: Path) -> list[Command]:

@@ -139,16 +139,12 @@ class FrameProcessor:
 
     def set_style(self, style: StyleConfig) -> None:
         """Switch the running style: Canny thresholds, similarity filter, and the stylizer's prompt and numbers (the
-        prompt is encoded off the frame path by the stylizer). Raises :class:`UsageError` when it cannot be done
-        without reloading models: a diffusion style when no model is loaded, or different LoRAs."""
+        prompt is encoded off the frame path by the stylizer; other LoRAs are switched in place by it). Raises
+        :class:`UsageError` for a diffusion style when no model is loaded."""
         if not style.passthrough:
             if self.stylizer is None:
                 raise UsageError(f"style {style.name!r} needs a model, and none is loaded (started with --style none): "
                                  f"restart with --style {style.name}")
-            running = self.stylizer.style  # not self.style: that may be the pass-through one
-            if style.loras != running.loras:
-                raise UsageError(f"style {style.name!r} uses other LoRAs than the running one: restart with "
-                                 f"--style {style.name} to load them")
             self._restyle_stages(style)
             self.stylizer.set_style(style)
             if self.passthrough:

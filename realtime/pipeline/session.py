@@ -6,11 +6,10 @@ is applied to the :class:`~realtime.pipeline.processor.FrameProcessor` without s
   until the new prompt is ready.
 - A guidance on/off change (CFG doubles the batch: the frame step is rebuilt) first encodes the prompt pair on a
   background thread while the current style keeps running, then switches (logged).
-- A LoRA change (the ``lora`` command, or a preset with other LoRAs) loads a second stylizer with the new LoRAs fused
-  into freshly loaded weights (never a delta on top of the fused ones, so A -> B -> A gives exactly A) on a background
-  thread, warms it up there, and swaps it in between two frames; the running style keeps flowing meanwhile, and the
-  old stylizer is closed after the swap. It needs memory for both copies during the switch (logged). Without a
-  ``loader`` (no way to load models) a LoRA change is refused with the fix (restart).
+- A LoRA change (the ``lora`` / ``lora-scale`` commands, or a preset with other LoRAs) reads and checks the files on a
+  background thread while the current style keeps running, then the stylizer writes the new set into the resident
+  weights in place between two frames (:class:`~realtime.diffusion.lora_switch.LoraSwitcher`: no second model, no
+  rebuild; A -> B -> A gives exactly A). A file that is missing or does not fit is one warning; the running set stays.
 - Switching to another preset keeps the session's LoRAs and its temporal settings (from the command line or changed
   while running).
 """
@@ -21,7 +20,7 @@ import logging
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from realtime.config import LoraSpec, StyleConfig, builtin_style_names, check_seed, load_style
+from realtime.config import LoraSpec, StyleConfig, builtin_style_names, check_seed, check_seed_blend, load_style
 from realtime.errors import InputError, UsageError
 from realtime.pipeline.controls import HELP, Command
 from realtime.pipeline.processor import FrameProcessor
@@ -30,22 +29,21 @@ from realtime.pipeline.watchdog import GuardedStylizer, LiveStylizer, Worker
 
 log = logging.getLogger(__name__)
 
-_STYLE_FIELDS = {"prompt": "prompt", "negative": "negative_prompt", "strength": "strength", "control": "control_scale",
-                 "guidance": "guidance"}
+_STYLE_FIELDS = {"negative": "negative_prompt", "strength": "strength", "control": "control_scale",
+                 "guidance": "guidance", "prompt-blend": "prompt_blend", "transition": "transition_frames"}
+_STICKY = ("prompt_blend", "transition_frames")  # kept across preset switches, like the temporal overrides
 
 
 class LiveSession:
     """Applies commands to ``processor``. ``style``: the running style; ``temporal_overrides``: TemporalConfig fields
     given on the command line (kept across preset switches); ``style_names``: the presets that ``style next/prev``
     (window keys n/p) cycle through (default: the built-in ones). Flags the loop reads: ``quit``, ``overlay``.
-    ``on_stats`` is called by the ``stats`` command. ``loader(style) -> stylizer``: builds and warms up a
-    :class:`~realtime.pipeline.watchdog.LiveStylizer` for ``style`` (called on a background thread) for LoRA changes;
-    None refuses them. Everything but the loader runs on the loop's thread, between frames."""
+    ``on_stats`` is called by the ``stats`` command. Everything runs on the loop's thread, between frames, except
+    the preparation of a change (prompt encoding, LoRA file reading) on a background worker."""
 
     def __init__(self, processor: FrameProcessor, style: StyleConfig, *,
                  temporal_overrides: dict[str, Any] | None = None, style_names: list[str] | None = None,
-                 on_stats: Callable[[], None] | None = None,
-                 loader: Callable[[StyleConfig], LiveStylizer] | None = None) -> None:
+                 on_stats: Callable[[], None] | None = None) -> None:
         self.processor = processor
         self.style = style
         self.quit = False
@@ -56,16 +54,12 @@ class LiveSession:
         #: web panel answers its request with it).
         self.on_applied: Callable[[Command, str | None], None] | None = None
         self._temporal = dict(temporal_overrides or {})
+        self._sticky: dict[str, Any] = {}
         self._names = list(style_names) if style_names is not None else builtin_style_names()
         self._loras = style.loras
         self._remembered_blend: float | None = None
-        self._pending: tuple[Future[Any], StyleConfig] | None = None
+        self._pending: tuple[Future[Any], StyleConfig, str] | None = None  # being prepared: future, style, what
         self._encoder: Worker | None = None
-        self._loader = loader
-        self._loaded_loras = style.loras  # what the running stylizer has fused
-        self._reload: tuple[Future[LiveStylizer], tuple[LoraSpec, ...]] | None = None
-        self._reload_target: StyleConfig | None = None  # the latest style asked for with the LoRAs being loaded
-        self._reloader: Worker | None = None
 
     # -------------------------------------------------------------------------------------------------- helpers
     @property
@@ -76,10 +70,8 @@ class LiveSession:
 
     @property
     def pending_style(self) -> StyleConfig | None:
-        """A style waiting to be switched in (its prompt encoding for guidance on/off, or its LoRAs loading), else
-        None."""
-        if self._reload is not None:
-            return self._reload_target
+        """A style waiting to be switched in (its prompt encoding for guidance on/off, or its LoRA files being read),
+        else None."""
         return None if self._pending is None else self._pending[1]
 
     def _need_model(self, what: str) -> None:
@@ -111,24 +103,26 @@ class LiveSession:
         return True
 
     def tick(self) -> None:
-        """Called once per frame: switches in a stylizer whose LoRAs finished loading, or a style whose prompt
-        finished encoding, in the background."""
-        if self._reload is not None and self._reload[0].done():
-            self._finish_reload()
+        """Called once per frame: switches in a style whose preparation (prompt encoding for guidance on/off, LoRA
+        files read) finished in the background."""
         if self._pending is None or not self._pending[0].done():
             return
-        fut, style = self._pending
+        fut, style, what = self._pending
         self._pending = None
         exc = fut.exception()
         if exc is not None:
-            log.warning("style %r not applied: encoding its prompt failed (%s)", style.name, exc)
+            text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("%s not applied: %s", what, text)
+            running = self._raw_stylizer
+            if running is not None and not self.style.passthrough:
+                self.style, self._loras = running.style, running.style.loras
             return
         try:
             self.processor.set_style(style)
         except (UsageError, InputError) as e:
             log.warning("style %r not applied: %s", style.name, e)
             return
-        log.info("guidance %s: style %r switched in", "on" if style.uses_cfg else "off", style.name)
+        log.info("%s: switched in", what)
 
     def _apply(self, cmd: Command) -> None:
         name, v = cmd.name, cmd.value
@@ -161,9 +155,25 @@ class LiveSession:
             base = self._diffusion("lora")
             self._loras = tuple(v)
             self._switch(dataclasses.replace(base, loras=self._loras), str(cmd))
+        elif name == "lora-scale":
+            base = self._diffusion("lora-scale")
+            self._loras = scaled_loras(base.loras, tuple(v))
+            self._switch(dataclasses.replace(base, loras=self._loras), str(cmd))
         elif name in _STYLE_FIELDS:
             base = self._diffusion(name)
+            if _STYLE_FIELDS[name] in _STICKY:
+                self._sticky[_STYLE_FIELDS[name]] = v
             self._switch(dataclasses.replace(base, **{_STYLE_FIELDS[name]: v}), f"{name} {v}")
+        elif name in ("prompt", "prompt-mix"):
+            base = self._diffusion(name)
+            mix = () if name == "prompt" else tuple(v)
+            text = str(v) if name == "prompt" else mix[0][0]
+            self._switch(dataclasses.replace(base, prompt=text, prompt_mix=mix), str(cmd))
+        elif name == "seed-blend":
+            self._need_model("seed-blend")
+            seed = getattr(self._raw_stylizer, "seed", 0)
+            proc.stylizer.set_seed(seed, check_seed_blend(v, "seed-blend"))
+            log.info("seed %d blended with seed %d by %g", seed, v[0], v[1])
         elif name == "seed":
             self._need_model("seed")
             proc.stylizer.set_seed(check_seed(v))
@@ -213,94 +223,62 @@ class LiveSession:
                 new = dataclasses.replace(new, loras=self._loras)
             if self._temporal:
                 new = dataclasses.replace(new, temporal=dataclasses.replace(new.temporal, **self._temporal))
+            if self._sticky:
+                new = dataclasses.replace(new, **self._sticky)
         self._switch(new, f"style {new.name}")
 
     def _switch(self, new: StyleConfig, what: str) -> None:
-        if not new.passthrough and self.processor.stylizer is not None:
-            wanted = self._reload[1] if self._reload is not None else self._loaded_loras
-            if new.loras != wanted:
-                self._start_reload(new, what)
-                return
-            if self._reload is not None:  # same LoRAs as the stylizer being loaded: it starts with this style
-                self._reload_target = new
-                self.style = new
-                log.info("%s: applied when the new LoRAs are loaded", what)
-                return
         raw = self._raw_stylizer
-        if not new.passthrough and raw is not None and new.uses_cfg != raw.style.uses_cfg:
-            if self._encoder is None:
-                self._encoder = Worker("stylecam-guidance")
-            fut = self._encoder.submit(lambda: raw.encode_prompt(new.prompt, new.negative_prompt, new.uses_cfg))
-            self._pending = (fut, new)
-            self.style = new
-            log.info("%s: guidance %s needs a rebuilt frame step; preparing it while the current style keeps running",
-                     what, "on" if new.uses_cfg else "off")
+        if new.passthrough or raw is None:
+            self._set_now(new, what)
             return
+        running = self.pending_style or raw.style
+        if new.loras != running.loras:
+            if getattr(raw, "loras", None) is None:
+                raise UsageError(f"{what}: this stylizer cannot switch LoRAs; restart with the new --lora")
+            self._prepare(lambda: raw.loras.prepare(new.loras), new,
+                          f"{what} (LoRAs [{_loras_text(new.loras)}], in place)")
+        elif new.uses_cfg != raw.style.uses_cfg:
+            self._prepare(lambda: raw.conditioning(new), new,
+                          f"{what} (guidance {'on' if new.uses_cfg else 'off'}: the frame step is rebuilt)")
+        elif self._pending is not None:  # same LoRAs/guidance as the style being prepared: it starts with this one
+            fut, _, pending_what = self._pending
+            self._pending = (fut, new, pending_what)
+            self.style = new
+            log.info("%s: applied with the change being prepared", what)
+        else:
+            self._set_now(new, what)
+
+    def _set_now(self, new: StyleConfig, what: str) -> None:
         self.processor.set_style(new)
         self._pending = None  # a newer request supersedes one still being prepared
         self.style = new
         log.info("%s applied", what)
 
-    # ------------------------------------------------------------------------------------------------- LoRAs
-    def _start_reload(self, new: StyleConfig, what: str) -> None:
-        if self._loader is None:
-            raise UsageError(f"{what}: a LoRA change needs the models loaded again; restart with the new --lora")
-        if self._reloader is None:
-            self._reloader = Worker("stylecam-lora")
-        if self._reload is not None:  # superseded: never swapped in; its stylizer is closed as soon as it exists
-            old = self._reload[0]
-            if not old.cancel():
-                old.add_done_callback(_close_result)
-        loader = self._loader
-        self._reload = (self._reloader.submit(lambda: loader(new)), new.loras)
-        self._reload_target = new
-        self._pending = None  # a guidance switch being prepared is part of the new stylizer
+    def _prepare(self, fn: Callable[[], Any], new: StyleConfig, what: str) -> None:
+        """Run ``fn`` (the slow part of a change) on a background worker while the current style keeps running;
+        :meth:`tick` switches ``new`` in when it is done."""
+        if self._encoder is None:
+            self._encoder = Worker("stylecam-prepare")
+        self._pending = (self._encoder.submit(fn), new, what)
         self.style = new
-        log.info("%s: loading the models with LoRAs [%s] in the background while the current style keeps running "
-                 "(memory for a second copy is needed until the switch)", what, _loras_text(new.loras))
-
-    def _finish_reload(self) -> None:
-        assert self._reload is not None and self._reload_target is not None
-        fut, loras = self._reload
-        target = self._reload_target
-        self._reload = self._reload_target = None
-        exc = fut.exception()
-        if exc is not None:
-            text = str(exc).strip()
-            log.warning("LoRAs [%s] not loaded (%s): the running style stays", _loras_text(loras),
-                        text.splitlines()[0] if text else type(exc).__name__)
-            self._loras = self._loaded_loras
-            running = self.processor.stylizer
-            if not self.style.passthrough and running is not None:
-                self.style = running.style
-            return
-        stylizer = fut.result()
-        try:
-            if stylizer.style != target:  # changed while loading (same LoRAs): prompt, numbers, guidance
-                stylizer.set_style(target, wait=True)
-        except (UsageError, InputError) as e:
-            log.warning("style %r not applied to the new stylizer: %s", target.name, e)
-        self.processor.swap_stylizer(stylizer, stylizer.style)
-        self._loaded_loras = loras
-        log.info("LoRAs [%s] loaded: style %r switched in", _loras_text(loras), stylizer.style.name)
+        log.info("%s: preparing it while the current style keeps running", what)
 
     def close(self) -> None:
         if self._encoder is not None:
             self._encoder.stop()
             self._encoder = None
-        if self._reload is not None:
-            self._reload[0].add_done_callback(_close_result)
-            self._reload = None
-        if self._reloader is not None:
-            self._reloader.stop()
-            self._reloader = None
+
+
+def scaled_loras(loras: tuple[LoraSpec, ...], scales: tuple[float, ...]) -> tuple[LoraSpec, ...]:
+    """The running LoRAs with new scales: one scale for all, or one per LoRA in order."""
+    if not loras:
+        raise UsageError("lora-scale: no LoRA is running (set them with lora PATH[:SCALE] ...)")
+    if len(scales) not in (1, len(loras)):
+        raise UsageError(f"lora-scale: {len(scales)} scales for {len(loras)} LoRAs; give one, or one per LoRA")
+    full = scales * len(loras) if len(scales) == 1 else scales
+    return tuple(dataclasses.replace(x, scale=float(s)) for x, s in zip(loras, full, strict=True))
 
 
 def _loras_text(loras: tuple[LoraSpec, ...]) -> str:
     return " ".join(map(str, loras)) or "none"
-
-
-def _close_result(fut: Future[LiveStylizer]) -> None:
-    """Close the stylizer a loader future produced (one that will never be used)."""
-    if not fut.cancelled() and fut.exception() is None:
-        fut.result().close()

@@ -62,10 +62,12 @@ class LiveStylizer(Protocol):
     - ``style``: the style it runs now. ``__call__(image, control)``: (H, W, 3) uint8 RGB crop at the model size and
       its (H, W) uint8 Canny map -> (H, W, 3) uint8 RGB; may raise ``RuntimeError`` (CUDA out of memory, a driver
       error) or ``MemoryError``, which the watchdog treats as transient.
-    - ``set_style(style, wait=False)``: same LoRAs, other prompt/numbers (raises UsageError otherwise);
-      ``set_seed(seed)``; ``reset()``: forget the previous frame's latents.
-    - ``encode_prompt(prompt, negative, cfg)``: encode a prompt pair ahead of a guidance on/off switch (called on a
-      background thread while frames keep flowing; the result is cached by the stylizer).
+    - ``set_style(style, wait=False)``: other prompt/numbers/LoRAs (LoRAs are written in place);
+      ``set_seed(seed, blend=None)``; ``reset()``: forget the previous frame's latents.
+    - ``conditioning(style)``: encode the style's prompt (or prompt mix) ahead of a guidance on/off switch (called on
+      a background thread while frames keep flowing; the result is cached by the stylizer).
+    - ``loras``: its :class:`~realtime.diffusion.lora_switch.LoraSwitcher` (``prepare(specs)`` reads the files on a
+      background thread ahead of a LoRA change), or None when it cannot switch LoRAs.
     - ``close()``: free models and engines (idempotent).
     """
 
@@ -76,11 +78,14 @@ class LiveStylizer(Protocol):
 
     def set_style(self, style: StyleConfig, *, wait: bool = False) -> object: ...
 
-    def set_seed(self, seed: int) -> object: ...
+    def set_seed(self, seed: int, blend: tuple[int, float] | None = None) -> object: ...
 
     def reset(self) -> object: ...
 
-    def encode_prompt(self, prompt: str, negative: str = "", cfg: bool = False) -> object: ...
+    def conditioning(self, style: StyleConfig) -> object: ...
+
+    @property
+    def loras(self) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -185,8 +190,8 @@ class GuardedStylizer:
         fut.add_done_callback(lambda _: _free_accelerator_memory())
         return fut
 
-    def set_seed(self, seed: int) -> Future[Any]:
-        fut = self.schedule(lambda: self.stylizer.set_seed(seed))
+    def set_seed(self, seed: int, blend: tuple[int, float] | None = None) -> Future[Any]:
+        fut = self.schedule(lambda: self.stylizer.set_seed(seed) if blend is None else self.stylizer.set_seed(seed, blend))
         fut.add_done_callback(_log_failure(f"seed {seed}"))
         return fut
 

@@ -7,8 +7,9 @@ every LoRA given with ``--lora``), ControlNet scale, guidance, strength. With no
 five seed experiments, one preset each (:data:`DEFAULT_PRESETS`): anime (strong ControlNet, strong style), anime-soft
 (weaker ControlNet), soft-render, cel-shaded and vibrant.
 
-Each model is loaded once. LoRAs are fused into the weights (as the app does), and a new LoRA scale is always fused into
-the *pristine* weights (restored from a copy kept at load time), never on top of a fused model.
+Each model is loaded once. LoRA sets are switched in place exactly as the app does
+(:class:`~realtime.diffusion.lora_switch.LoraSwitcher`: base + sum of scaled deltas from the kept base values of the
+touched weights), so a new LoRA scale never lands on top of a previous one.
 
 Files under ``out_dir``: ``<input-stem>/<NN>_<slug>.png`` (the stylized image at the input's size, or
 ``output_size``), ``<input-stem>_grid.png`` (input first, as the model sees it, then each output at the model size
@@ -316,33 +317,20 @@ def _prepare_out_dir(job: SweepJob) -> None:
 
 
 class _ModelSlot:
-    """One loaded model, its pristine UNet/text-encoder weights, and the LoRA set currently fused into it."""
+    """One loaded model and its :class:`~realtime.diffusion.lora_switch.LoraSwitcher` (the app's one LoRA mechanism:
+    each LoRA set is written in place from the kept base values of the weights LoRAs touch)."""
 
-    def __init__(self, model: ModelConfig, device: Any, dtype: Any, seed: int, keep_pristine: bool) -> None:
+    def __init__(self, model: ModelConfig, device: Any, dtype: Any, seed: int) -> None:
+        from realtime.diffusion.lora_switch import LoraSwitcher
         from realtime.diffusion.models import load_components
 
         self.model = model
         self.comps = load_components(model, device, dtype, seed=seed)
-        self.fused: tuple[LoraSpec, ...] = ()
-        self._pristine = None
-        if keep_pristine:
-            self._pristine = {
-                name: {k: v.detach().clone() for k, v in getattr(self.comps, name).state_dict().items()}
-                for name in ("unet", "text_encoder")
-            }
+        self.loras = LoraSwitcher.for_components(self.comps, allow_pickle=model.allow_pickle)
 
     def use_loras(self, loras: tuple[LoraSpec, ...]) -> Any:
-        from realtime.diffusion.lora import fuse_loras
-
-        if loras == self.fused:
-            return self.comps
-        if self.fused:
-            assert self._pristine is not None
-            for name, sd in self._pristine.items():
-                getattr(self.comps, name).load_state_dict(sd)
-            self.fused = ()
-        fuse_loras(self.comps, loras, allow_pickle=self.model.allow_pickle)
-        self.fused = loras
+        if loras != self.loras.current:
+            self.loras.apply(loras)
         return self.comps
 
 
@@ -380,7 +368,7 @@ def run_sweep(job: SweepJob) -> SweepReport:
             for s in settings:
                 first_seen.setdefault(s.style.loras, len(first_seen))
             ordered = sorted(settings, key=lambda s: (first_seen[s.style.loras], s.index))  # each LoRA set fused once
-            slot = _ModelSlot(settings[0].model, device, dtype, job.seed, any(s.style.loras for s in settings))
+            slot = _ModelSlot(settings[0].model, device, dtype, job.seed)
             for s in ordered:
                 comps = slot.use_loras(s.style.loras)
                 for k, (path, frame) in enumerate(zip(job.inputs, frames, strict=True)):
