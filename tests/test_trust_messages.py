@@ -216,8 +216,8 @@ def test_sdxl_lora_is_refused_before_any_model_loads(capsys, tmp_path, monkeypat
 
 
 def test_live_lora_change_through_stdin_is_one_warning_line(tiny_components, tmp_path, capfd, caplog):
-    """`lora FILE` typed into a live session: loaded on the session's background thread (as live's loader does,
-    through fuse_loras); a LoRA for another model is one warning naming the file, the running style stays."""
+    """`lora FILE` typed into a live session: read on the session's background thread by the stylizer's LoRA
+    switcher; a LoRA for another model is one warning naming the file, the running style stays."""
     import logging
     import time
 
@@ -226,16 +226,16 @@ def test_live_lora_change_through_stdin_is_one_warning_line(tiny_components, tmp
 
     path = wrong_shape_lora(tmp_path / "other.safetensors", tiny_components)
 
-    def loader(style):
-        fuse_loras(tiny_components, style.loras)
-        raise AssertionError("a LoRA that does not fit was fused")
+    from realtime.diffusion.lora_switch import LoraSwitcher
 
-    session, proc, old = _session(loader=loader)
+    session, proc, old = _session()
+    old.loras = LoraSwitcher.for_components(tiny_components)
+    before = {k: v.clone() for k, v in tiny_components.unet.state_dict().items()}
     with caplog.at_level(logging.INFO):
         assert session.apply(Command("lora", (LoraSpec(str(path)),)))
         for _ in range(1000):
             session.tick()
-            if "not loaded" in caplog.text:
+            if "not applied" in caplog.text:
                 break
             time.sleep(0.01)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -244,3 +244,4 @@ def test_live_lora_change_through_stdin_is_one_warning_line(tiny_components, tmp
     out, err = capfd.readouterr()
     assert not any(s in out + err for s in LIBRARY_TEXT), out + err
     assert proc.stylizer is old and session.style.loras == ()
+    assert all(torch.equal(v, before[k]) for k, v in tiny_components.unet.state_dict().items())  # nothing written

@@ -14,9 +14,10 @@ memory: the size of the files) so a switch back costs no disk read.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,30 @@ class LoraSwitcher:
         self._touched, self.current = new, specs
         self.last = SwitchStats(len(names), self.base_bytes)
         return {n: self._params[n] for n in names}
+
+
+    def switch(self, specs: Sequence[LoraSpec], *, refit: Callable[[dict[str, torch.Tensor]], None] | None = None,
+               lock: Any = None) -> dict[str, torch.Tensor]:
+        """:meth:`apply` (under ``lock``, e.g. one that keeps the text encoder from being read meanwhile), then
+        ``refit`` (an engine runner's) with the changed UNet weights. When the engine cannot refit them
+        (:class:`~engines.RefitUnsupported`), the previous set is written back and refitted, and the change is a
+        one-line :class:`LoraError`."""
+        from engines import RefitUnsupported
+
+        old = self.current
+        self.prepare(specs)  # every file read and checked before anything is written
+        with lock if lock is not None else contextlib.nullcontext():
+            changed = self.apply(specs)
+        try:
+            if refit is not None and unet_part(changed):
+                refit(unet_part(changed))
+        except RefitUnsupported as e:
+            with lock if lock is not None else contextlib.nullcontext():
+                back = self.apply(old)
+            refit(unet_part(back))
+            raise LoraError(f"LoRA set [{' '.join(map(str, specs)) or 'none'}] cannot be applied to the running "
+                            f"engine: {str(e).splitlines()[0]}") from e
+        return changed
 
 
 def unet_part(changed: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

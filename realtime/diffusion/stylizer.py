@@ -23,7 +23,7 @@ from torch import nn
 
 from realtime.config import StyleConfig, check_seed, prompt_mix
 from realtime.diffusion.blending import blend_noise, interpolate, mix_embeddings
-from realtime.errors import LoraError, UsageError
+from realtime.errors import UsageError
 from realtime.geometry import Size
 
 if TYPE_CHECKING:
@@ -310,23 +310,8 @@ class Stylizer:
         next frame shows the new set. A set the engine cannot refit is a :class:`LoraError`; the old set stays."""
         if self.loras is None:
             raise UsageError("this stylizer was built without a LoRA switcher: build it with build_stylizer")
-        from engines import RefitUnsupported
-
-        from realtime.diffusion.lora_switch import unet_part
-
-        old = self.loras.current
-        self.loras.prepare(specs)  # every file read and checked before anything is written
-        with self._weights_lock:
-            changed = self.loras.apply(specs)
-        try:
-            if self.runner is not self.step and unet_part(changed):
-                self.runner.refit(unet_part(changed))
-        except RefitUnsupported as e:
-            with self._weights_lock:
-                back = self.loras.apply(old)
-            self.runner.refit(unet_part(back))
-            raise LoraError(f"LoRA set [{' '.join(map(str, specs)) or 'none'}] cannot be applied to the "
-                            f"{getattr(self.runner, 'backend', 'engine')} engine: {str(e).splitlines()[0]}") from e
+        refit = None if self.runner is self.step else self.runner.refit
+        changed = self.loras.switch(specs, refit=refit, lock=self._weights_lock)
         if any(n.startswith("text_encoder.") for n in changed):
             with self._lock:
                 self._embeds.clear()
