@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from realtime.cli.console import EXIT_USAGE, printable
-from realtime.config import (BACKEND_CHOICES, DEFAULT_MODEL, DEFAULT_STYLE, DEVICE_CHOICES, DTYPE_CHOICES, LoraSpec, ModelConfig,
-                             RunConfig, StyleConfig, check_controls, check_model_options, load_style, override_style,
-                             parse_control_scales, scale_overrides)
+from realtime.config import (BACKEND_CHOICES, DEFAULT_MODEL, DEFAULT_STYLE, DEVICE_CHOICES, DTYPE_CHOICES,
+                             PROMPT_BLENDS, LoraSpec, ModelConfig, RunConfig, StyleConfig, check_controls,
+                             check_model_options, check_seed_blend, load_style, override_style, parse_control_scales,
+                             scale_overrides)
 from realtime.errors import UsageError
 from realtime.geometry import Size, auto_model_size, parse_size
 
@@ -47,7 +48,9 @@ def add_global_options(p: argparse.ArgumentParser) -> None:
 def add_style_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("style (override the preset's values)")
     g.add_argument("--style", default=DEFAULT_STYLE, help=f"preset name (see `stylecam styles`) or a .toml file (default {DEFAULT_STYLE}; 'none' = pass-through, no model)")
-    g.add_argument("--prompt", help="prompt text")
+    g.add_argument("--prompt", action="append", default=None, metavar="TEXT", help="prompt text; give it several times for a weighted mix of prompts (their embeddings interpolated; weights from --prompt-weight, default equal)")
+    g.add_argument("--prompt-weight", action="append", type=float, default=None, metavar="W", help="weight of the --prompt in the same position (give one per --prompt; normalised to sum 1)")
+    g.add_argument("--prompt-blend", choices=PROMPT_BLENDS, default=None, help="how a prompt mix is interpolated: slerp (default) or linear")
     g.add_argument("--negative-prompt", help="negative prompt (used when --guidance > 1)")
     g.add_argument("--strength", type=float, help="how far from the input, in (0, 1]: the one step's noise level")
     g.add_argument("--control", default=None, metavar="LIST", help="the ControlNets to run, any of canny,pose,depth (default: the preset's, canny)")
@@ -78,6 +81,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--vae", default="auto", help="'taesd' (fast, default), 'full' (the model's own VAE, slower) or a spec")
     g.add_argument("--allow-pickle", action="store_true", help="allow loading full pickle checkpoints (.ckpt/.pt/.pth/.pkl, single-file models), which can run code: only for files you trust (.bin weights load through torch's weights-only loader without it)")
     g.add_argument("--seed", type=int, default=0, help="seed of the fixed noise (and of random: weights)")
+    g.add_argument("--seed-blend", default=None, metavar="SEED:T", help="seed blending: the fixed noise is slerp(noise(--seed), noise(SEED), T), T in [0, 1]")
     g.add_argument("--size", default="auto", help="model resolution WxH, multiples of 64 (default auto: near 512x512 in the output's aspect ratio)")
     g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (auto: CUDA, then MPS, then CPU)")
     g.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: fp16 on GPUs, fp32 on the CPU")
@@ -118,7 +122,7 @@ def style_overrides(args: argparse.Namespace, *, loras: bool = True) -> dict[str
     """The style options as :func:`~realtime.config.override_style` keywords (``None``: not given); ``loras=False``
     leaves ``--lora`` out (the sweep scales them per cell)."""
     o: dict[str, object] = {
-        "prompt": args.prompt,
+        **prompt_overrides(args),
         "negative_prompt": args.negative_prompt,
         "strength": args.strength,
         "guidance": args.guidance,
@@ -130,6 +134,35 @@ def style_overrides(args: argparse.Namespace, *, loras: bool = True) -> dict[str
     o.update(canny_low=args.canny_low, canny_high=args.canny_high)
     o.update({f"temporal_{k}": v for k, v in temporal_options(args).items()})
     return o
+
+
+def prompt_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """``--prompt`` (once or several times), ``--prompt-weight`` (one per prompt) and ``--prompt-blend`` as style
+    overrides: one prompt is ``prompt``; several are a ``prompt_mix`` (the first also names ``prompt``)."""
+    prompts = list(getattr(args, "prompt", None) or [])
+    weights = list(getattr(args, "prompt_weight", None) or [])
+    if weights and len(weights) != len(prompts):
+        raise UsageError(f"--prompt-weight given {len(weights)} time(s) for {len(prompts)} --prompt(s): give one "
+                         "weight per prompt, in the same order")
+    out: dict[str, object] = {"prompt": prompts[0] if prompts else None,
+                              "prompt_blend": getattr(args, "prompt_blend", None)}
+    if len(prompts) > 1 or weights:
+        out["prompt_mix"] = tuple(zip(prompts, weights or [1.0] * len(prompts), strict=True))
+    return out
+
+
+def seed_blend_arg(text: str | None) -> tuple[int, float] | None:
+    """``--seed-blend SEED:T`` -> ``(SEED, T)`` (checked), None when not given."""
+    if text is None:
+        return None
+    seed, sep, t = text.partition(":")
+    try:
+        value = (int(seed), float(t)) if sep else None
+    except ValueError:
+        value = None
+    if value is None:
+        raise UsageError(f"--seed-blend {text!r}: expected SEED:T, e.g. 7:0.5")
+    return check_seed_blend(value, "--seed-blend")
 
 
 def control_scales_given(args: argparse.Namespace) -> dict[str, float]:
@@ -158,7 +191,9 @@ def model_size(args: argparse.Namespace, output: Size) -> Size:
 
 
 def run_from_args(args: argparse.Namespace, output: Size) -> RunConfig:
-    return RunConfig(size=model_size(args, output), seed=args.seed, device=args.device, dtype=args.dtype, backend=args.backend, cache_dir=args.cache_dir)
+    return RunConfig(size=model_size(args, output), seed=args.seed, device=args.device, dtype=args.dtype,
+                     backend=args.backend, cache_dir=args.cache_dir,
+                     seed_blend=seed_blend_arg(getattr(args, "seed_blend", None)))
 
 
 def output_size_arg(text: str | None) -> Size | None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from realtime.cli.console import run_main, setup_logging
-from realtime.cli.options import add_common_options, output_size_arg, style_overrides
+from realtime.cli.options import add_common_options, output_size_arg, seed_blend_arg, style_overrides
 from realtime.errors import UsageError
 from realtime.geometry import parse_size
 from realtime.research.sweep import SweepAxes, SweepBase, SweepJob, parse_list, plan_sweep, run_sweep, sweep_inputs
@@ -81,7 +81,8 @@ def job_from_args(args: argparse.Namespace) -> SweepJob:
     size = None if args.size == "auto" else parse_size(args.size, model=True)
     return SweepJob(
         inputs=tuple(Path(p) for p in args.input), out_dir=Path(args.out_dir), settings=tuple(settings), size=size,
-        output_size=output_size_arg(args.output_size), seed=args.seed, device=args.device, dtype=args.dtype,
+        output_size=output_size_arg(args.output_size), seed=args.seed, seed_blend=seed_blend_arg(args.seed_blend),
+        device=args.device, dtype=args.dtype,
         overwrite=args.overwrite, columns=args.grid_columns, cell_width=args.cell_width, progress=args.progress,
     )
 

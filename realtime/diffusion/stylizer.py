@@ -348,9 +348,18 @@ class Stylizer:
         self._pending_transition = (frames, how)
         if wait:
             future.result()
-            self._swap_prompt()
+            self._take_pending()
 
     def _swap_prompt(self) -> None:
+        """Between frames: take a prompt encoded in the background, then one step of a running transition."""
+        self._take_pending()
+        if self._transition is not None:  # one step of a prompt transition per frame; the last one is the target
+            start, target, n, k, how = self._transition
+            k += 1
+            self._prompt_embeds = target if k >= n else interpolate(start, target, k / n, how)
+            self._transition = None if k >= n else (start, target, n, k, how)
+
+    def _take_pending(self) -> None:
         if self._pending is not None and self._pending.done():
             target = self._pending.result()
             frames, how = self._pending_transition
@@ -359,11 +368,6 @@ class Stylizer:
                 self._transition = (self._prompt_embeds, target, frames, 0, how)
             else:
                 self._prompt_embeds, self._transition = target, None
-        if self._transition is not None:  # one step of a prompt transition per frame; the last one is the target
-            start, target, n, k, how = self._transition
-            k += 1
-            self._prompt_embeds = target if k >= n else interpolate(start, target, k / n, how)
-            self._transition = None if k >= n else (start, target, n, k, how)
 
     def _noise(self, seed: int) -> torch.Tensor:
         gen = torch.Generator("cpu").manual_seed(seed)

@@ -244,6 +244,7 @@ class SweepJob:
     size: Size | None = None
     output_size: Size | None = None
     seed: int = 0
+    seed_blend: tuple[int, float] | None = None  # --seed-blend SEED:T (the noise slerped towards SEED's)
     device: str = "auto"
     dtype: str = "auto"
     overwrite: bool = False
@@ -374,6 +375,8 @@ def run_sweep(job: SweepJob) -> SweepReport:
                 for k, (path, frame) in enumerate(zip(job.inputs, frames, strict=True)):
                     size = model_sizes[k]
                     stylizer = Stylizer(comps, s.style, size, device=device, dtype=dtype, seed=job.seed)
+                    if job.seed_blend is not None:
+                        stylizer.set_seed(job.seed, blend=job.seed_blend)
                     with FrameProcessor(size, out_sizes[k], stylizer=stylizer, edges=EdgeDetector(canny_config(s.style))) as proc:
                         crop = proc.prepare(frame)
                         stylized = proc.stylize(crop)
