@@ -16,6 +16,8 @@ from typing import Any
 
 from realtime.errors import InputNotFound, UsageError
 from realtime.geometry import Size
+from realtime.styles.mixes import (PROMPT_BLENDS, check_prompt_mix, mix_from_toml,  # noqa: F401 (re-exported)
+                                   prompt_mix, seed_blend_parts)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,6 +72,11 @@ def check_seed(seed: Any, what: str = "seed") -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise UsageError(f"{what} {shown(seed)}: must be a non-negative integer")
     return seed
+
+
+def check_seed_blend(value: Any, what: str = "seed blend") -> tuple[int, float]:
+    seed, t = seed_blend_parts(value, what)  # ``(seed, t)``, t in [0, 1]
+    return check_seed(seed, what), t
 
 
 def _check_type(owner: str, name: str, value: Any, kind: type | tuple[type, ...], allowed: str) -> None:
@@ -212,16 +219,13 @@ class StyleConfig:
     canny_high: int | None = None
     description: str = ""
     passthrough: bool = False
-    #: A weighted mix of prompts (``(text, weight)`` pairs; empty: ``prompt`` alone). Their embeddings are mixed with
-    #: ``prompt_blend`` (``slerp``, the default, or ``linear``); weights are normalised to sum to 1.
-    prompt_mix: tuple[tuple[str, float], ...] = ()
-    prompt_blend: str = "slerp"
-    #: Frames over which a prompt change blends from the current embedding to the new one (0: it jumps).
-    transition_frames: int = 0
+    prompt_mix: tuple[tuple[str, float], ...] = ()  # (text, weight) pairs; empty: prompt alone (styles/mixes.py)
+    prompt_blend: str = "slerp"  # how the mix is interpolated: slerp (default) or linear
+    transition_frames: int = 0  # frames a prompt change blends over (0: it jumps)
 
     def __post_init__(self) -> None:
         owner = f"style[{self.name}]"
-        _check_prompt_mix(owner, self)
+        check_prompt_mix(owner, self)
         for name in ("prompt", "negative_prompt", "description"):
             _check_type(owner, name, getattr(self, name), str, "a string")
         _check_type(owner, "passthrough", self.passthrough, bool, "true or false")
@@ -251,43 +255,6 @@ class StyleConfig:
     def uses_cfg(self) -> bool:
         """Guidance above 1 runs classifier-free guidance (two UNet passes, batch doubled)."""
         return self.guidance > 1.0
-
-
-PROMPT_BLENDS = ("slerp", "linear")
-
-
-def check_seed_blend(value: Any, what: str = "seed blend") -> tuple[int, float]:
-    """``(seed, t)`` with a valid seed and ``t`` in [0, 1]; else a :class:`UsageError` naming ``what``."""
-    ok = isinstance(value, tuple) and len(value) == 2 and not isinstance(value[1], bool)
-    if not ok or not isinstance(value[1], (int, float)) or not 0.0 <= value[1] <= 1.0:
-        raise UsageError(f"{what} {shown(value)}: expected SEED:T with T in [0, 1]")
-    check_seed(value[0], what)
-    return int(value[0]), float(value[1])
-
-
-def _check_prompt_mix(owner: str, style: "StyleConfig") -> None:
-    if style.prompt_blend not in PROMPT_BLENDS:
-        raise UsageError(f"{owner}.prompt_blend={shown(style.prompt_blend)}: expected slerp or linear")
-    _check_type(owner, "transition_frames", style.transition_frames, int, "an integer in [0, 1000]")
-    if not 0 <= style.transition_frames <= 1000:
-        raise UsageError(f"{owner}.transition_frames={style.transition_frames}: must be in [0, 1000]")
-    mix = style.prompt_mix
-    if not isinstance(mix, tuple):
-        raise UsageError(f"{owner}.prompt_mix: expected (prompt, weight) pairs")
-    for item in mix:
-        ok = isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and item[0].strip()
-        if not ok or isinstance(item[1], bool) or not isinstance(item[1], (int, float)) or not 0 <= item[1] <= 100:
-            raise UsageError(f"{owner}.prompt_mix entry {shown(item)}: needs a non-empty prompt and a weight in [0, 100]")
-    if mix and not sum(w for _, w in mix) > 0:
-        raise UsageError(f"{owner}.prompt_mix: the weights sum to 0; give at least one positive weight")
-
-
-def prompt_mix(style: "StyleConfig") -> tuple[tuple[str, float], ...]:
-    """The style's prompts with weights that sum to 1 (``prompt`` alone, weight 1, when it has no mix)."""
-    if not style.prompt_mix:
-        return ((style.prompt, 1.0),)
-    total = sum(w for _, w in style.prompt_mix)
-    return tuple((t, float(w) / total) for t, w in style.prompt_mix)
 
 
 @dataclass(frozen=True)
@@ -425,14 +392,6 @@ class RunConfig:
 
 # --------------------------------------------------------------------------------------------------------- presets
 _STYLE_KEYS = {f.name for f in dataclasses.fields(StyleConfig)} - {"name", "loras", "temporal"}
-
-
-def _mix_from_toml(where: str, items: Any) -> tuple[tuple[str, float], ...]:
-    """``[[prompt_mix]]`` tables (``prompt``, ``weight``) -> ``(text, weight)`` pairs."""
-    if not isinstance(items, list) or any(not isinstance(x, dict) or set(x) - {"prompt", "weight"} or "prompt" not in x
-                                          for x in items):
-        raise UsageError(f"style {where}: each [[prompt_mix]] needs a prompt and optionally a weight (default 1)")
-    return tuple((x["prompt"], x.get("weight", 1.0)) for x in items)
 _TEMPORAL_KEYS = {f.name for f in dataclasses.fields(TemporalConfig)}
 
 
@@ -449,7 +408,7 @@ def style_from_dict(name: str, data: dict[str, Any], *, source: str = "") -> Sty
     temporal = data.pop("temporal", {})
     loras = data.pop("lora", [])
     if "prompt_mix" in data:
-        data["prompt_mix"] = _mix_from_toml(where, data["prompt_mix"])
+        data["prompt_mix"] = mix_from_toml(where, data["prompt_mix"])
         if not data.get("prompt") and data["prompt_mix"]:
             data["prompt"] = data["prompt_mix"][0][0]  # the first prompt of the mix names the style's prompt
     unknown = set(data) - _STYLE_KEYS
