@@ -213,3 +213,65 @@ def test_ray_option_errors_before_any_model(capsys, clips, tmp_path, extra, no_m
     code, err = run_cli(capsys, ["clip", str(clips["c0"]), "-o", str(tmp_path), *TINY, *extra])
     lines = [ln for ln in err.splitlines() if ln.startswith("stylecam")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+
+
+# ------------------------------------------------------------------------------------- pieces, without Ray
+def test_plan_segments_cuts_at_key_frames_with_warm_up(tmp_path):
+    from fractions import Fraction
+
+    from realtime.errors import UsageError
+    from realtime.io.segments import plan_segments
+
+    src = make_clip(tmp_path / "g.mp4", n=60, size=(96, 64), options={"x264-params": "keyint=24:min-keyint=24:scenecut=0"})
+    segs = plan_segments(src, 0.6, warmup=8)
+    tb = Fraction(1, 12800)  # x264 in MP4 at 25 fps: 512 ticks a frame
+    assert [(s.first_pts // 512, s.frames, s.warmup) for s in segs] == [(0, 24, 0), (24, 24, 8), (48, 12, 8)]
+    assert segs[0].decode_from is None and segs[-1].end is None
+    assert segs[1].decode_from == pytest.approx(float(16 * 512 * tb)) and segs[1].end == pytest.approx(float(48 * 512 * tb))
+    assert [s.start_s for s in segs] == pytest.approx([0.0, 0.96, 1.92])
+    assert len(plan_segments(src, 100, warmup=8)) == 1  # shorter than a segment: one
+    ranged = plan_segments(src, 0.6, warmup=40, start=0.48, end=2.0)  # frame 12 .. 50; a cut at frame 48 (1.92 s)
+    assert [s.frames for s in ranged] == [36, 2] and ranged[0].decode_from == 0.48 and ranged[-1].end == 2.0
+    assert ranged[1].warmup == 36  # never before the range's first frame
+    assert all(s.pts_offset == 12 * 512 for s in ranged)
+    with pytest.raises(UsageError):
+        plan_segments(src, 0, warmup=8)
+
+
+def test_manifest_skips_same_content_and_settings_redoes_the_rest(tmp_path):
+    from realtime.errors import UsageError
+    from realtime.pipeline.manifest import Manifest, settings_of
+
+    src, dst = tmp_path / "in.mp4", tmp_path / "out" / "in.mp4"
+    dst.parent.mkdir()
+    src.write_bytes(b"a" * 100)
+    dst.write_bytes(b"styled")
+    settings = settings_of(seed=0, size=(64, 64))
+    m = Manifest(dst.parent)
+    status, stamp = m.status(src, dst, settings)
+    assert status == "new" and not m.owns(dst)
+    m.record(src, dst, stamp, settings, frames=3)
+    again = Manifest(dst.parent)  # read back from the file
+    assert again.status(src, dst, settings)[0] == "done" and again.owns(dst)
+    os.utime(src, ns=(1, 1))  # touched, same bytes: still done (the hash says so)
+    assert again.status(src, dst, settings)[0] == "done"
+    assert again.status(src, dst, settings_of(seed=1, size=(64, 64)))[0] == "changed"
+    src.write_bytes(b"b" * 100)  # same size, other bytes
+    assert again.status(src, dst, settings)[0] == "changed"
+    src.write_bytes(b"a" * 100)
+    dst.write_bytes(b"cut")  # the output is not the one recorded
+    assert again.status(src, dst, settings)[0] == "changed"
+    (dst.parent / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(UsageError, match="remove it"):
+        Manifest(dst.parent)
+
+
+def test_join_refuses_segments_encoded_differently(tmp_path):
+    from realtime.errors import OutputError
+    from realtime.io.segments import join_segments
+
+    a = make_clip(tmp_path / "a.mp4", n=4, size=(96, 64))
+    b = make_clip(tmp_path / "b.mp4", n=4, size=(64, 48))
+    with pytest.raises(OutputError, match="other parameters"):
+        join_segments([a, b], tmp_path / "joined.mp4", audio_from=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4"]  # nothing half-written
