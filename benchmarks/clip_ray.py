@@ -8,6 +8,10 @@ clock starts, the batch timed from the first task handed out to the last output 
 kept. Reported: frames/s of each, the 2-vs-1 worker ratio (2.0 is perfect scaling), Ray's cost against one process,
 and the worker start-up (process + models).
 
+A long clip (``--long-frames``) is then run whole on 1 worker and cut in 4 segments on 2 workers (lossless encoding,
+so pictures compare): fps of both, frame count / timestamps / audio equal or not, and the mean grey-level difference
+of the frames at each join (and the largest over all frames) against the whole run.
+
 Projection for N GPUs: one worker per GPU, each as fast as one process on it, so ``fps(N) = N * e * 1000 / t`` where
 ``t`` is the per-frame time of one clip process on that GPU (the frame step plus decode, framing, encode) and ``e``
 the scaling efficiency measured here (ratio / 2). ``t`` comes from elsewhere (``--gpu-frame-ms``, e.g. a
@@ -69,7 +73,8 @@ def _single(clips: list[Path], out: Path, configs) -> tuple[float, int]:
         return time.perf_counter() - t0, frames
 
 
-def _on_ray(ray, clips: list[Path], out: Path, configs, workers: int) -> tuple[float, int, float]:
+def _on_ray(ray, clips: list[Path], out: Path, configs, workers: int,
+            segment_seconds: float | None = None) -> tuple[float, int, float]:
     """The batch on ``workers`` Ray workers: seconds (batch only), frames, start-up seconds."""
     from realtime.pipeline.ray_clip import RayBatch, RayOptions, file_jobs, remove_leftovers
 
@@ -77,7 +82,8 @@ def _on_ray(ray, clips: list[Path], out: Path, configs, workers: int) -> tuple[f
     t0 = time.perf_counter()
     batch = RayBatch.start(ray, workers, {"num_cpus": 1, "num_gpus": 0}, opts, style, model, run)
     startup = time.perf_counter() - t0
-    jobs = file_jobs([(c, out / c.name, None) for c in clips], opts, RayOptions(workers=workers), set())
+    ray_options = RayOptions(workers=workers, segment_seconds=segment_seconds)
+    jobs = file_jobs([(c, out / c.name, None) for c in clips], opts, ray_options, set())
     frames: list[int] = []
 
     def fail(job, error: BaseException) -> None:
@@ -92,6 +98,42 @@ def _on_ray(ray, clips: list[Path], out: Path, configs, workers: int) -> tuple[f
         remove_leftovers(jobs)
 
 
+def _long_clip(ray, tmp: Path, configs, args: argparse.Namespace, size: tuple[int, int]) -> dict:
+    """One long clip: whole on 1 worker, then cut in 4 segments on 2 workers (lossless, --crf 0, so the decoded
+    pictures compare): fps of each, whether frames and timestamps match, the seam differences."""
+    from dataclasses import replace
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from clip_files import audio_packets, video_frames, video_pts
+    from realtime.io.segments import plan_segments
+    from media_files import make_clip
+    from realtime.research.metrics import mean_grey_difference
+
+    n, rate = args.long_frames, 25
+    gop = max(n // 4, 1)
+    src = make_clip(tmp / "long.mp4", n=n, size=size, audio=True, rate=rate,
+                    options={"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"})
+    opts, style, model, run = configs
+    lossless = (replace(opts, crf=0), style, model, run)
+    whole_dir, seg_dir = tmp / "whole", tmp / "seg"
+    whole_dir.mkdir()
+    seg_dir.mkdir()
+    seconds = (gop - 0.5) / rate
+    s1, f1, _ = _on_ray(ray, [src], whole_dir, lossless, 1)
+    s2, f2, _ = _on_ray(ray, [src], seg_dir, lossless, 2, segment_seconds=seconds)
+    a, b = video_frames(whole_dir / src.name), video_frames(seg_dir / src.name)
+    seams = [round(s.start_s * rate) for s in plan_segments(src, seconds, warmup=8)[1:]]
+    return {
+        "frames": n, "segments": len(seams) + 1, "fps_whole_1_worker": round(f1 / s1, 2),
+        "fps_segmented_2_workers": round(f2 / s2, 2), "ratio": round((f2 / s2) / (f1 / s1), 3),
+        "same_frame_count": len(a) == len(b), "same_timestamps": video_pts(whole_dir / src.name) == video_pts(seg_dir / src.name),
+        "same_audio": audio_packets(whole_dir / src.name) == audio_packets(seg_dir / src.name),
+        "equal_before_first_seam": all((x == y).all() for x, y in zip(a[: seams[0]], b[: seams[0]], strict=True)),
+        "seam_mean_grey_difference": {str(k): round(mean_grey_difference(a[k], b[k]), 4) for k in seams},
+        "max_mean_grey_difference_any_frame": round(max(mean_grey_difference(x, y) for x, y in zip(a, b, strict=True)), 4),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="random:tiny")
@@ -101,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=4, help="clips in the batch (default 4)")
     p.add_argument("--frames", type=int, default=60, help="frames per clip (default 60)")
     p.add_argument("--repeats", type=int, default=2, help="alternating runs of each; the best is kept (default 2)")
+    p.add_argument("--long-frames", type=int, default=200,
+                   help="frames of the long clip cut into 4 segments (default 200; 0 skips it)")
     p.add_argument("--gpu-frame-ms", type=float, default=None,
                    help="per-frame time of one clip process on a GPU, measured elsewhere (none measured yet)")
     p.add_argument("--gpus", default="1,2,4,8", help="GPU counts for the projection (default 1,2,4,8)")
@@ -131,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 for k, (s, f) in runs.items():
                     if k not in best or s < best[k][0]:
                         best[k] = (s, f)
+            long = _long_clip(ray, Path(tmp), configs, args, (w, h)) if args.long_frames else None
     finally:
         ray.shutdown()
     fps = {k: f / s for k, (s, f) in best.items()}
@@ -150,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "fps": {k: round(v, 2) for k, v in fps.items()}, "seconds": {k: round(s, 2) for k, (s, _) in best.items()},
         "ratio_2_vs_1_workers": round(ratio, 3), "ray_vs_single_process_1_worker": round(fps["1 worker(s)"] / fps["single process"], 3),
         "worker_startup_s": {k: round(v, 2) for k, v in startups.items()},
+        "long_clip_segmented": long,
         "projection_gpus": projection, "projection_note": note,
         "device": "cpu", "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
         "load_avg_1min": os.getloadavg()[0], "versions": {"python": platform.python_version(), "ray": ray.__version__,

@@ -38,9 +38,11 @@ def ray_options_from_args(args: argparse.Namespace) -> Any | None:
     if address is not None and (Path(address).is_file() or address.lower().endswith(_VIDEO_SUFFIXES)):
         raise UsageError(f"--ray {address}: that is an input, not a Ray address (put --ray after the inputs, or "
                          "write --ray=ADDRESS)")
-    from realtime.pipeline.ray_clip import RayOptions, import_ray
+    from realtime.pipeline.ray_clip import RayOptions, check_reachable, import_ray
 
     import_ray()
+    if address is not None:
+        check_reachable(address)  # a wrong address: one line now, not minutes of Ray's retries later
     return RayOptions(address=address, workers=args.workers, segment_seconds=args.segment_seconds,
                       warmup_frames=args.warmup_frames)
 

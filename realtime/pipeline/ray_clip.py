@@ -157,10 +157,27 @@ class ClipWorker:
         self._stop.set()
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` or ``ray://host:port`` address that answers on TCP, else a one-line
+    :class:`DeviceUnavailable` (Ray itself retries an unreachable address for minutes, logging as it goes).
+    Other forms (``auto``, ``local``) are left to Ray."""
+    target = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise DeviceUnavailable(f"cannot reach the Ray cluster at {address} ({e.strerror or e}): is `ray start "
+                                "--head` running there, and is the port open?") from e
+
+
 def connect(ray: Any, address: str | None) -> bool:
     """Join (or start) the Ray instance; returns whether this call connected (so it disconnects at the end)."""
     if ray.is_initialized():
         return False
+    if address is not None:
+        check_reachable(address)
     try:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False,
                  **({"include_dashboard": False} if address is None else {}))
