@@ -289,3 +289,24 @@ def test_a_b_a_through_torch_compile(tmp_path):
         again = r(*x)
     assert not all(torch.equal(p, q) for p, q in zip(with_b, first, strict=True))
     assert all(torch.equal(p, q) for p, q in zip(again, first, strict=True))
+
+
+def test_kohya_text_encoder_q_v_only_with_alpha(tiny_components, tmp_path):
+    """A kohya text-encoder LoRA on q/v only (no to_out key: diffusers' own layout inference misses it) applies with
+    (alpha / rank) * up @ down."""
+    from safetensors.torch import save_file
+
+    te = tiny_components.text_encoder
+    g = torch.Generator().manual_seed(3)
+    sd, want = {}, {}
+    for name, m in te.named_modules():
+        if name.endswith(("q_proj", "v_proj")):
+            key = "lora_te_text_model_" + name.removeprefix("text_model.").replace(".", "_")
+            down, up = torch.randn(2, m.in_features, generator=g), torch.randn(m.out_features, 2, generator=g)
+            sd.update({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(1.0)})
+            want[name] = m.weight.detach().clone() + 0.5 * (1.0 / 2) * up @ down
+    save_file(sd, str(tmp_path / "te.safetensors"))
+    changed = LoraSwitcher.for_components(tiny_components).apply([LoraSpec(str(tmp_path / "te.safetensors"), 0.5)])
+    assert len(changed) == len(want) and all(n.startswith("text_encoder.") for n in changed)
+    for name, w in want.items():
+        torch.testing.assert_close(te.get_submodule(name).weight.detach(), w, rtol=1e-5, atol=1e-6)

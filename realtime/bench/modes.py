@@ -108,6 +108,7 @@ class Measured:
     memory: dict[str, Any]
     live: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    switches: list[dict[str, Any]] | None = None  # the switch mode's per-switch records (realtime/bench/switch.py)
 
 
 def _inference() -> Any:

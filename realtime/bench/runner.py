@@ -19,7 +19,7 @@ from realtime.geometry import Size
 
 log = logging.getLogger(__name__)
 
-MODES = ("step", "pipeline", "live")
+MODES = ("step", "pipeline", "live", "switch")
 SINKS = ("null", "file")
 #: FrameStep inputs that carry a batch dimension (the per-frame numbers broadcast).
 BATCHED_INPUTS = ("image", "control", "prev_in_latent", "prev_out_latent", "noise", "prompt_embeds")
@@ -235,6 +235,11 @@ def _run_mode(mode: str, stylizer: Any, settings: BenchSettings, model: Any, sty
                 runner.close()
         if batch > 1:
             notes.append(f"batch {batch}: one call of the frame step on {batch} frames; fps counts frames")
+    elif mode == "switch":
+        from realtime.bench.switch import switch_measured
+
+        m = switch_measured(stylizer, style, camera_frames[0], settings.output_size, frames=settings.frames,
+                            warmup=settings.warmup, tmp=tmp)
     else:
         cam = Size(camera_frames[0].shape[1], camera_frames[0].shape[0])
         framer, face_skip = open_framer(settings.face, cam, stylizer.size.aspect, settings.face_model)
@@ -276,6 +281,7 @@ def _run_mode(mode: str, stylizer: Any, settings: BenchSettings, model: Any, sty
         "memory": m.memory,
         "live": m.live,
         "notes": notes + m.notes,
+        **({"switches": m.switches} if m.switches is not None else {}),
     }
 
 

@@ -18,7 +18,7 @@ from realtime.files import write_text_atomic
 
 SCHEMA_VERSION = 1
 KINDS = ("stylecam-bench", "streamdiffusion-compare")
-MODES = ("step", "pipeline", "live")
+MODES = ("step", "pipeline", "live", "switch")
 
 _NUM = {"type": "number", "minimum": 0}
 _NUM_OR_NULL = {"type": ["number", "null"]}
@@ -54,6 +54,16 @@ LIVE: dict[str, Any] = {
         "latency": SUMMARY, "added_latency": {"anyOf": [{"type": "null"}, SUMMARY]},
     },
 }
+SWITCH: dict[str, Any] = {
+    "type": "object",
+    "required": ["kind", "command", "applied", "frames_to_visible", "stall_ms", "frame_period_ms", "extra_memory_mb",
+                 "lora_touched_mb"],
+    "properties": {
+        "kind": {"type": "string"}, "command": {"type": "string"}, "applied": {"type": "boolean"},
+        "frames_to_visible": {"type": ["integer", "null"], "minimum": 1}, "stall_ms": _NUM, "frame_period_ms": _NUM,
+        "extra_memory_mb": _NUM, "lora_touched_mb": _NUM,
+    },
+}
 RUN: dict[str, Any] = {
     "type": "object",
     "required": ["mode", "system", "label", "size", "backend", "backend_used", "device", "dtype", "batch", "warmup",
@@ -78,6 +88,7 @@ RUN: dict[str, Any] = {
         "memory": MEMORY,
         "live": {"anyOf": [{"type": "null"}, LIVE]},
         "notes": {"type": "array", "items": {"type": "string"}},
+        "switches": {"type": "array", "items": SWITCH},  # --mode switch only (realtime/bench/switch.py)
     },
 }
 ENVIRONMENT: dict[str, Any] = {

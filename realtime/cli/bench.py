@@ -44,7 +44,7 @@ def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
     add_common_options(p)
     p.set_defaults(size=DEFAULT_SIZE)
     g = p.add_argument_group("benchmark")
-    g.add_argument("--mode", default="step", help="comma-separated: step (the frame step alone), pipeline (every live stage), live (a paced source, end-to-end latency); default step")
+    g.add_argument("--mode", default="step", help="comma-separated: step (the frame step alone), pipeline (every live stage), live (a paced source, end-to-end latency), switch (LoRA/scale/prompt/guidance switches in a live session: frames_to_visible, stall_ms, extra_memory_mb); default step")
     g.add_argument("--sizes", default=None, metavar="WxH[,WxH...]", help=f"sweep of model sizes, e.g. 256x256,384x384,512x512,768x448 (default: --size, {DEFAULT_SIZE} in bench)")
     g.add_argument("--backends", default=None, metavar="B[,B...]", help="sweep of engine backends, e.g. eager,compile (default: --backend)")
     g.add_argument("--batch", type=int, default=1, help="frames per frame-step call in the step mode (throughput); default 1")

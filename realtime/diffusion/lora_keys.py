@@ -32,7 +32,7 @@ def _peft_keys(sd: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
     """diffusers' conversion: any LoRA layout -> ``{"<component>.<module>.lora_A|lora_B.weight": tensor}`` and the
     alphas ``{"<component>.<module>": alpha}``."""
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_peft, convert_unet_state_dict_to_peft
+    from diffusers.utils import convert_unet_state_dict_to_peft
 
     alpha_keys = {k: v for k, v in sd.items() if k.endswith(".alpha") and not k.startswith(("lora_unet_", "lora_te"))}
     with _quiet_libraries():
@@ -44,9 +44,9 @@ def _peft_keys(sd: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
         if not part:
             continue
         if comp == "unet":
-            peft = part if any("lora_A" in k for k in part) else convert_unet_state_dict_to_peft(part)
+            peft = part if any(".lora_A." in k for k in part) else convert_unet_state_dict_to_peft(part)
         else:
-            peft = convert_state_dict_to_peft(convert_state_dict_to_diffusers(part))
+            peft = _text_encoder_to_peft(part)
         out.update({f"{comp}.{k}": v for k, v in peft.items()})
     alphas: dict[str, float] = {k[: -len(".alpha")]: float(v) for k, v in alpha_keys.items()}
     for key, value in (network_alphas or {}).items():  # "<comp>.<diffusers name of the down weight>.alpha"
@@ -64,13 +64,26 @@ def _peft_keys(sd: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
 
 def _convert_probe(probe: dict[str, Any]) -> list[str]:
     """The peft names diffusers gives already-converted (diffusers-format) keys."""
-    from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_peft, convert_unet_state_dict_to_peft
+    from diffusers.utils import convert_unet_state_dict_to_peft
 
     comp = next(iter(probe)).split(".", 1)[0]
     part = {k[len(comp) + 1:]: v for k, v in probe.items()}
-    peft = (convert_unet_state_dict_to_peft(part) if comp == "unet"
-            else convert_state_dict_to_peft(convert_state_dict_to_diffusers(part)))
+    peft = convert_unet_state_dict_to_peft(part) if comp == "unet" else _text_encoder_to_peft(part)
     return [f"{comp}.{k}" for k in peft]
+
+
+def _text_encoder_to_peft(part: dict[str, Any]) -> dict[str, Any]:
+    """diffusers' text-encoder conversion (as ``load_lora_into_text_encoder``: to the diffusers format, then to peft),
+    told the old diffusers layout (``to_q_lora.down``) that its inference misses when a file has no ``to_out_lora``
+    key (a kohya file with q/v projections only)."""
+    from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_peft
+    from diffusers.utils.state_dict_utils import StateDictType
+
+    if any(".lora_A." in k for k in part):
+        return part
+    old = any("_lora.down." in k or "_lora.up." in k for k in part)
+    new = convert_state_dict_to_diffusers(part, original_type=StateDictType.DIFFUSERS_OLD if old else None)
+    return convert_state_dict_to_peft(new, original_type=StateDictType.DIFFUSERS)
 
 
 def _lycoris_modules(prefixes: list[str]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from realtime.config import LoraSpec
-from realtime.diffusion.lora import _state_dict, resolve_lora
+from realtime.diffusion.lora import _quiet_libraries, _state_dict, resolve_lora
 from realtime.diffusion.lora_keys import COMPONENTS, read_layers
 from realtime.diffusion.lora_math import LoraSet, WeightDelta, summed_delta
 from realtime.errors import LoraError
@@ -57,6 +57,8 @@ class LoraSwitcher:
         self._touched: frozenset[str] = frozenset()
         self.current: tuple[LoraSpec, ...] = ()
         self.last = SwitchStats(0, 0)
+        with _quiet_libraries():  # imported now, not on the background thread of a live switch (a GIL-heavy import)
+            import diffusers.loaders.lora_pipeline  # noqa: F401
 
     @classmethod
     def for_components(cls, comps: Any, *, allow_pickle: bool = False) -> "LoraSwitcher":
