@@ -196,7 +196,7 @@ def run_switch(stylizer: Any, style: StyleConfig, camera_frame: np.ndarray, outp
     session = LiveSession(proc, steady)
     stream = _Stream(proc, session, rgb)
     try:
-        for _ in range(max(2, warmup)):
+        for _ in range(max(5, warmup)):
             stream.deliver()
         gaps = [(b - a) * 1e3 for a, b in zip(stream.times[1:], stream.times[2:], strict=False)]
         period = statistics.median(gaps) if gaps else stream.frame_ms[-1]
