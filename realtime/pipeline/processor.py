@@ -155,23 +155,6 @@ class FrameProcessor:
             self.similarity.reset()  # the new look shows on the next frame
         self._last_out = None
 
-    def swap_stylizer(self, stylizer: StylizerRunner, style: StyleConfig) -> None:
-        """Put ``stylizer`` (built for ``style``, e.g. with other LoRAs) in place of the running one; the next frame
-        uses it and starts afresh. The old one is closed once no frame runs on it (a
-        :class:`~realtime.pipeline.watchdog.GuardedStylizer` swaps and closes on its own thread). While the ``none``
-        style passes frames through, it keeps doing so: the new stylizer runs when a diffusion style is chosen."""
-        old = self.stylizer
-        if isinstance(old, GuardedStylizer):
-            old.replace(stylizer)
-        else:
-            self.stylizer = stylizer
-            if old is not None:
-                old.close()
-        if not self.passthrough:
-            self._restyle_stages(style)
-            self.style = style
-        self._restart()
-
     def _restart(self) -> None:
         """Forget the previous frame (stale latents after a pause) and the similarity reference."""
         if self.stylizer is not None:

@@ -180,16 +180,6 @@ class GuardedStylizer:
             fut.add_done_callback(_log_failure(f"style {style.name!r}"))
         return fut
 
-    def replace(self, stylizer: LiveStylizer) -> Future[Any]:
-        """Run ``stylizer`` from the next frame on (call it between frames, from the thread that calls the guard);
-        the old one is closed on the stylizer's thread after any frame still running on it. The automatic deadline
-        keeps the recent frame times (same model size)."""
-        old, self.stylizer = self.stylizer, stylizer
-        fut = self.schedule(old.close)
-        fut.add_done_callback(_log_failure("closing the previous stylizer"))
-        fut.add_done_callback(lambda _: _free_accelerator_memory())
-        return fut
-
     def set_seed(self, seed: int, blend: tuple[int, float] | None = None) -> Future[Any]:
         fut = self.schedule(lambda: self.stylizer.set_seed(seed) if blend is None else self.stylizer.set_seed(seed, blend))
         fut.add_done_callback(_log_failure(f"seed {seed}"))
