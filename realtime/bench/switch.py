@@ -8,7 +8,8 @@ then written in place between frames). One fixed camera frame is fed every frame
 similarity filter off, so the output is the same frame after frame until a change reaches it. Per switch:
 
 - ``frames_to_visible``: frames delivered after the command until (and including) the first whose output differs from
-  the last output before it (null: not visible within ``max_frames``).
+  the last output before it (the stream runs on while the session prepares the change; null: still not visible
+  ``max_frames`` frames after the change was applied).
 - ``stall_ms``: the longest gap between two delivered frames from the last frame before the command to the visible one
   (the command's own work between frames included); ``frame_period_ms`` (the median gap before the switches) beside it.
 - ``extra_memory_mb``: peak memory during the switch minus just before it: CUDA allocator peak on a GPU; on the CPU the
@@ -163,16 +164,21 @@ class _Stream:
         return self.digests[-1]
 
 
-def measure_switch(stream: _Stream, switch: Switch, device: Any, max_frames: int) -> dict[str, Any]:
+def measure_switch(stream: _Stream, switch: Switch, device: Any, max_frames: int,
+                   timeout_s: float = 600.0) -> dict[str, Any]:
     """Apply one switch between two frames and follow the stream until it shows (see the module docstring)."""
     before, i0 = stream.digests[-1], len(stream.times) - 1
     visible: int | None = None
+    t0 = time.perf_counter()
     with _PeakSampler(device) as mem:
         applied = stream.session.apply(switch.command)
-        for k in range(1, max_frames + 1):
+        k = 0
+        while True:  # until it shows, at least while the session still prepares it (bounded by timeout_s)
+            k += 1
             if stream.deliver() != before and visible is None:
                 visible = k
-            if visible is not None and stream.session.pending_style is None:
+            done = stream.session.pending_style is None
+            if (done and (visible is not None or k >= max_frames)) or time.perf_counter() - t0 > timeout_s:
                 break
     end = i0 + (visible if visible is not None else len(stream.times) - 1 - i0)
     gaps = [(stream.times[j + 1] - stream.times[j]) * 1e3 for j in range(i0, end)]
