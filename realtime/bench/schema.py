@@ -57,11 +57,11 @@ LIVE: dict[str, Any] = {
 SWITCH: dict[str, Any] = {
     "type": "object",
     "required": ["kind", "command", "applied", "frames_to_visible", "stall_ms", "frame_period_ms", "extra_memory_mb",
-                 "lora_touched_mb"],
+                 "lora_touched_mb", "apply_ms"],
     "properties": {
         "kind": {"type": "string"}, "command": {"type": "string"}, "applied": {"type": "boolean"},
         "frames_to_visible": {"type": ["integer", "null"], "minimum": 1}, "stall_ms": _NUM, "frame_period_ms": _NUM,
-        "extra_memory_mb": _NUM, "lora_touched_mb": _NUM,
+        "extra_memory_mb": _NUM, "lora_touched_mb": _NUM, "apply_ms": {"type": ["number", "null"], "minimum": 0},
     },
 }
 RUN: dict[str, Any] = {

@@ -12,9 +12,11 @@ similarity filter off, so the output is the same frame after frame until a chang
   ``max_frames`` frames after the change was applied).
 - ``stall_ms``: the longest gap between two delivered frames from the last frame before the command to the visible one
   (the command's own work between frames included); ``frame_period_ms`` (the median gap before the switches) beside it.
-- ``extra_memory_mb``: peak memory during the switch minus just before it: CUDA allocator peak on a GPU; on the CPU the
-  process RSS sampled every ~2 ms on a thread (:class:`~realtime.bench.soak.ResourceSampler`), so a spike shorter
-  than that can be missed.
+- ``apply_ms``: for a LoRA change, how long writing the weights in place took (the switcher's own figure; null for
+  other kinds).
+- ``extra_memory_mb``: peak memory during the switch minus the peak of the ordinary frames just before it (so what a
+  frame allocates anyway does not count): CUDA allocator peak on a GPU; on the CPU the process RSS sampled every ~2 ms
+  on a thread (:class:`~realtime.bench.soak.ResourceSampler`), so a spike shorter than that can be missed.
 
 Without ``--lora`` the bench writes two synthetic LoRA files (random factors, kohya layout, on the UNet's attention
 projections and the text encoder's q/v) sized to the loaded model; ``lora_touched_mb`` reports the size of the
@@ -135,10 +137,6 @@ class _PeakSampler:
             self._thread.join()
             self.peak_mb = max(self.peak_mb, self._rss())
 
-    @property
-    def extra_mb(self) -> float:
-        return max(0.0, self.peak_mb - self.start_mb)
-
 
 def _digest(image: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
@@ -164,10 +162,13 @@ class _Stream:
         return self.digests[-1]
 
 
-def measure_switch(stream: _Stream, switch: Switch, device: Any, max_frames: int,
+def measure_switch(stream: _Stream, switch: Switch, device: Any, max_frames: int, baseline_mb: float,
                    timeout_s: float = 600.0) -> dict[str, Any]:
-    """Apply one switch between two frames and follow the stream until it shows (see the module docstring)."""
+    """Apply one switch between two frames and follow the stream until it shows (see the module docstring);
+    ``baseline_mb``: the memory peak of as many ordinary frames just before (what the frames themselves use)."""
     before, i0 = stream.digests[-1], len(stream.times) - 1
+    loras = getattr(stream.proc.stylizer, "loras", None)
+    last = loras.last if loras is not None else None
     visible: int | None = None
     t0 = time.perf_counter()
     with _PeakSampler(device) as mem:
@@ -184,7 +185,8 @@ def measure_switch(stream: _Stream, switch: Switch, device: Any, max_frames: int
     gaps = [(stream.times[j + 1] - stream.times[j]) * 1e3 for j in range(i0, end)]
     return {"kind": switch.kind, "command": str(switch.command), "applied": bool(applied),
             "frames_to_visible": visible, "stall_ms": max(gaps) if gaps else 0.0,
-            "extra_memory_mb": mem.extra_mb}
+            "extra_memory_mb": max(0.0, mem.peak_mb - max(baseline_mb, mem.start_mb)),
+            "apply_ms": (loras.last.seconds * 1e3) if loras is not None and loras.last is not last else None}
 
 
 def run_switch(stylizer: Any, style: StyleConfig, camera_frame: np.ndarray, output_size: Any, *, warmup: int,
@@ -208,13 +210,14 @@ def run_switch(stylizer: Any, style: StyleConfig, camera_frame: np.ndarray, outp
         period = statistics.median(gaps) if gaps else stream.frame_ms[-1]
         records = []
         for sw in schedule:
-            rec = measure_switch(stream, sw, stylizer.device, max_frames)
+            with _PeakSampler(stylizer.device) as base:  # ordinary frames: their own memory peak is the baseline
+                for _ in range(settle):
+                    stream.deliver()
+            rec = measure_switch(stream, sw, stylizer.device, max_frames, base.peak_mb)
             rec["frame_period_ms"] = period
             records.append(rec)
             log.info("bench switch %s: visible after %s frame(s), stall %.1f ms (period %.1f), +%.1f MiB",
                      sw.kind, rec["frames_to_visible"], rec["stall_ms"], period, rec["extra_memory_mb"])
-            for _ in range(settle):
-                stream.deliver()
     finally:
         session.close()
     notes = [f"switch mode: {len(schedule)} switches on one fixed frame, latent blending and the similarity filter "

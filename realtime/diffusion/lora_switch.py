@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,10 +35,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SwitchStats:
-    """What the last :meth:`LoraSwitcher.apply` did: weights written, and the host bytes the kept base values use."""
+    """What the last :meth:`LoraSwitcher.apply` did: weights written, the host bytes the kept base values use, and the
+    seconds the writing took (files already read)."""
 
     written: int
     base_bytes: int
+    seconds: float = 0.0
 
 
 class LoraSwitcher:
@@ -88,6 +91,7 @@ class LoraSwitcher:
         written (by name; every weight the previous or the new set touches)."""
         specs = tuple(specs)
         sets = self.prepare(specs)
+        t0 = time.perf_counter()
         new = frozenset(n for layers, scale in sets if scale != 0 for n in layers)
         names = sorted(self._touched | new)
         pin = any(self._params[n].device.type == "cuda" for n in names)
@@ -102,7 +106,9 @@ class LoraSwitcher:
                 d = summed_delta(n, tuple(p.shape), sets, p.device) if n in new else None
                 p.data.copy_(base if d is None else (base.float() + d).to(p.dtype))
         self._touched, self.current = new, specs
-        self.last = SwitchStats(len(names), self.base_bytes)
+        if pin:
+            torch.cuda.synchronize()
+        self.last = SwitchStats(len(names), self.base_bytes, time.perf_counter() - t0)
         return {n: self._params[n] for n in names}
 
 
