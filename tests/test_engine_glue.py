@@ -17,11 +17,16 @@ from lora_files import write_kohya_lora
 CPU = torch.device("cpu")
 
 
-def test_onnxruntime_frame_step_matches_eager(tiny_components, tmp_path):
+@pytest.mark.parametrize("spec", ["random:tiny", "random:tiny-xl"])  # both families: SDXL's extra inputs exported too
+def test_onnxruntime_frame_step_matches_eager(spec, tiny_components, tmp_path):
     pytest.importorskip("onnxruntime", reason="the ort extra is part of the dev install")
+    from realtime.diffusion.models import load_components
+
     style = load_style("anime")
     run = RunConfig(size=Size(64, 64), backend="onnxruntime", cache_dir=str(tmp_path / "cache"))
-    model = ModelConfig("random:tiny")
+    model = ModelConfig(spec)
+    if spec != "random:tiny":
+        tiny_components = load_components(model, CPU, torch.float32, seed=0)
     rng = np.random.default_rng(1)
     frames = [(rng.random((64, 64, 3)) * 255).astype(np.uint8) for _ in range(3)]
     control = np.zeros((64, 64), np.uint8)

@@ -47,6 +47,7 @@ WORK = [
     ("realtime.diffusion.pull", "model_info"),
     ("realtime.diffusion.pull", "download"),
     ("realtime.cli.panel", "Panel"),  # a web server listening on a port: opened only past the checks
+    ("realtime.cli.generate", "make_images"),
 ]
 
 
@@ -133,6 +134,7 @@ UNKNOWN = st.one_of(st.sampled_from(["--bogus", "-Z", "--styl", "--no-such=1", "
 #: a command line per command that gets past every check (to the patched work): the fuzzer adds to it
 BASE = {
     ("image",): ["in.png", "-o", "fresh.png", "--model", "random:tiny"],
+    ("generate",): ["a cat", "-o", "fresh.png", "--model", "random:tiny-xl"],
     ("clip",): ["in.mp4", "-o", "fresh.mp4", "--model", "random:tiny", "--no-face"],
     ("live",): ["--source", "in.mp4", "--output", "none", "--model", "random:tiny", "--no-stdin", "--no-face"],
     ("bench",): ["--model", "random:tiny", "--no-face"],
@@ -267,7 +269,7 @@ def test_fuzz_command_options_long(path: tuple[str, ...], in_workdir: Path) -> N
 def test_fuzz_covers_every_command() -> None:
     """The fuzzer walks the parser: every registered command is in its list (a new command is fuzzed too)."""
     names = {p[0] for p in COMMANDS}
-    assert {"image", "clip", "live", "bench", "build", "cache", "styles", "doctor", "devices", "demo",
+    assert {"image", "generate", "clip", "live", "bench", "build", "cache", "styles", "doctor", "devices", "demo",
             "models"} <= names
     assert ("bench", "compare") in COMMANDS and ("models", "pull") in COMMANDS
 

@@ -32,6 +32,23 @@ def test_random_sd_turbo_is_the_real_architecture():
     assert text.config.num_hidden_layers == 23 and text.config.num_attention_heads == 16
 
 
+def test_random_sdxl_turbo_is_the_real_architecture():
+    """Counted on the meta device (no memory): SDXL-Turbo's UNet, the small SDXL Canny ControlNet, TAESDXL's
+    architecture and both text encoders; their widths fit (768 + 1280 = 2048 cross-attention, 1280 pooled + 6 * 256
+    time ids = 2816 added embedding)."""
+    with torch.device("meta"):
+        unet = build_random_unet("sdxl-turbo")
+        controlnet = build_random_controlnet("sdxl-turbo", unet)
+        taesd = build_random_taesd("sdxl-turbo")
+        text, text_2 = build_random_text_encoder("sdxl-turbo"), build_random_text_encoder("sdxl-turbo", "text_2")
+    assert (_millions(unet), _millions(controlnet), _millions(taesd)) == (2567.5, 194.9, 2.4)
+    assert (_millions(text), _millions(text_2)) == (123.1, 694.7)
+    assert type(text_2).__name__ == "CLIPTextModelWithProjection"
+    assert unet.config.cross_attention_dim == text.config.hidden_size + text_2.config.hidden_size == 2048
+    assert unet.config.projection_class_embeddings_input_dim == text_2.config.projection_dim + 6 * 256
+    assert set(controlnet.config.down_block_types) == {"DownBlock2D"}  # the small ControlNet: no attention going down
+
+
 def test_generated_tokenizer_has_the_real_vocabulary_size(tmp_path):
     tok = generated_tokenizer(49408, cache_root=tmp_path)
     assert len(tok) == 49408

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 MODES = ("step", "pipeline", "live", "switch")
 SINKS = ("null", "file")
 #: FrameStep inputs that carry a batch dimension (the per-frame numbers broadcast).
-BATCHED_INPUTS = ("image", "control", "prev_in_latent", "prev_out_latent", "noise", "prompt_embeds")
+BATCHED_INPUTS = ("image", "control", "prev_in_latent", "prev_out_latent", "noise", "prompt_embeds", "text_embeds", "time_ids")
 
 
 @dataclass(frozen=True)
@@ -88,12 +88,14 @@ def _free_device_memory(device: Any) -> None:
 def batch_inputs(inputs: tuple[Any, ...], batch: int) -> tuple[Any, ...]:
     """FrameStep inputs for ``batch`` frames per call: the per-frame tensors repeated along dim 0 (prompt embeddings
     too), the per-frame numbers (shape (1,)) left to broadcast."""
+    from realtime.diffusion.family import SDXL_INPUT_NAMES
     from realtime.diffusion.stylizer import INPUT_NAMES
 
     if batch == 1:
         return inputs
+    names = (INPUT_NAMES + SDXL_INPUT_NAMES)[: len(inputs)]  # the SDXL family's two extra inputs come last
     return tuple(x.repeat(batch, *([1] * (x.dim() - 1))) if name in BATCHED_INPUTS else x
-                 for name, x in zip(INPUT_NAMES, inputs, strict=True))
+                 for name, x in zip(names, inputs, strict=True))
 
 
 def batched_runner(stylizer: Any, model: Any, style: Any, run: Any, inputs: tuple[Any, ...]) -> tuple[Callable[..., Any], bool]:

@@ -1,4 +1,4 @@
-"""``stylecam``: image | live | clip | bench | build | styles | devices | cache | doctor | models.
+"""``stylecam``: image | generate | live | clip | bench | build | styles | devices | cache | doctor | models.
 
 Only this module (and the scripts' ``main``) configures logging and turns errors into exit codes (docs/design.md §7).
 Heavy libraries are imported inside the commands, so ``stylecam --help`` is fast.
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from realtime import __version__
-from realtime.cli import bench, build, clip, demo, devices, doctor, image, live, models, panel, styles
+from realtime.cli import bench, build, clip, demo, devices, doctor, generate, image, live, models, panel, styles
 from realtime.cli.console import EXIT_USAGE, run_main, setup_logging
 from realtime.cli.options import Parser, add_global_options
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     # One module per command, each with add_parser(subparsers, add_global) setting func=run(args); in help order.
     # They import their heavy libraries inside run(), so registering them keeps --help fast.
-    for command in (image, styles, doctor, clip, build, live, panel, devices, demo, bench, models):
+    for command in (image, generate, styles, doctor, clip, build, live, panel, devices, demo, bench, models):
         command.add_parser(sub, add_global_options)
     return parser
 

@@ -76,8 +76,9 @@ def _pull_dtype(spec: str) -> tuple[bool, str]:
     return False, "--dtype auto: no GPU visible to torch here, so fp32 (pass --dtype fp16 to pull for a GPU machine)"
 
 
-def _targets(args: argparse.Namespace) -> list[tuple[str, str, tuple[str, ...] | None]]:
-    """The hub repos to pull, merged per repo (the main model's vae/ joins its other folders); bad specs raise."""
+def _targets(args: argparse.Namespace, family: Any = None) -> list[tuple[str, str, tuple[str, ...] | None]]:
+    """The hub repos to pull, merged per repo (the main model's vae/ joins its other folders); bad specs raise.
+    ``family``: the main model's (:class:`~realtime.diffusion.family.Family`) when the cache cannot tell it yet."""
     from realtime.config import ModelConfig
     from realtime.diffusion.models import hub_repos, spec_kind
 
@@ -86,13 +87,27 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, str, tuple[str, ...] |
         if spec and spec not in ("taesd", "full") and spec_kind(spec) != "hub":
             log.info("%s: local or random, nothing to pull", spec)
     merged: dict[str, tuple[str, str, tuple[str, ...] | None]] = {}
-    for what, repo, parts in hub_repos(cfg):
+    for what, repo, parts in hub_repos(cfg, family=family):
         if repo in merged and parts is not None and merged[repo][2] is not None:
             old = merged[repo]
             merged[repo] = (old[0], repo, tuple(dict.fromkeys(old[2] + parts)))  # type: ignore[operator]
         else:
             merged.setdefault(repo, (what, repo, parts))
     return list(merged.values())
+
+
+def _family_targets(args: argparse.Namespace, targets: list[tuple[str, str, tuple[str, ...] | None]],
+                    ) -> list[tuple[str, str, tuple[str, ...] | None]]:
+    """A hub model not cached yet: its family from the hub's file list (a ``text_encoder_2/`` means SDXL: its second
+    text encoder, SDXL ControlNet and TAESDXL are pulled too), then the targets again."""
+    from realtime.diffusion.family import family_of_files
+    from realtime.diffusion.models import model_family, spec_kind
+    from realtime.diffusion.pull import model_info
+
+    if spec_kind(args.model) != "hub" or model_family(args.model) is not None:
+        return targets
+    info = model_info(args.model, "model")
+    return _targets(args, family_of_files(s.rfilename for s in info.siblings or []))
 
 
 def _all_cached(targets: list[tuple[str, str, tuple[str, ...] | None]]) -> bool:
@@ -123,6 +138,7 @@ def _pull(args: argparse.Namespace) -> int:
                 raise
             log.warning("%s; the cached copies are complete, so they stay as they are", e)
             return 0
+    targets = _family_targets(args, targets)
     fp16, why = _pull_dtype(args.dtype)
     log.info("%s", why)
     plans = [plan_repo(what, repo, parts, fp16) for what, repo, parts in targets]

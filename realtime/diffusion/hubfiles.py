@@ -4,7 +4,8 @@ Pure functions over file names plus a look at the cache folders: no torch, no do
 loaders in :mod:`realtime.diffusion.models` and the pre-flight check agree on one layout without loading anything.
 
 Layout (diffusers): a pipeline repo (the main model) has ``model_index.json`` and one folder per component; stylecam
-loads ``unet/``, ``text_encoder/``, ``tokenizer/`` and ``scheduler/`` (``vae/`` only with ``--vae full``). A model repo
+loads ``unet/``, ``text_encoder/``, ``tokenizer/`` and ``scheduler/`` (``vae/`` only with ``--vae full``; an SDXL
+pipeline also ``text_encoder_2/`` and ``tokenizer_2/``, see ``models.pipeline_parts``). A model repo
 (ControlNet, TAESD) is one component at the repo root. Weights in a folder: ``diffusion_pytorch_model`` (diffusers),
 ``model`` or ``pytorch_model`` (transformers), optionally a variant (``.fp16``), optionally sharded (``-00001-of-00002``
 plus an ``.index.json``), as ``.safetensors`` or ``.bin``.
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 PIPELINE_PARTS = ("unet", "text_encoder", "tokenizer", "scheduler")
-WEIGHT_PARTS = frozenset({"unet", "text_encoder", "vae", ""})  # folders that must hold weights ("" = a model repo)
+WEIGHT_PARTS = frozenset({"unet", "text_encoder", "text_encoder_2", "vae", ""})  # folders that must hold weights ("" = a model repo)
 REPO_DOCS = re.compile(r"^(README\.md|LICEN[CS]E(\.[\w.-]+)?)$", re.IGNORECASE)  # licence and model card
 CONFIG_SUFFIXES = (".json", ".txt", ".model")  # configs, tokenizer vocabularies and merges, sentencepiece models
 

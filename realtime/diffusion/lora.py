@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -119,10 +120,22 @@ def lora_fingerprint(specs: Sequence[LoraSpec], allow_pickle: bool = False) -> l
     return [f"{file_sha256(resolve_lora(s, allow_pickle))}:{s.scale:g}" for s in specs]
 
 
-def foreign_architecture(keys: Iterable[str]) -> str | None:
-    """Why a LoRA with these keys cannot be for stylecam's models (SD 2.x / SD-Turbo, one text encoder), or ``None``
-    when its keys do not tell: weights for a second text encoder mean SDXL. Keys only: the preflight checks a file's
-    safetensors header with it before any model loads."""
+#: Layers only SD 1.x/2.x UNets have (SDXL's first down block and last up block have no attention), in diffusers,
+#: peft and kohya spelling, and kohya's single-text-encoder prefix (SDXL's are lora_te1_/lora_te2_).
+_SD_ONLY = re.compile(r"(down_blocks[._]0[._]attentions|up_blocks[._]3[._]attentions|^lora_te_)")
+
+
+def foreign_architecture(keys: Iterable[str], family: str = "sd") -> str | None:
+    """Why a LoRA with these keys cannot be for a model of ``family`` (``sd``: SD 2.x / SD-Turbo, one text encoder;
+    ``sdxl``: SDXL-Turbo), or ``None`` when its keys do not tell. Weights for a second text encoder mean SDXL; layers
+    that only SD 1.x/2.x UNets have, or kohya's single-text-encoder keys, mean SD. Keys only: the preflight checks a
+    file's safetensors header with it before any model loads."""
+    keys = list(keys)
+    if family == "sdxl":
+        hit = next((k for k in keys if _SD_ONLY.search(k)), None)
+        if hit is not None:
+            return f"it is a LoRA for SD 1.x/2.x (e.g. {hit.split('.lora')[0][:60]}), not for this SDXL model"
+        return None
     if any("lora_te2_" in k or "text_encoder_2." in k for k in keys):
         return "it has weights for a second text encoder: a LoRA for SDXL, not for SD-Turbo / SD 2.x"
     return None

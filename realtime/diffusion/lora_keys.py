@@ -22,7 +22,7 @@ from realtime.diffusion.lora import _quiet_libraries, foreign_architecture
 from realtime.diffusion.lora_math import LohaWeight, LokrWeight, LoraWeight, WeightDelta
 from realtime.errors import LoraError
 
-COMPONENTS = ("unet", "text_encoder")
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2")  # text_encoder_2: the SDXL family's second one
 _LYCORIS = ("hada_", "lokr_")
 _UNSUPPORTED = {"hada_t1": "Tucker-decomposed LoHa", "hada_t2": "Tucker-decomposed LoHa",
                 "lokr_t2": "Tucker-decomposed LoKr", "dora_scale": "DoRA"}
@@ -120,18 +120,19 @@ def _lycoris_layers(sd: dict[str, Any]) -> dict[str, WeightDelta]:
     return out
 
 
-def _made_for(keys: Any) -> str:
-    reason = foreign_architecture(keys)
+def _made_for(keys: Any, family: str = "sd") -> str:
+    reason = foreign_architecture(keys, family)
     return f" ({reason})" if reason else " (made for another architecture?)"
 
 
-def file_layers(sd: dict[str, Any]) -> dict[str, WeightDelta]:
-    """A LoRA state dict -> ``{"<component>.<module>": factors}`` (module names, not yet checked against a model)."""
+def file_layers(sd: dict[str, Any], family: str = "sd") -> dict[str, WeightDelta]:
+    """A LoRA state dict -> ``{"<component>.<module>": factors}`` (module names, not yet checked against a model of
+    ``family``: ``sd`` or ``sdxl``)."""
     for key in sd:
         for marker, what in _UNSUPPORTED.items():
             if key.endswith(marker) or f".{marker}" in key:
                 raise LoraError(f"it is a {what} file ({key}), which stylecam does not apply")
-    reason = foreign_architecture(sd)
+    reason = foreign_architecture(sd, family)
     if reason:
         raise LoraError(reason)
     lycoris = {k: v for k, v in sd.items() if any(f".{m}" in k for m in _LYCORIS)}
@@ -146,7 +147,7 @@ def file_layers(sd: dict[str, Any]) -> dict[str, WeightDelta]:
             raise
         except Exception as e:  # noqa: BLE001 - diffusers raises ValueError/KeyError for layouts it cannot read
             raise LoraError(f"its keys are in no LoRA layout diffusers reads (diffusers, peft, kohya; "
-                            f"{type(e).__name__}){_made_for(sd)}") from e
+                            f"{type(e).__name__}){_made_for(sd, family)}") from e
         for key, down in peft.items():
             if not key.endswith(".lora_A.weight"):
                 continue
@@ -156,7 +157,7 @@ def file_layers(sd: dict[str, Any]) -> dict[str, WeightDelta]:
                 raise LoraError(f"its layer {module} has a lora_A weight but no lora_B")
             out[module] = LoraWeight(down, up, alphas.get(module))
     if not out:
-        raise LoraError(f"none of its {len(sd)} weights is a LoRA layer diffusers reads{_made_for(sd)}")
+        raise LoraError(f"none of its {len(sd)} weights is a LoRA layer diffusers reads{_made_for(sd, family)}")
     return out
 
 
@@ -178,8 +179,9 @@ def _on_meta(f: WeightDelta) -> WeightDelta:
 def read_layers(path: Path, sd: dict[str, Any], params: Mapping[str, torch.Tensor]) -> dict[str, WeightDelta]:
     """The file's layers keyed by the model parameter they change (``params``: ``<component>.<name>`` -> tensor),
     each checked to fit its parameter's shape; else one :class:`LoraError` line naming the file."""
+    family = "sdxl" if "unet.add_embedding.linear_1.weight" in params else "sd"  # SDXL's text_time embedding
     try:
-        layers = file_layers(sd)
+        layers = file_layers(sd, family)
         out: dict[str, WeightDelta] = {}
         missing = []
         for module, f in layers.items():
@@ -190,7 +192,7 @@ def read_layers(path: Path, sd: dict[str, Any], params: Mapping[str, torch.Tenso
                 out[name] = f
         if missing:
             raise LoraError(f"{len(missing)} layer(s) it names are not in this model (e.g. {missing[0]})"
-                            f"{_made_for(sd)}")
+                            f"{_made_for(sd, family)}")
         misfits = []
         for name, f in out.items():
             try:
@@ -202,7 +204,7 @@ def read_layers(path: Path, sd: dict[str, Any], params: Mapping[str, torch.Tenso
             shown = [list(t.shape) for t in vars(f).values() if isinstance(t, torch.Tensor)]
             raise LoraError(f"{len(misfits)} of its weights have shapes that fit no layer (e.g. "
                             f"{misfits[0].removesuffix('.weight')}: factors {shown} in the file, a weight "
-                            f"{list(params[misfits[0]].shape)} in the model){_made_for(sd)}")
+                            f"{list(params[misfits[0]].shape)} in the model){_made_for(sd, family)}")
     except LoraError as e:
         raise LoraError(f"LoRA {path} does not fit this model: {e}") from e
     return out

@@ -65,7 +65,8 @@ class LoraSwitcher:
 
     @classmethod
     def for_components(cls, comps: Any, *, allow_pickle: bool = False) -> "LoraSwitcher":
-        return cls({"unet": comps.unet, "text_encoder": comps.text_encoder}, allow_pickle=allow_pickle)
+        return cls({"unet": comps.unet, "text_encoder": comps.text_encoder,
+                    "text_encoder_2": getattr(comps, "text_encoder_2", None)}, allow_pickle=allow_pickle)
 
     @property
     def base_bytes(self) -> int:

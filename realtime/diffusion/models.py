@@ -2,12 +2,15 @@
 
 A spec is a hub id (``owner/name``), a local diffusers directory, a single ``.safetensors`` file, or ``random:<arch>``
 (the real architecture with random weights and no download: ``random:sd-turbo`` is SD-Turbo's UNet 865.9M, the SD2.1
-ControlNet 364.2M, TAESD 2.4M and the SD 2.x text encoder 340.4M parameters; ``random:tiny`` is a tiny one for tests).
+ControlNet 364.2M, TAESD 2.4M and the SD 2.x text encoder 340.4M parameters; ``random:tiny`` is a tiny one for tests;
+``random:sdxl-turbo`` and ``random:tiny-xl`` are the SDXL family's, see :data:`realtime.diffusion.family.XL_ARCHS`).
+The model family (SD or SDXL) comes from the UNet's config (:mod:`realtime.diffusion.family`), never from a name.
 Hub models respect ``HF_HUB_OFFLINE``: the cache is always tried first, and a model that is not there while offline is
 a one-line :class:`~realtime.errors.ModelNotFound` naming it and the fix. Pickle checkpoints are refused unless allowed.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -19,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from realtime.config import CONTROL_TYPES, TAESD_REPO, ModelConfig
 from realtime.errors import DeviceUnavailable, ModelNotFound, UsageError
-from realtime.diffusion.hubfiles import PIPELINE_PARTS, cached_snapshot, cached_weights, missing_parts
+from realtime.diffusion.family import (XL_ARCHS, Family, family_of_folder, family_of_unet_config, pipeline_parts,
+                                       with_family_defaults)
+from realtime.diffusion.hubfiles import cached_snapshot, cached_weights, missing_parts
 from realtime.diffusion.tokenizer import generated_tokenizer
 
 if TYPE_CHECKING:
@@ -80,6 +85,7 @@ ARCHS: dict[str, dict[str, Any]] = {
             bos_token_id=998, eos_token_id=999, pad_token_id=999,
         ),
     },
+    **XL_ARCHS,
 }
 
 
@@ -96,12 +102,19 @@ class Components:
     sources: dict[str, str] = field(default_factory=dict)  # what was loaded (for engine cache keys and logs)
     #: the ControlNets of the other controls (``pose``, ``depth``); ``controlnet`` is Canny's
     more_controlnets: dict[str, Any] = field(default_factory=dict)
+    text_encoder_2: Any = None  # the SDXL family's second text encoder (CLIPTextModelWithProjection) and tokenizer
+    tokenizer_2: Any = None
 
     @property
     def controlnets(self) -> dict[str, Any]:
         """Every loaded ControlNet by control type, in :data:`~realtime.config.CONTROL_TYPES` order (the frame step's)."""
         nets = {"canny": self.controlnet, **self.more_controlnets}
         return {c: nets[c] for c in CONTROL_TYPES if nets.get(c) is not None}
+
+    @property
+    def family(self) -> Family:
+        """SD or SDXL, from the UNet's config (:func:`realtime.diffusion.family.family_of_unet_config`)."""
+        return family_of_unet_config(self.unet.config)
 
     @property
     def prediction_type(self) -> str:
@@ -167,7 +180,13 @@ def build_random_controlnet(arch: str, unet: Any | None = None) -> Any:
     from diffusers import ControlNetModel
 
     unet = unet if unet is not None else build_random_unet(arch)
-    net = ControlNetModel.from_unet(unet, load_weights_from_unet=False, **ARCHS[arch]["controlnet"])
+    import torch
+
+    overrides = ARCHS[arch].get("controlnet_overrides")  # not the UNet's encoder (SDXL's small ControlNet)
+    with torch.device("meta") if overrides else contextlib.nullcontext():  # then only its config, no memory
+        net = ControlNetModel.from_unet(unet, load_weights_from_unet=False, **ARCHS[arch]["controlnet"])
+    if overrides:
+        net = ControlNetModel.from_config({**net.config, **overrides})
     # diffusers zero-initialises the "zero convs" (a freshly trained ControlNet starts as a no-op). Random weights
     # must exercise the ControlNet path, so give them torch's default init.
     for module in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
@@ -181,10 +200,21 @@ def build_random_taesd(arch: str) -> Any:
     return AutoencoderTiny(**ARCHS[arch]["taesd"])
 
 
-def build_random_text_encoder(arch: str) -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel
+def build_random_text_encoder(arch: str, which: str = "text") -> Any:
+    """``which="text"``: the (first) text encoder, a CLIPTextModel; ``"text_2"``: SDXL's second one, with projection."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    return CLIPTextModel(CLIPTextConfig(**ARCHS[arch]["text"]))
+    cls = CLIPTextModelWithProjection if which == "text_2" else CLIPTextModel
+    return cls(CLIPTextConfig(**ARCHS[arch][which]))
+
+
+def model_family(spec: str) -> Family | None:
+    """The family of a spec without loading it (random arch, local dir, cached snapshot); None: not known yet."""
+    kind = spec_kind(spec)
+    if kind == "random":
+        return family_of_unet_config(ARCHS[random_arch(spec)]["unet"])
+    root = Path(spec).expanduser() if kind == "dir" else cached_snapshot(spec) if kind == "hub" else None
+    return family_of_folder(root) if root is not None else None
 
 
 # --------------------------------------------------------------------------------------------------- hub and files
@@ -261,12 +291,16 @@ def hub_load(loader: Callable[..., Any], spec: str, what: str, **kwargs: Any) ->
         ) from e
 
 
-def hub_repos(cfg: ModelConfig, controls: tuple[str, ...] = ("canny",)) -> list[tuple[str, str, tuple[str, ...] | None]]:
+def hub_repos(cfg: ModelConfig, controls: tuple[str, ...] = ("canny",), family: Family | None = None,
+              ) -> list[tuple[str, str, tuple[str, ...] | None]]:
     """``(what, repo id, component folders or None for a model repo)`` for each hub repo that ``cfg`` loads with
-    ``controls`` enabled (each control's ControlNet; ``what`` is ``controlnet`` for Canny, ``pose controlnet``...)."""
+    ``controls`` enabled (each control's ControlNet; ``what`` is ``controlnet`` for Canny, ``pose controlnet``...).
+    ``family``: the model's, else from the cache (SDXL: its text encoders, ControlNet and TAESDXL; not known: SD's)."""
     out: list[tuple[str, str, tuple[str, ...] | None]] = []
+    family = family or model_family(cfg.model)
+    cfg = with_family_defaults(cfg, family)
     if spec_kind(cfg.model) == "hub":
-        out.append(("model", cfg.model, PIPELINE_PARTS))
+        out.append(("model", cfg.model, pipeline_parts(family)))
         if cfg.vae_spec == "full":
             out.append(("full vae", cfg.model, ("vae",)))
     for control, spec in cfg.controlnet_specs(controls).items():
@@ -338,13 +372,19 @@ def load_components(cfg: ModelConfig, device: "torch.device", dtype: "torch.dtyp
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             unet, text_encoder = build_random_unet(arch), build_random_text_encoder(arch)
+            second = build_random_text_encoder(arch, "text_2") if "text_2" in ARCHS[arch] else None
         tokenizer = generated_tokenizer(ARCHS[arch]["text"]["vocab_size"])
+        text_2 = (second, generated_tokenizer(ARCHS[arch]["text_2"]["vocab_size"])) if second is not None else (None, None)
         scheduler_config = dict(SD_TURBO_SCHEDULER)
         full_vae = None
     elif main_kind == "file":
         unet, text_encoder, tokenizer, scheduler_config, full_vae = _load_single_file(Path(cfg.model), cfg.allow_pickle)
     else:
         unet, text_encoder, tokenizer, scheduler_config, full_vae = _load_diffusers_model(cfg.model, fp16)
+    family = family_of_unet_config(unet.config)
+    if main_kind != "random":
+        text_2 = _load_second_text_encoder(cfg.model, fp16) if main_kind != "file" and family.is_xl else (None, None)
+    cfg = with_family_defaults(cfg, family)  # SDXL: its ControlNet and TAESDXL for `auto`
 
     specs = cfg.controlnet_specs(controls)
     nets = {c: _load_controlnet(spec, cfg.allow_pickle, seed + _CONTROL_SEED[c], unet, fp16) for c, spec in specs.items()}
@@ -354,11 +394,11 @@ def load_components(cfg: ModelConfig, device: "torch.device", dtype: "torch.dtyp
     sources.update({f"{c}_controlnet": describe_source(spec) for c, spec in specs.items() if c != "canny"})
     if cfg.is_random:
         sources["seed"] = str(seed)
-    comps = Components(unet, nets.pop("canny", None), vae, text_encoder, tokenizer, scheduler_config, sources, nets)
-    for module in (comps.unet, comps.vae, comps.text_encoder, *comps.controlnets.values()):
+    comps = Components(unet, nets.pop("canny", None), vae, text_encoder, tokenizer, scheduler_config, sources, nets, *text_2)
+    for module in (comps.unet, comps.vae, comps.text_encoder, comps.text_encoder_2, *comps.controlnets.values()):
         if module is not None:
             module.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    log.info("loaded %s", ", ".join(f"{k}={v}" for k, v in sources.items()))
+    log.info("loaded %s (%s family)", ", ".join(f"{k}={v}" for k, v in sources.items()), family.name)
     return comps
 
 
@@ -391,6 +431,15 @@ def _load_diffusers_model(spec: str, fp16: bool) -> tuple[Any, Any, Any, dict[st
     tokenizer = hub_load(CLIPTokenizer.from_pretrained, spec, "model", subfolder="tokenizer")
     scheduler_config = dict(hub_load(DDPMScheduler.load_config, spec, "model", subfolder="scheduler"))
     return unet, text_encoder, tokenizer, scheduler_config, spec
+
+
+def _load_second_text_encoder(spec: str, fp16: bool) -> tuple[Any, Any]:
+    """SDXL's ``text_encoder_2`` (CLIPTextModelWithProjection: its pooled output conditions the UNet) and ``tokenizer_2``."""
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    enc = hub_load(CLIPTextModelWithProjection.from_pretrained, spec, "model",
+                   **_pretrained_kwargs(spec, "text_encoder_2", fp16))
+    return enc, hub_load(CLIPTokenizer.from_pretrained, spec, "model", subfolder="tokenizer_2")
 
 
 def _load_single_file(path: Path, allow_pickle: bool) -> tuple[Any, Any, Any, dict[str, Any], Any]:

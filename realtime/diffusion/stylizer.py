@@ -23,6 +23,7 @@ from torch import nn
 
 from realtime.config import StyleConfig, check_seed, prompt_mix
 from realtime.diffusion.blending import blend_noise, interpolate, mix_embeddings
+from realtime.diffusion.family import SD, Family, each_conditioning, encode_prompt, time_ids
 from realtime.errors import UsageError
 from realtime.geometry import Size
 
@@ -59,10 +60,11 @@ NUMBER_NAMES = ("timestep", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "blend
 CONTROL_CHANNELS = {"canny": 1, "pose": 3, "depth": 1}
 
 
-def input_names(controls: tuple[str, ...] = ()) -> tuple[str, ...]:
+def input_names(controls: tuple[str, ...] = (), family: Family = SD) -> tuple[str, ...]:
     """FrameStep's input names for ``controls`` (its ControlNets' control types, in order): :data:`INPUT_NAMES`, then
-    ``control_<name>``, ``control_scale_<name>`` for every control after the first."""
-    return INPUT_NAMES + tuple(n for c in controls[1:] for n in (f"control_{c}", f"control_scale_{c}"))
+    ``control_<name>``, ``control_scale_<name>`` for every control after the first, then ``family``'s inputs."""
+    more = tuple(n for c in controls[1:] for n in (f"control_{c}", f"control_scale_{c}"))
+    return INPUT_NAMES + more + family.extra_inputs
 
 
 def _as_condition(control: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -72,17 +74,18 @@ def _as_condition(control: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class FrameStep(nn.Module):
-    """One SD-Turbo step with ControlNets and TAESD, uint8 image in, uint8 image out.
+    """One SD-Turbo (or SDXL-Turbo) step with ControlNets and TAESD, uint8 image in, uint8 image out.
 
     Args: ``unet``; ``controlnets``: an ordered mapping {control type: ControlNet} (a single ControlNet is Canny's;
     None or empty: no ControlNet); ``vae`` (AutoencoderTiny or AutoencoderKL); ``prediction_type`` (``epsilon``,
-    ``v_prediction`` or ``sample``); ``cfg`` (classifier-free guidance: doubles the UNet batch).
-    ``forward`` takes :attr:`input_names` (:data:`INPUT_NAMES`, then one control image and one scale per further
-    control) and returns :data:`OUTPUT_NAMES`. The ControlNets' residuals, each times its scale input, are summed
-    (diffusers' MultiControlNetModel does the same): a scale of 0 is that control left out.
+    ``v_prediction`` or ``sample``); ``cfg`` (classifier-free guidance: doubles the UNet batch); ``family`` (SD, or
+    SDXL: two more inputs). ``forward`` takes :attr:`input_names` (:data:`INPUT_NAMES`, one control image and one scale
+    per further control, the family's inputs) and returns :data:`OUTPUT_NAMES`. The ControlNets' residuals, each
+    times its scale input, are summed (diffusers' MultiControlNetModel does the same): 0 is that control left out.
     """
 
-    def __init__(self, unet: Any, controlnets: Any, vae: Any, prediction_type: str, cfg: bool = False):
+    def __init__(self, unet: Any, controlnets: Any, vae: Any, prediction_type: str, cfg: bool = False,
+                 family: Family = SD):
         super().__init__()
         if prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise UsageError(f"prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample")
@@ -90,9 +93,9 @@ class FrameStep(nn.Module):
             controlnets = {"canny": controlnets}
         self.controlnets = nn.ModuleDict(dict(controlnets or {}))
         self.controls: tuple[str, ...] = tuple(self.controlnets.keys())
-        self.input_names = input_names(self.controls)
+        self.input_names = input_names(self.controls, family)
         self.unet, self.vae = unet, vae
-        self.prediction_type, self.cfg = prediction_type, cfg
+        self.prediction_type, self.cfg, self.family = prediction_type, cfg, family
         self.tiny_vae = type(vae).__name__ == "AutoencoderTiny"
         self.vae_scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
 
@@ -124,10 +127,13 @@ class FrameStep(nn.Module):
         batch = 2 if self.cfg else 1
         sample = x_t.expand(batch, -1, -1, -1) if self.cfg else x_t
         t = timestep.expand(batch)
-        down, mid = self._control_residuals(sample, t, prompt_embeds, (control, control_scale, *more_controls))
+        k = len(self.family.extra_inputs)  # SDXL: pooled text embeddings and time ids, as added_cond_kwargs
+        added = {"added_cond_kwargs": dict(zip(self.family.extra_inputs, more_controls[-k:]))} if k else {}
+        more_controls = more_controls[:-k] if k else more_controls
+        down, mid = self._control_residuals(sample, t, prompt_embeds, (control, control_scale, *more_controls), added)
         pred = self.unet(
             sample, t, encoder_hidden_states=prompt_embeds, down_block_additional_residuals=down,
-            mid_block_additional_residual=mid, return_dict=False,
+            mid_block_additional_residual=mid, return_dict=False, **added,
         )[0]
         if self.cfg:
             uncond, cond_pred = pred.chunk(2)
@@ -138,12 +144,11 @@ class FrameStep(nn.Module):
             z0 = sqrt_alpha_bar * x_t - sqrt_one_minus_alpha_bar * pred
         else:
             z0 = pred
-        y = self.decode(z0)
-        out = ((y.clamp(-1.0, 1.0) + 1.0) * 127.5).round().permute(0, 2, 3, 1).to(torch.uint8)  # cast last
-        return out, z, z0
+        return to_uint8(self.decode(z0)), z, z0
 
     def _control_residuals(
         self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: torch.Tensor, pairs: tuple[torch.Tensor, ...],
+        added: dict[str, Any],
     ) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
         """Sum over the ControlNets of their residuals times their scales; ``pairs`` = (image, scale) per control."""
         if len(pairs) != 2 * max(1, len(self.controls)):
@@ -155,12 +160,16 @@ class FrameStep(nn.Module):
             cond = _as_condition(image, sample.dtype)
             cond = cond.expand(sample.shape[0], -1, -1, -1) if self.cfg else cond
             d, m = net(sample, t, encoder_hidden_states=prompt_embeds, controlnet_cond=cond, conditioning_scale=1.0,
-                       return_dict=False)
+                       return_dict=False, **added)
             d, m = [r * scale for r in d], m * scale
             down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
             mid = m if mid is None else mid + m
         return down, mid
 
+
+def to_uint8(y: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 RGB (rounded; the cast last, at the I/O edge)."""
+    return ((y.clamp(-1.0, 1.0) + 1.0) * 127.5).round().permute(0, 2, 3, 1).to(torch.uint8)
 
 
 @dataclass(frozen=True)
@@ -217,7 +226,7 @@ class Stylizer:
         self.components, self.size, self.device, self.dtype, self.seed = components, size, device, dtype, seed
         self.style = style
         self.prompt_encodes = 0  # how many times the text encoder ran (tests check it is once per prompt)
-        self._embeds: dict[tuple[str, str, bool], torch.Tensor] = {}
+        self._embeds: dict[tuple[str, str, bool], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._lock = threading.Lock()
         self._pending: Future[Any] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylecam-prompt")
@@ -225,7 +234,7 @@ class Stylizer:
         self._runner_factory = runner_factory
         self.loras = loras  # switches LoRA sets in place (None: a LoRA change is refused)
         self._weights_lock = threading.Lock()  # the text encoder is never read while a LoRA set is written into it
-        self._transition: tuple[torch.Tensor, torch.Tensor, int, int, str] | None = None  # start, target, n, k, how
+        self._transition: tuple[Any, Any, int, int, str] | None = None  # start, target conditionings, n, k, how
         self._pending_transition: tuple[int, str] = (0, "slerp")  # frames and blend of the pending prompt's change
         self.seed_blend: tuple[int, float] | None = None
         latent_shape = (1, 4, size.height // 8, size.width // 8)
@@ -244,9 +253,10 @@ class Stylizer:
         if missing:
             raise UsageError(f"control {missing[0]} is enabled but its ControlNet is not loaded (load the models "
                              f"with that control)")
-        self.step = FrameStep(comps.unet, nets, comps.vae, comps.prediction_type, cfg=style.uses_cfg)
+        self.step = FrameStep(comps.unet, nets, comps.vae, comps.prediction_type, cfg=style.uses_cfg, family=comps.family)
         self._cfg = style.uses_cfg
-        self._prompt_embeds = self.conditioning(style)
+        self._prompt_embeds, self._text_embeds = self.conditioning(style)
+        self._time_ids = time_ids(self.size, 2 if style.uses_cfg else 1, self.device, self.dtype)
         self._numbers = self.frame_numbers(style)
         self.runner = self.step if self._runner_factory is None else self._runner_factory(self.step, self.example_inputs())
 
@@ -280,29 +290,29 @@ class Stylizer:
     # ---------------------------------------------------------------------------------------------------- prompts
     def encode_prompt(self, prompt: str, negative: str = "", cfg: bool = False) -> torch.Tensor:
         """Prompt embeddings (1, 77, D), or (2, 77, D) = [negative, positive] with CFG; cached per prompt."""
+        return self._encode(prompt, negative, cfg)[0]
 
-        key = (prompt, negative if cfg else "", cfg)
+    def _encode(self, prompt: str, negative: str, cfg: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        key = (prompt, negative if cfg else "", cfg)  # (prompt embeddings, SDXL's pooled ones or None) cached
         with self._lock:
             if key in self._embeds:
                 return self._embeds[key]
-        tok, enc = self.components.tokenizer, self.components.text_encoder
-        texts = [negative, prompt] if cfg else [prompt]
-        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
-        with torch.inference_mode(), self._weights_lock:
-            emb = enc(ids.to(enc.device))[0].to(self.device, self.dtype)
+        with self._weights_lock:
+            cond = encode_prompt(self.components, prompt, negative, cfg, self.device, self.dtype)
         with self._lock:
             self.prompt_encodes += 1
-            self._embeds[key] = emb
-        return emb
+            self._embeds[key] = cond
+        return cond
 
-    def conditioning(self, style: StyleConfig) -> torch.Tensor:
-        """The prompt embeddings of ``style``: its prompt, or the weighted mix of its ``prompt_mix`` (each prompt
-        encoded once and cached; mixed with ``style.prompt_blend``)."""
+    def conditioning(self, style: StyleConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(prompt embeddings, SDXL's pooled embeddings or None) of ``style``: its prompt, or the weighted mix of its
+        ``prompt_mix`` (each prompt encoded once and cached; both mixed with ``style.prompt_blend``)."""
         mix = prompt_mix(style)
-        embeds = [self.encode_prompt(text, style.negative_prompt, style.uses_cfg) for text, _ in mix]
-        if len(embeds) == 1:
-            return embeds[0]
-        return mix_embeddings(embeds, [w for _, w in mix], style.prompt_blend)
+        conds = [self._encode(text, style.negative_prompt, style.uses_cfg) for text, _ in mix]
+        if len(conds) == 1:
+            return conds[0]
+        weights = [w for _, w in mix]
+        return each_conditioning(lambda *es: mix_embeddings(list(es), weights, style.prompt_blend), *conds)  # type: ignore[return-value]
 
     def set_loras(self, specs: tuple[Any, ...]) -> None:
         """Switch the LoRA set in place (:class:`~realtime.diffusion.lora_switch.LoraSwitcher`): the UNet weights are
@@ -312,11 +322,11 @@ class Stylizer:
             raise UsageError("this stylizer was built without a LoRA switcher: build it with build_stylizer")
         refit = None if self.runner is self.step else self.runner.refit
         changed = self.loras.switch(specs, refit=refit, lock=self._weights_lock)
-        if any(n.startswith("text_encoder.") for n in changed):
+        if any(n.startswith("text_encoder") for n in changed):  # text_encoder_2 (SDXL) too
             with self._lock:
                 self._embeds.clear()
             self._pending, self._transition = None, None
-            self._prompt_embeds = self.conditioning(self.style)
+            self._prompt_embeds, self._text_embeds = self.conditioning(self.style)
         self.style = dataclasses.replace(self.style, loras=tuple(specs))
 
     def set_style(self, style: StyleConfig, *, wait: bool = False) -> None:
@@ -356,7 +366,8 @@ class Stylizer:
         if self._transition is not None:  # one step of a prompt transition per frame; the last one is the target
             start, target, n, k, how = self._transition
             k += 1
-            self._prompt_embeds = target if k >= n else interpolate(start, target, k / n, how)
+            now = target if k >= n else each_conditioning(lambda a, b: interpolate(a, b, k / n, how), start, target)
+            self._prompt_embeds, self._text_embeds = now
             self._transition = None if k >= n else (start, target, n, k, how)
 
     def _take_pending(self) -> None:
@@ -364,10 +375,10 @@ class Stylizer:
             target = self._pending.result()
             frames, how = self._pending_transition
             self._pending = None
-            if frames > 0 and target.shape == self._prompt_embeds.shape:
-                self._transition = (self._prompt_embeds, target, frames, 0, how)
+            if frames > 0 and target[0].shape == self._prompt_embeds.shape:
+                self._transition = ((self._prompt_embeds, self._text_embeds), target, frames, 0, how)
             else:
-                self._prompt_embeds, self._transition = target, None
+                (self._prompt_embeds, self._text_embeds), self._transition = target, None
 
     def _noise(self, seed: int) -> torch.Tensor:
         gen = torch.Generator("cpu").manual_seed(seed)
@@ -396,7 +407,6 @@ class Stylizer:
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         """A full set of FrameStep inputs for this stylizer's shapes (what an engine is built from)."""
-
         h, w = self.size.height, self.size.width
         image = torch.zeros((1, h, w, 3), dtype=torch.uint8, device=self.device)
         maps = [torch.zeros((1, *self._map_shape(c)), dtype=torch.uint8, device=self.device) for c in self.controls or ("canny",)]
@@ -410,7 +420,8 @@ class Stylizer:
     def _order(self, image: Any, maps: list[Any], numbers: list[Any]) -> tuple[Any, ...]:
         """FrameStep's inputs in :attr:`input_names` order (the one place that orders them)."""
         more = [t for i, m in enumerate(maps[1:]) for t in (m, numbers[7 + i])]
-        return (image, maps[0], self._prev_in, self._prev_out, self.noise, self._prompt_embeds, *numbers[:7], *more)
+        extra = (self._text_embeds, self._time_ids) if self._text_embeds is not None else ()  # the SDXL family's inputs
+        return (image, maps[0], self._prev_in, self._prev_out, self.noise, self._prompt_embeds, *numbers[:7], *more, *extra)
 
     def _number_values(self, first: bool) -> tuple[float, ...]:
         """The per-frame numbers in :attr:`number_names` order (the first frame is not blended)."""
@@ -420,8 +431,8 @@ class Stylizer:
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        """This step's input names, in order (:func:`input_names` of its controls)."""
-        return input_names(self.controls)
+        """This step's input names, in order (:func:`input_names` of its controls and family)."""
+        return self.step.input_names
 
     @property
     def number_names(self) -> tuple[str, ...]:
@@ -467,7 +478,6 @@ class Stylizer:
         return maps
 
     def step_inputs(self, image: np.ndarray, control: "np.ndarray | Mapping[str, np.ndarray]") -> tuple[torch.Tensor, ...]:
-
         h, w = self.size.height, self.size.width
         if image.shape != (h, w, 3) or image.dtype != np.uint8:
             raise UsageError(f"stylizer input must be {h}x{w}x3 uint8, got {image.shape} {image.dtype}")
@@ -479,7 +489,6 @@ class Stylizer:
     def __call__(self, image: np.ndarray, control: "np.ndarray | Mapping[str, np.ndarray]") -> np.ndarray:
         """(H, W, 3) uint8 RGB at the model size + its control map(s) (:meth:`control_maps`) -> (H, W, 3) uint8 RGB
         stylized."""
-
         clock = self.clock if self.clock is not None else _NO_CLOCK
         self._swap_prompt()
         with clock.stage("upload", device=True):

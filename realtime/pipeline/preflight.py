@@ -95,10 +95,12 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def check_lora(spec: LoraSpec, allow_pickle: bool = False) -> Path | None:
+def check_lora(spec: LoraSpec, allow_pickle: bool = False, family: str | None = "sd") -> Path | None:
     """A LoRA that is here: its path, after its header is read. A hub or URL LoRA not yet cached: ``None`` (it is
     downloaded when the models load, as before). Missing, a pickle without ``allow_pickle``, corrupt, holding no
-    LoRA weights, or made for another architecture that its keys tell (SDXL): the one-line error."""
+    LoRA weights, or made for another model family than ``family`` (``sd`` or ``sdxl``, a
+    :class:`~realtime.diffusion.family.Family`'s name; None: not known yet, checked when it loads) as its keys tell
+    (SDXL on SD, SD 1.x/2.x on SDXL): the one-line error."""
     from realtime.diffusion.lora import foreign_architecture, local_lora
 
     path = local_lora(spec, allow_pickle)
@@ -106,15 +108,15 @@ def check_lora(spec: LoraSpec, allow_pickle: bool = False) -> Path | None:
         keys = [k for k in read_safetensors_header(path) if k != "__metadata__"]
         if not any("lora" in k.lower() for k in keys):  # the rule of realtime.diffusion.lora's loader
             raise LoraError(f"LoRA {path} holds no LoRA weights (no 'lora' keys)")
-        reason = foreign_architecture(keys)  # an SDXL LoRA: before any model loads, not after
+        reason = foreign_architecture(keys, family) if family is not None else None  # before any model loads
         if reason:
             raise LoraError(f"LoRA {path} does not fit this model: {reason}")
     return path
 
 
-def check_loras(specs: Iterable[LoraSpec], allow_pickle: bool = False) -> None:
+def check_loras(specs: Iterable[LoraSpec], allow_pickle: bool = False, family: str | None = "sd") -> None:
     for spec in dict.fromkeys(specs):
-        check_lora(spec, allow_pickle)
+        check_lora(spec, allow_pickle, family)
 
 
 # ------------------------------------------------------------------------------------------------------ models
@@ -154,8 +156,11 @@ def check_style_models(style: StyleConfig, model: ModelConfig | None) -> None:
     """What a diffusion style needs before it loads: its model specs and its LoRAs (none for pass-through)."""
     if style.passthrough or model is None:
         return
+    from realtime.diffusion.models import model_family
+
     check_model(model, style.controls)
-    check_loras(style.loras, model.allow_pickle)
+    family = model_family(model.model)
+    check_loras(style.loras, model.allow_pickle, family.name if family is not None else None)
 
 
 def face_model(explicit: str | os.PathLike[str] | None) -> Path:
