@@ -74,8 +74,8 @@ def add_temporal_options(p: argparse.ArgumentParser) -> None:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and device")
-    g.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local directory or .safetensors file, or random:sd-turbo / random:tiny (random weights, no download); default {DEFAULT_MODEL}")
-    g.add_argument("--controlnet", default="auto", help="ControlNet spec, or 'none' (default: thibaud/controlnet-sd21-canny-diffusers; the same random architecture for random: models)")
+    g.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local directory or .safetensors file, or random:sd-turbo / random:tiny / random:sdxl-turbo / random:tiny-xl (random weights, no download); stabilityai/sdxl-turbo runs the SDXL family; default {DEFAULT_MODEL}")
+    g.add_argument("--controlnet", default="auto", help="ControlNet spec, or 'none' (default: thibaud/controlnet-sd21-canny-diffusers, for an SDXL model diffusers/controlnet-canny-sdxl-1.0-small; the same random architecture for random: models)")
     g.add_argument("--pose-controlnet", default="auto", help="OpenPose ControlNet spec for --control pose (default thibaud/controlnet-sd21-openpose-diffusers)")
     g.add_argument("--depth-controlnet", default="auto", help="depth ControlNet spec for --control depth (default thibaud/controlnet-sd21-depth-diffusers)")
     g.add_argument("--vae", default="auto", help="'taesd' (fast, default), 'full' (the model's own VAE, slower) or a spec")
