@@ -268,3 +268,21 @@ def test_sdxl_offline_check_needs_the_second_text_encoder(tmp_path, monkeypatch)
         check_models_available(cfg)
     snapshot("madebyollin/taesdxl", {"config.json": "{}", "diffusion_pytorch_model.safetensors": "x"})
     check_models_available(cfg)
+
+
+def test_sdxl_prompt_mix_and_transition_move_the_pooled_embeddings_too(xl_components, frame):
+    """A prompt mix and a prompt transition (realtime/diffusion/blending.py) act on SDXL's pooled embeddings as on its
+    prompt embeddings: endpoints exact, the middle neither; a transition ends on the new prompt's pair."""
+    a, b = "a red fox in snow", "a blue whale at sea"
+    s = Stylizer(xl_components, dataclasses.replace(load_style("anime"), prompt=a, transition_frames=2), SIZE,
+                 device=CPU, dtype=torch.float32, seed=0)
+    pa, pb = s._encode(a, "", False), s._encode(b, "", False)
+    half = dataclasses.replace(s.style, prompt_mix=((a, 0.5), (b, 0.5)))
+    emb, pooled = s.conditioning(half)
+    assert not torch.equal(pooled, pa[1]) and not torch.equal(pooled, pb[1]) and emb.shape == pa[0].shape
+    assert torch.equal(s.conditioning(dataclasses.replace(half, prompt_mix=((a, 1.0), (b, 0.0))))[1], pa[1])
+    s.set_style(dataclasses.replace(s.style, prompt=b), wait=True)
+    s(*frame)
+    assert not torch.equal(s._text_embeds, pb[1])  # one frame into a two-frame transition
+    s(*frame)
+    assert torch.equal(s._text_embeds, pb[1]) and torch.equal(s._prompt_embeds, pb[0])
