@@ -286,3 +286,23 @@ def test_sdxl_prompt_mix_and_transition_move_the_pooled_embeddings_too(xl_compon
     assert not torch.equal(s._text_embeds, pb[1])  # one frame into a two-frame transition
     s(*frame)
     assert torch.equal(s._text_embeds, pb[1]) and torch.equal(s._prompt_embeds, pb[0])
+
+
+def test_sdxl_full_vae_in_fp16_is_refused_with_the_fix(xl_components, sd_components):
+    """SDXL's own VAE overflows in fp16 (force_upcast in its config): the stylizer refuses it in one line, naming
+    the ways out; fp32, TAESDXL and SD models are not affected."""
+    import copy
+
+    from diffusers import AutoencoderKL
+
+    from realtime.diffusion.family import check_vae_precision
+    from realtime.errors import UsageError
+
+    kl = AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, force_upcast=True)
+    xl, sd = copy.copy(xl_components), copy.copy(sd_components)
+    xl.vae = sd.vae = kl
+    with pytest.raises(UsageError, match=r"^--vae full: .*fp16.*sdxl-vae-fp16-fix"):
+        check_vae_precision(xl, torch.float16)
+    check_vae_precision(xl, torch.float32)
+    check_vae_precision(sd, torch.float16)
+    check_vae_precision(xl_components, torch.float16)  # TAESDXL

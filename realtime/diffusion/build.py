@@ -22,6 +22,7 @@ def build_stylizer(model: ModelConfig, style: StyleConfig, run: RunConfig) -> "S
     if style.passthrough:
         return None
     from realtime.diffusion.engine_select import check_backend
+    from realtime.diffusion.family import check_vae_precision
     from realtime.diffusion.lora_switch import fuse_loras
     from realtime.diffusion.models import load_components, resolve_device, resolve_dtype
     from realtime.diffusion.stylizer import Stylizer
@@ -30,6 +31,7 @@ def build_stylizer(model: ModelConfig, style: StyleConfig, run: RunConfig) -> "S
     dtype = resolve_dtype(run.dtype, device)
     check_backend(run.backend, device)  # before any model loads: a missing extra is a one-line error, no fallback
     comps = load_components(model, device, dtype, seed=run.seed, controls=style.controls)
+    check_vae_precision(comps, dtype)  # SDXL's own VAE in fp16: one line, before any frame
     if device.type == "cpu":  # after loading: a bad input's one-line error is never preceded by this warning
         log.warning("running on the CPU: expect seconds per frame at real model sizes (a CUDA GPU gives real time)")
     loras = fuse_loras(comps, style.loras, allow_pickle=model.allow_pickle)  # in place; later sets switch in place

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from realtime.config import DEFAULT_CONTROLNET, TAESD_REPO, ModelConfig
+from realtime.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -238,3 +239,15 @@ def each_conditioning(fn: Any, *conds: tuple[Any, ...]) -> tuple[Any, ...]:
     """``fn`` over the tensors of conditionings ``(prompt embeddings, pooled embeddings or None)``, part by part (a
     prompt mix or transition of SDXL mixes its pooled embeddings as its prompt embeddings)."""
     return tuple(None if parts[0] is None else fn(*parts) for parts in zip(*conds, strict=True))
+
+
+def check_vae_precision(comps: Any, dtype: "torch.dtype") -> None:
+    """The stylizer with an SDXL model's own VAE in fp16: refused (diffusers' SDXL pipelines decode it in fp32 because
+    it overflows in fp16, which its config says with ``force_upcast``; the frame step runs one dtype throughout)."""
+    import torch
+
+    vae = comps.vae
+    if (dtype == torch.float16 and comps.family.is_xl and type(vae).__name__ == "AutoencoderKL"
+            and getattr(vae.config, "force_upcast", False)):
+        raise UsageError("--vae full: this SDXL model's VAE overflows in fp16 (its config sets force_upcast): use the "
+                         "default TAESDXL, --dtype bf16 or fp32, or an fp16-safe VAE (--vae madebyollin/sdxl-vae-fp16-fix)")
