@@ -165,14 +165,14 @@ def test_every_command_registers_with_the_one_add_parser_shape():
     """cli/main registers each command module by a plain import; every one has add_parser(subparsers, add_global)."""
     import inspect
 
-    from realtime.cli import bench, build, clip, demo, devices, doctor, image, live, models, panel, styles
+    from realtime.cli import bench, build, clip, demo, devices, doctor, generate, image, live, models, panel, styles
     from realtime.cli.main import build_parser
 
-    for module in (bench, build, clip, demo, devices, doctor, image, live, models, panel, styles):
+    for module in (bench, build, clip, demo, devices, doctor, generate, image, live, models, panel, styles):
         assert list(inspect.signature(module.add_parser).parameters) == ["subparsers", "add_global"], module.__name__
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert list(commands) == ["image", "styles", "doctor", "clip", "build", "cache", "live", "panel", "devices", "demo",
-                              "bench", "models"]
+    assert list(commands) == ["image", "generate", "styles", "doctor", "clip", "build", "cache", "live", "panel",
+                              "devices", "demo", "bench", "models"]
 
 
 def test_temporal_options_are_one_mapping_for_the_style_and_the_live_session():
