@@ -128,8 +128,8 @@ class FrameStep(nn.Module):
         sample = x_t.expand(batch, -1, -1, -1) if self.cfg else x_t
         t = timestep.expand(batch)
         k = len(self.family.extra_inputs)  # SDXL: pooled text embeddings and time ids, as added_cond_kwargs
-        added = {"added_cond_kwargs": dict(zip(self.family.extra_inputs, more_controls[-k:]))} if k else {}
-        more_controls = more_controls[:-k] if k else more_controls
+        extra, more_controls = (more_controls[-k:], more_controls[:-k]) if k else ((), more_controls)
+        added = {"added_cond_kwargs": dict(zip(self.family.extra_inputs, extra, strict=True))} if k else {}
         down, mid = self._control_residuals(sample, t, prompt_embeds, (control, control_scale, *more_controls), added)
         pred = self.unet(
             sample, t, encoder_hidden_states=prompt_embeds, down_block_additional_residuals=down,

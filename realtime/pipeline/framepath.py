@@ -140,7 +140,7 @@ class DevicePath:
         key = (id(step), canny, names)
         if self._path is None or self._key != key or self._path.step is not step:
             self._path = FramePath(self.camera, self.model, self.output, canny, step, **dict(
-                zip(("input_names", "number_names"), names))).to(self.device)
+                zip(("input_names", "number_names"), names, strict=False))).to(self.device)
             self._key = key
         return self._path
 
