@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from realtime.geometry import Size
+from realtime.io.frames import Frame, SourceStats
+
 FACE_XY = np.array([224.5, 129.5])  # the astronaut's face centre in the 512x512 image
 CLIP_SIZE = (192, 144)
 CLIP_FPS = 10
@@ -56,6 +59,28 @@ def make_face_clip(path: Path, astronaut: np.ndarray, n: int = 40, rate: int = C
         for p in s.encode():
             c.mux(p)
     return path
+
+
+class ListSource:
+    """A FrameSource of ``n`` synthetic frames (a moving bar), timestamps at 30 fps."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.i, self.size, self.fps = n, 0, Size(128, 96), 30.0
+
+    def read(self, timeout=None):
+        if self.i >= self.n:
+            return None
+        img = np.full((self.size.height, self.size.width, 3), 60, np.uint8)
+        img[:, (self.i * 3) % self.size.width] = 250
+        self.i += 1
+        return Frame(img, (self.i - 1) / 30.0, self.i - 1)
+
+    @property
+    def stats(self) -> SourceStats:
+        return SourceStats(frames=self.i)
+
+    def close(self) -> None:
+        pass
 
 
 class CaptureSink:

@@ -20,11 +20,10 @@ import pytest
 import torch
 
 from clip_files import leftovers, video_frames
-from live_clips import make_face_clip
+from live_clips import ListSource, make_face_clip
 from realtime.cli import main
 from realtime.config import LoraSpec, load_style
 from realtime.geometry import Size
-from realtime.io.frames import Frame, SourceStats
 from realtime.io.sinks import NullSink, VideoFileSink, WindowSink, use_virtual_camera
 from realtime.io.sources import use_camera_opener
 from realtime.pipeline.controls import Command
@@ -143,28 +142,6 @@ def test_virtual_camera_failing_mid_run_is_dropped_with_one_warning_and_the_reco
     assert vcam.sent == 5 and vcam.closed
     assert len(video_frames(out)) == N  # the recording got every frame
     assert leftovers(tmp_path) == []
-
-
-class ListSource:
-    """A FrameSource of ``n`` synthetic frames (a moving bar), timestamps at 30 fps."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.i, self.size, self.fps = n, 0, Size(128, 96), 30.0
-
-    def read(self, timeout=None):
-        if self.i >= self.n:
-            return None
-        img = np.full((self.size.height, self.size.width, 3), 60, np.uint8)
-        img[:, (self.i * 3) % self.size.width] = 250
-        self.i += 1
-        return Frame(img, (self.i - 1) / 30.0, self.i - 1)
-
-    @property
-    def stats(self) -> SourceStats:
-        return SourceStats(frames=self.i)
-
-    def close(self) -> None:
-        pass
 
 
 class DiskFull:

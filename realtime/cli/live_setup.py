@@ -75,6 +75,7 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
     from realtime.pipeline.controls import ControlFile, StdinCommands, stdin_usable
     from realtime.vision.edges import EdgeDetector
     from realtime.vision.face import FaceFramer, FramingConfig
+    from realtime.vision.framer_thread import ThreadedFramer
     from realtime.cli.options import model_from_args, run_from_args, style_from_args, temporal_options
     from realtime.pipeline.processor import FrameProcessor, canny_config
     from realtime.cli.preflight import live_inputs
@@ -112,7 +113,9 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
     for sink in reversed(sinks):  # on a failure below: file sinks are aborted (nothing left behind)
         stack.callback(sink.abort if isinstance(sink, VideoFileSink) else sink.close)
 
-    framer = FaceFramer(FramingConfig(enabled=not args.no_face), source.size, work_size.aspect, model=args.face_model)
+    framing = FramingConfig(enabled=not args.no_face)
+    framer = ThreadedFramer(source.size, work_size.aspect,  # detection on its own thread, on a downscaled copy
+                            lambda size: FaceFramer(framing, size, work_size.aspect, model=args.face_model))
     stack.callback(framer.close)
     log.info("source %s: %s at %.3g fps%s", args.source, source.size, source.fps,
              "" if not isinstance(source, FileSource) else (" (paced)" if source.paced else " (as fast as possible)"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import signal
 import threading
 import time
@@ -73,6 +74,68 @@ def _stage_line(totals: dict[str, float], counts: dict[str, int], prev: _Window 
     return ", ".join(parts) + " ms" if parts else "-"
 
 
+# --------------------------------------------------------------------------------------------------------- outputs
+class OutputThread:
+    """Sends frames to the outputs on its own thread, in the order given, each exactly once, with its own
+    timestamp: the sink writes of frame N overlap the processing of frame N+1 (docs/design.md §3, pipelining).
+
+    ``put(sinks, frame, out)`` queues one frame for those sinks (it blocks while ``depth`` frames are still queued:
+    back-pressure, nothing dropped). A sink that raises is never sent to again; ``done()`` hands the loop what
+    happened since the last call (failed sinks with their exception, and per frame ``(frame, send_ms, finished_at)``).
+    ``drain()`` waits until every queued frame was sent; ``stop()`` drains and ends the thread.
+    """
+
+    def __init__(self, depth: int = 2) -> None:
+        self._q: queue.Queue[tuple[list[Sink], Frame, np.ndarray] | None] = queue.Queue(maxsize=depth)
+        self._lock = threading.Lock()
+        self._failed: list[tuple[Sink, BaseException]] = []
+        self._dead: set[int] = set()
+        self._sent: list[tuple[Frame, float, float]] = []
+        self._thread = threading.Thread(target=self._run, name="stylecam-output", daemon=True)
+        self._thread.start()
+
+    def put(self, sinks: list[Sink], frame: Frame, out: np.ndarray) -> None:
+        self._q.put((sinks, frame, out))
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            try:
+                if item is None:
+                    return
+                sinks, frame, out = item
+                t0 = time.perf_counter()
+                for sink in sinks:
+                    if id(sink) in self._dead:
+                        continue
+                    try:
+                        sink.send(out, frame.timestamp)
+                    except Exception as e:  # noqa: BLE001 - reported to the loop, which drops the sink
+                        self._dead.add(id(sink))
+                        with self._lock:
+                            self._failed.append((sink, e))
+                now = time.perf_counter()
+                with self._lock:
+                    self._sent.append((frame, (now - t0) * 1e3, now))
+            finally:
+                self._q.task_done()
+
+    def done(self) -> tuple[list[tuple[Sink, BaseException]], list[tuple[Frame, float, float]]]:
+        with self._lock:
+            failed, sent = self._failed, self._sent
+            self._failed, self._sent = [], []
+        return failed, sent
+
+    def drain(self) -> None:
+        self._q.join()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.drain()
+            self._q.put(None)
+            self._thread.join(timeout=10.0)
+
+
 # ------------------------------------------------------------------------------------------------------------ loop
 class LiveLoop:
     """The live loop.
@@ -85,7 +148,11 @@ class LiveLoop:
     ``overlay`` flags are read). command_sources: :class:`~realtime.pipeline.controls.CommandSource` objects (stdin,
     control file). frames: stop after this many frames delivered. fps: deliver at most this many frames per second.
     stats_every_s: period of the statistics log line. on_frame(loop, frame, out): called after each delivered frame
-    (tests, overlays). Everything runs on the calling thread; only :attr:`stop_requested` may be set from a signal
+    (tests, overlays). Pipelined (docs/design.md §3): face detection runs on its own thread when the processor's
+    framer is a :class:`~realtime.vision.framer_thread.ThreadedFramer`, and the outputs other than windows are sent
+    on an :class:`OutputThread` (frame N is written while N+1 is processed; ``delivered`` counts frames handed to the
+    outputs, and every frame handed over is written, in order, before :meth:`run` returns). Commands, windows and
+    ``on_frame`` run on the calling thread, between frames; only :attr:`stop_requested` may be set from a signal
     handler.
     """
 
@@ -117,6 +184,7 @@ class LiveLoop:
         self._last_send = 0.0
         self._fps_ema: float | None = None
         self._win = _Window()
+        self._outputs: OutputThread | None = None
         self.session.on_stats = self.log_stats
 
     def on_key(self, action: str) -> None:
@@ -146,8 +214,19 @@ class LiveLoop:
     def run(self) -> LiveResult:
         self._started = time.perf_counter()
         self._win = _Window()
+        self._outputs = OutputThread()
+        try:
+            ended = self._loop()
+            self._outputs.drain()  # every frame handed over is written before the result
+            self._collect()
+        finally:
+            self._outputs.stop()
+        return self.result(ended)
+
+    def _loop(self) -> str:
         ended = "quit"
         while True:
+            self._collect()
             if self.stop_requested:
                 ended = "interrupted"
                 break
@@ -175,23 +254,41 @@ class LiveLoop:
             if self.on_frame is not None:
                 self.on_frame(self, frame, out)
             self._maybe_log()
-        return self.result(ended)
+        return ended
+
+    def _collect(self) -> None:
+        """What the output thread did since the last call: drop the sinks that failed, record the latencies."""
+        if self._outputs is None:
+            return
+        failed, sent = self._outputs.done()
+        for sink, exc in failed:
+            if sink in self.sinks:
+                self._drop_sink(sink, exc)
+        for frame, send_ms, finished in sent:
+            self.processor.times.add("output", send_ms)
+            latency = finished - max(frame.arrived, self._started)  # waiting since before the loop: from the start
+            self._latency_total += latency
+            self._win.latencies.append(latency)
 
     def _deliver(self, frame: Frame, out: np.ndarray) -> None:
-        t0 = time.perf_counter()
         overlay = self._overlay_lines() if self.session.overlay else []
         for window in self.windows:
             window.set_overlay(overlay)
-        for sink in list(self.sinks):
+        for window in list(self.windows):  # windows on this thread (GUI toolkits want it), the rest on the outputs'
             try:
-                sink.send(out, frame.timestamp)
+                window.send(out, frame.timestamp)
             except Exception as e:  # noqa: BLE001 - one output failing must not stop the others
-                self._drop_sink(sink, e)
+                self._drop_sink(window, e)
+        others = [sink for sink in self.sinks if sink not in self.windows]
+        assert self._outputs is not None
+        if others:
+            self._outputs.put(others, frame, out)
+        else:  # windows only: delivered now
+            now = time.perf_counter()
+            latency = now - max(frame.arrived, self._started)
+            self._latency_total += latency
+            self._win.latencies.append(latency)
         now = time.perf_counter()
-        self.processor.times.add("output", (now - t0) * 1e3)
-        latency = now - max(frame.arrived, self._started)  # a frame waiting since before the loop: from the start
-        self._latency_total += latency
-        self._win.latencies.append(latency)
         if self.delivered:
             dt = now - self._last_send
             if dt > 0:

@@ -31,6 +31,18 @@ GATE_SIZE_RATIO = 2.0
 # The detector's box height is noisier than its centre (and people zoom slower than they move): the window height's
 # One Euro beta is this fraction of the configured one.
 SIZE_BETA_FACTOR = 0.25
+# Prediction: the face's own velocity is the finite difference of its targets, low-passed at PREDICT_CUTOFF Hz;
+# speeds below STILL_SPEED (frame heights per second) count as still and the prediction comes in fully by
+# MOVING_SPEED (no lead on a still face: no jitter); the lead fades out over EDGE_EASE frame heights before the frame
+# edge the window moves towards (no slam, no bounce); predict() extrapolates at most MAX_PREDICT_S ahead.
+PREDICT_CUTOFF = 1.5
+STILL_SPEED = 0.04
+MOVING_SPEED = 0.12
+EDGE_EASE = 0.15
+MAX_PREDICT_S = 0.25
+# The filter's ramp lag 1/(2 pi f_c) is reached only after about that long in motion: at the start of a motion (low
+# cutoff, long time constant) the lead is capped at this many seconds, so it never jumps ahead of the face.
+MAX_LEAD_S = 0.08
 FACE_MODEL_RANGES = ("auto", "short", "full")
 
 
@@ -148,6 +160,12 @@ class FramingConfig:
     level_eyes: estimate the eye-line roll angle (smoothed) for a rotation step; the crop stays axis-aligned.
     confirm_frames: frames a newly seen face must be found on (same place and size) before framing follows it, so a
         single-frame false positive never moves the window (1: at once; :mod:`realtime.vision.search`).
+    predict: prediction: the window centre is put ahead along the face's smoothed velocity by the One Euro filter's
+        own lag at its current cutoff (``1 / (2 pi f_c)``) plus ``lead_s``, which takes back the filter's lag on a
+        moving face and leaves a still one alone (below a speed threshold nothing is added); it fades out near the
+        frame edge the face moves towards. ``predict`` also lets :meth:`FaceTracker.predict` carry a window to a
+        later frame (detection one frame behind).
+    lead_s: extra lead in seconds on top of the filter's lag (a display or pipeline delay), 0..2.
     face_range: the face model: ``short`` (BlazeFace short range), ``full`` (full range: ``$STYLECAM_FACE_MODEL_FULL``
         or the cache) or ``auto`` (full range when it is there, else short); see
         :func:`realtime.vision.face.resolve_face_model`.
@@ -165,9 +183,11 @@ class FramingConfig:
     level_eyes: bool = False
     confirm_frames: int = 3
     face_range: str = "auto"
+    predict: bool = True
+    lead_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("enabled", "level_eyes"):
+        for name in ("enabled", "level_eyes", "predict"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"framing {name}={getattr(self, name)!r}: must be true or false")
         _check_number("framing", "face_scale", self.face_scale, 1.0, 10.0)
@@ -176,6 +196,7 @@ class FramingConfig:
         _check_number("framing", "beta", self.beta, 0.0, 1e4)
         _check_number("framing", "d_cutoff", self.d_cutoff, 0.0, 100.0, lo_open=True)
         _check_number("framing", "min_score", self.min_score, 0.0, 1.0)
+        _check_number("framing", "lead_s", self.lead_s, 0.0, 2.0)
         for name, lo in (("hold_frames", 0), ("ease_frames", 0), ("confirm_frames", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= 10_000:
@@ -214,6 +235,10 @@ class FaceTracker:
         self._ease_from: np.ndarray | None = None
         self._ease_len = 0
         self._ease_pos = 0
+        self._vel = np.zeros(2)  # predicted centre velocity, frame heights per second (0 = no prediction)
+        self._t: float | None = None
+        self._v_raw = np.zeros(2)  # low-passed finite difference of the targets
+        self._last_target: tuple[np.ndarray, float] | None = None
         self.window = self._centre
 
     # -- state the loop may show
@@ -247,6 +272,7 @@ class FaceTracker:
             return q
 
         self._out, self._held = flip(self._out), flip(self._held)  # type: ignore[assignment]
+        self._vel, self._v_raw, self._last_target = np.zeros(2), np.zeros(2), None  # prediction starts afresh
         self._ease_from = flip(self._ease_from)
         self._filter._x, self._filter._dx = flip(self._filter._x), flip(self._filter._dx, speed=True)
         if self._track is not None:
@@ -311,10 +337,12 @@ class FaceTracker:
             return self._centre
         usable = [] if release else [f for f in faces if f.score >= cfg.min_score and f.w > 0 and f.h > 0]
         match = self._select(usable)
+        target: np.ndarray | None = None
         if match is not None:
             if self._track is None or self._misses > cfg.hold_frames:
                 self._filter.reset()  # the old state is stale; the ease-in hides the restart
-            smooth = np.asarray(self._filter(self._target(match), float(timestamp_s)))
+            target = self._target(match)
+            smooth = np.asarray(self._filter(target, float(timestamp_s)))
             if self._misses > 0:  # (re)acquired: ease in from what is on screen
                 self._ease_len = min(cfg.ease_frames, self._misses)
                 self._ease_from = self._out.copy() if self._ease_len > 1 else None
@@ -344,7 +372,52 @@ class FaceTracker:
                 self._track = None  # lost: the next face is chosen afresh (and eased in)
             else:
                 raw = self._held + (self._centre_p - self._held) * _smoothstep(k / cfg.ease_frames)
+        raw = self._lead(raw, target if match is not None and self._ease_from is None else None,
+                         float(timestamp_s))
         win = self._window(raw)
         self._out = self._params(win, float(raw[3]))
+        self._t = float(timestamp_s)
         self.window = win
         return win
+
+    # -- prediction
+    def _edge_factor(self, p: np.ndarray, vel: np.ndarray) -> np.ndarray:
+        """Per axis, 1 far from the frame edge the window moves towards, easing to 0 at that edge."""
+        hgt = float(self.frame.height)
+        half = np.array([p[2] * self.aspect / 2.0, p[2] / 2.0])
+        size = np.array([self.frame.width / hgt, 1.0])
+        room = np.where(vel > 0, size - (p[:2] + half), p[:2] - half)
+        return np.array([_smoothstep(float(r) / EDGE_EASE) for r in room])
+
+    def _lead(self, raw: np.ndarray, target: np.ndarray | None, t: float) -> np.ndarray:
+        """``raw`` moved ahead along the face's smoothed velocity by the filter's lag (+ ``lead_s``), while a face is
+        followed and not eased in; otherwise the velocity is forgotten."""
+        last, self._last_target = self._last_target, (None if target is None else (target, t))
+        if target is None or last is None or not self.cfg.predict or t <= last[1]:
+            self._vel, self._v_raw = np.zeros(2), np.zeros(2)
+            return raw
+        dt = t - last[1]
+        a = 1.0 / (1.0 + 1.0 / (2.0 * math.pi * PREDICT_CUTOFF * dt))
+        self._v_raw = a * (target[:2] - last[0][:2]) / dt + (1.0 - a) * self._v_raw
+        speed = np.abs(self._v_raw)
+        gain = np.array([_smoothstep((float(v) - STILL_SPEED) / (MOVING_SPEED - STILL_SPEED)) for v in speed])
+        self._vel = self._v_raw * gain
+        f = self._filter
+        dx = np.abs(f._dx[:2]) if f._dx is not None and f._dx.ndim else np.zeros(2)
+        cutoff = np.broadcast_to(f.min_cutoff, (4,))[:2] + np.broadcast_to(f.beta, (4,))[:2] * dx
+        lag = np.minimum(1.0 / (2.0 * math.pi * cutoff), MAX_LEAD_S)  # a first-order low-pass lags a ramp by this
+        lead = lag + self.cfg.lead_s
+        out = raw.copy()
+        out[:2] = raw[:2] + self._vel * lead * self._edge_factor(raw, self._vel)
+        return out
+
+    def predict(self, timestamp_s: float) -> CropWindow:
+        """The window extrapolated from the last :meth:`step` to ``timestamp_s`` along the predicted velocity (at
+        most :data:`MAX_PREDICT_S` ahead; the last window itself when still or not tracking): what a frame gets when
+        its own detection is still running (:class:`~realtime.vision.framer_thread.ThreadedFramer`)."""
+        if self._t is None or not self._vel.any() or not self.cfg.enabled or not self.cfg.predict:
+            return self.window
+        dt = min(max(float(timestamp_s) - self._t, 0.0), MAX_PREDICT_S)
+        p = self._out.copy()
+        p[:2] = p[:2] + self._vel * dt * self._edge_factor(p, self._vel)
+        return self._window(p)
