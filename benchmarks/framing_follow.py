@@ -38,7 +38,7 @@ MODEL = Size(704, 384)
 FPS = 30
 SPEED = 160.0  # px/s
 FACE_XY = np.array([224.5, 129.5])  # the astronaut's face centre in the 512x512 photo
-FACE_SCALE = 1.1
+FACE_SCALE = 1.1  # the astronaut's face ~100 px tall: the window (2.6 face heights) stays clear of the frame edges
 
 
 def timeline() -> list[tuple[float, float, str]]:
@@ -52,10 +52,9 @@ def timeline() -> list[tuple[float, float, str]]:
     return [(x, y, seg) for x, seg in xs]
 
 
-def frame_at(face: np.ndarray, background: np.ndarray, x: float, y: float) -> np.ndarray:
+def frame_at(face: np.ndarray, background: np.ndarray, x: float, y: float, s: float) -> np.ndarray:
     import cv2
 
-    s = FACE_SCALE
     m = np.array([[s, 0, x - s * FACE_XY[0]], [0, s, y - s * FACE_XY[1]]])
     out = background.copy()
     cv2.warpAffine(face, m, (FRAME.width, FRAME.height), dst=out, flags=cv2.INTER_LINEAR,
@@ -63,7 +62,7 @@ def frame_at(face: np.ndarray, background: np.ndarray, x: float, y: float) -> np
     return out
 
 
-def run(way: str, predict: bool, face: np.ndarray, background: np.ndarray) -> dict[str, float]:
+def run(way: str, predict: bool, face: np.ndarray, background: np.ndarray, scale: float) -> dict[str, float]:
     cfg = dataclasses.replace(FramingConfig(), predict=predict)
     if way == "serial":
         framer = FaceFramer(cfg, FRAME, MODEL.aspect)
@@ -73,7 +72,7 @@ def run(way: str, predict: bool, face: np.ndarray, background: np.ndarray) -> di
     rows = []
     with FrameProcessor(MODEL, FRAME, framer=framer) as proc:
         for i, (x, y, seg) in enumerate(timeline()):
-            out = proc.process(frame_at(face, background, x, y), i / FPS)
+            out = proc.process(frame_at(face, background, x, y, scale), i / FPS)
             win = proc.last_window
             assert win is not None
             small = out[::2, ::2]  # 640x360: the output face fills a good part of the detector's input
@@ -91,7 +90,7 @@ def run(way: str, predict: bool, face: np.ndarray, background: np.ndarray) -> di
     win_std = float(np.std([r[3] for r in sweep]) / FRAME.width)
     still_x = np.array([r[2] for r in still])
     return {
-        "way": way, "predict": predict, "input_std": float(in_std), "output_std": out_std,
+        "way": way, "predict": predict, "face_scale": scale, "input_std": float(in_std), "output_std": out_std,
         "follow": out_std / in_std, "follow_window": win_std / in_std,
         "found_in_output": float(len(found) / len(out_x)),
         "jitter_px": float(np.nanstd(still_x)), "window_jitter_px": float(np.std([r[3] for r in still])),
@@ -103,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the figures here")
     p.add_argument("--ways", default="serial,threaded", help="which ways of framing (default serial,threaded)")
     p.add_argument("--predict", default="off,on", help="prediction off, on or both (default off,on)")
+    p.add_argument("--face-scale", type=float, default=FACE_SCALE,
+                   help=f"the astronaut's scale (default {FACE_SCALE}; at 2 the window meets the frame edges)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from skimage import data
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for way in args.ways.split(","):
         for predict in (p == "on" for p in args.predict.split(",")):
-            r = run(way, predict, face, background)
+            r = run(way, predict, face, background, args.face_scale)
             results.append(r)
             print(f"{way:9s} prediction {'on ' if predict else 'off'}: follow {r['follow']:.3f} (output std {r['output_std']:.3f} / input "
                   f"{r['input_std']:.3f} of the width; window {r['follow_window']:.3f}), still-face jitter "

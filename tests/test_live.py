@@ -109,10 +109,11 @@ def test_first_frame_is_a_real_stylized_frame_of_that_input(clip: Path) -> None:
 
 
 def test_style_none_frames_the_moving_face(capsys, clip: Path, tmp_path: Path, astronaut: np.ndarray) -> None:
-    """Framing only: the output is the framed crop (as FaceFramer + FrameProcessor make it), the face stays steady in
-    the output while it crosses the input."""
+    """Framing only: the output is the framed crop (as FaceFramer on its own thread, one frame behind, +
+    FrameProcessor make it), the face stays steady in the output while it crosses the input."""
     from realtime.io.sources import open_source
     from realtime.vision.face import FaceDetector, FaceFramer, FramingConfig
+    from realtime.vision.framer_thread import ThreadedFramer
 
     out = tmp_path / "framed.mp4"
     code, err = run_cli(capsys, "live", "--source", str(clip), "--output", str(out), "--style", "none", "--no-pace",
@@ -121,8 +122,8 @@ def test_style_none_frames_the_moving_face(capsys, clip: Path, tmp_path: Path, a
     got = video_frames(out)
     assert len(got) == N_FRAMES
     expected, windows = [], []
-    with open_source(str(clip), paced=False) as src, FrameProcessor(
-            Size(128, 96), Size(128, 96), framer=FaceFramer(FramingConfig(), src.size, 128 / 96)) as proc:
+    with open_source(str(clip), paced=False) as src, FrameProcessor(Size(128, 96), Size(128, 96), framer=ThreadedFramer(
+            src.size, 128 / 96, lambda size: FaceFramer(FramingConfig(), size, 128 / 96))) as proc:
         while (f := src.read()) is not None:
             expected.append(proc.process(f.image, f.timestamp))
             windows.append(proc.last_window)

@@ -81,7 +81,8 @@ class OutputThread:
 
     ``put(sinks, frame, out)`` queues one frame for those sinks (it blocks while ``depth`` frames are still queued:
     back-pressure, nothing dropped). A sink that raises is never sent to again; ``done()`` hands the loop what
-    happened since the last call (failed sinks with their exception, and per frame ``(frame, send_ms, finished_at)``).
+    happened since the last call (failed sinks with their exception, and per frame ``(frame, send_ms, finished_at,
+    outputs that took it)``).
     ``drain()`` waits until every queued frame was sent; ``stop()`` drains and ends the thread.
     """
 
@@ -90,7 +91,7 @@ class OutputThread:
         self._lock = threading.Lock()
         self._failed: list[tuple[Sink, BaseException]] = []
         self._dead: set[int] = set()
-        self._sent: list[tuple[Frame, float, float]] = []
+        self._sent: list[tuple[Frame, float, float, int]] = []
         self._thread = threading.Thread(target=self._run, name="stylecam-output", daemon=True)
         self._thread.start()
 
@@ -105,22 +106,24 @@ class OutputThread:
                     return
                 sinks, frame, out = item
                 t0 = time.perf_counter()
+                ok = 0
                 for sink in sinks:
                     if id(sink) in self._dead:
                         continue
                     try:
                         sink.send(out, frame.timestamp)
+                        ok += 1
                     except Exception as e:  # noqa: BLE001 - reported to the loop, which drops the sink
                         self._dead.add(id(sink))
                         with self._lock:
                             self._failed.append((sink, e))
                 now = time.perf_counter()
                 with self._lock:
-                    self._sent.append((frame, (now - t0) * 1e3, now))
+                    self._sent.append((frame, (now - t0) * 1e3, now, ok))
             finally:
                 self._q.task_done()
 
-    def done(self) -> tuple[list[tuple[Sink, BaseException]], list[tuple[Frame, float, float]]]:
+    def done(self) -> tuple[list[tuple[Sink, BaseException]], list[tuple[Frame, float, float, int]]]:
         with self._lock:
             failed, sent = self._failed, self._sent
             self._failed, self._sent = [], []
@@ -185,6 +188,7 @@ class LiveLoop:
         self._fps_ema: float | None = None
         self._win = _Window()
         self._outputs: OutputThread | None = None
+        self._written = 0  # frames that reached at least one output
         self.session.on_stats = self.log_stats
 
     def on_key(self, action: str) -> None:
@@ -261,10 +265,11 @@ class LiveLoop:
         if self._outputs is None:
             return
         failed, sent = self._outputs.done()
+        self._written += sum(1 for *_, ok in sent if ok)
         for sink, exc in failed:
             if sink in self.sinks:
                 self._drop_sink(sink, exc)
-        for frame, send_ms, finished in sent:
+        for frame, send_ms, finished, _ in sent:
             self.processor.times.add("output", send_ms)
             latency = finished - max(frame.arrived, self._started)  # waiting since before the loop: from the start
             self._latency_total += latency
@@ -284,6 +289,7 @@ class LiveLoop:
         if others:
             self._outputs.put(others, frame, out)
         else:  # windows only: delivered now
+            self._written += 1
             now = time.perf_counter()
             latency = now - max(frame.arrived, self._started)
             self._latency_total += latency
@@ -316,6 +322,7 @@ class LiveLoop:
         self.dropped_sinks.append(sink)
         what = describe_sink(sink)
         if not self.sinks:
+            self.delivered = self._written  # frames handed over after the last output failed never reached one
             raise OutputError(f"{what} failed ({text[:160]}){kept}: no output left") from exc
         log.warning("%s failed (%s): dropped%s; the other outputs continue", what, text[:160], kept)
 

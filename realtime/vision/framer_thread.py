@@ -3,10 +3,12 @@ next frame (docs/design.md §5).
 
 :class:`ThreadedFramer` is a :class:`~realtime.vision.protocols.Framer`: ``update(rgb, t)`` hands the frame to the
 detection thread (the newest frame wins when it is still busy: a frame it never saw is counted in ``skipped``) and
-returns at once the window of the latest finished detection, predicted forward to ``t`` from the tracker's smoothed
-velocity (:meth:`~realtime.vision.framing.FaceTracker.predict`), scaled back to the frame. The frame thread never waits
-for MediaPipe. ``wait=True`` makes every update wait for the previous frame's detection first (exactly one frame
-behind: what tests and the framing benchmark use, so the result does not depend on thread timing).
+returns the window of the previous frame's detection, predicted forward to ``t`` from the tracker's smoothed velocity
+(:meth:`~realtime.vision.framing.FaceTracker.predict`), scaled back to the frame. With ``wait=True`` (the default)
+an update first waits for the previous frame's detection to finish: exactly one frame behind, so the result never
+depends on thread timing, and detection of frame N overlaps everything else the frame thread does for frame N (the
+step): the frame thread waits only when detection is the slowest stage. ``wait=False`` never waits (the newest
+finished detection, possibly older).
 
 The inner framer (a :class:`~realtime.vision.face.FaceFramer`) is made for the downscaled size
 (:func:`detection_size`) and is only ever called on the detection thread, under a lock that :meth:`mirror` and
@@ -40,10 +42,10 @@ class ThreadedFramer:
     """Runs ``make(detection_size(frame))`` (a framer for the small size) on its own thread. See the module docstring.
 
     frame: the camera frame size; aspect: the window's aspect (model w/h); make: builds the inner framer for a size;
-    wait: wait for the previous detection on every update (one frame behind, deterministic).
+    wait: wait for the previous frame's detection on every update (one frame behind, deterministic; default).
     """
 
-    def __init__(self, frame: Size, aspect: float, make: Callable[[Size], Any], *, wait: bool = False) -> None:
+    def __init__(self, frame: Size, aspect: float, make: Callable[[Size], Any], *, wait: bool = True) -> None:
         self.frame, self.aspect, self.wait = frame, float(aspect), wait
         self.small = detection_size(frame)
         self.scale = frame.width / self.small.width  # frame pixels per detection pixel
