@@ -102,11 +102,17 @@ def _stylizer(components, size: Size):
     return Stylizer(components, load_style("anime"), size, device=torch.device("cpu"), dtype=torch.float32, seed=3)
 
 
-def test_the_whole_frame_is_within_two_grey_levels_of_the_host_path(tiny_components, astronaut):
-    """random:tiny, three frames with blending: the device path against cv2 crop + cv2 Canny + the stylizer's numpy
-    call + cv2 cover (the path before it)."""
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_the_whole_frame_is_within_two_grey_levels_of_the_host_path(tiny_components, astronaut, family):
+    """random:tiny (and random:tiny-xl: the SDXL inputs pass through by name), three frames with blending: the device
+    path against cv2 crop + cv2 Canny + the stylizer's numpy call + cv2 cover (the path before it)."""
     from realtime.pipeline.processor import FrameProcessor, canny_config
 
+    if family == "sdxl":
+        from realtime.config import ModelConfig
+        from realtime.diffusion.models import load_components
+
+        tiny_components = load_components(ModelConfig("random:tiny-xl"), torch.device("cpu"), torch.float32, seed=0)
     camera, model, out = Size(320, 240), Size(128, 64), Size(256, 144)
     import cv2
 
