@@ -64,7 +64,8 @@ def default_schedule(loras: tuple[LoraSpec, ...], prompt: str) -> list[Switch]:
     ]
 
 
-def synthetic_loras(comps: Any, directory: Path, n: int = 2, rank: int = 4, seed: int = 0) -> tuple[LoraSpec, ...]:
+def synthetic_loras(comps: Any, directory: Path, n: int = 2, rank: int = 4, seed: int = 0,
+                    text_encoder: bool = True) -> tuple[LoraSpec, ...]:
     """``n`` kohya-layout LoRA files with random factors for the loaded UNet's attention projections and the text
     encoder's q/v projections; each delta is about half the weight's own spread (a visible, not a wild, change)."""
     import torch
@@ -74,7 +75,7 @@ def synthetic_loras(comps: Any, directory: Path, n: int = 2, rank: int = 4, seed
     targets = [("lora_unet_", n_, m) for n_, m in comps.unet.named_modules()
                if isinstance(m, torch.nn.Linear) and n_.endswith(("to_q", "to_k", "to_v", "to_out.0"))]
     targets += [("lora_te_text_model_", n_, m) for n_, m in comps.text_encoder.named_modules()
-                if isinstance(m, torch.nn.Linear) and n_.endswith(("q_proj", "v_proj"))]
+                if text_encoder and isinstance(m, torch.nn.Linear) and n_.endswith(("q_proj", "v_proj"))]
     out = []
     for i in range(n):
         sd: dict[str, torch.Tensor] = {}
@@ -84,7 +85,7 @@ def synthetic_loras(comps: Any, directory: Path, n: int = 2, rank: int = 4, seed
             sd[f"{key}.lora_down.weight"] = torch.randn(rank, m.in_features, generator=g) / m.in_features ** 0.5
             sd[f"{key}.lora_up.weight"] = torch.randn(m.out_features, rank, generator=g) * spread * 0.5
             sd[f"{key}.alpha"] = torch.tensor(float(rank))
-        path = directory / f"synthetic_{i}.safetensors"
+        path = directory / f"synthetic_{i}{'' if text_encoder else '_unet'}.safetensors"
         save_file(sd, str(path))
         out.append(LoraSpec(str(path), 1.0))
     return tuple(out)
