@@ -2,6 +2,7 @@
 
     python benchmarks/make_table.py            # regenerate the README
     python benchmarks/make_table.py --check    # exit 1 when the README is not what the JSON files give (CI)
+    python benchmarks/make_table.py --results DIR --summary   # print one table of every run in DIR (the GPU suite)
 
 Every file must validate against the ``stylecam bench`` schema (:mod:`realtime.bench.schema`).
 """
@@ -71,11 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of result JSON files (default: benchmarks/results)")
     p.add_argument("--check", action="store_true", help="do not write: exit 1 when the README is out of date")
+    p.add_argument("--summary", action="store_true", help="do not write: print one table of every run in --results")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     setup_logging(debug=args.debug)
 
     def go() -> int:
+        if args.summary:
+            from realtime.bench.report import summary_table
+            from realtime.bench.schema import load_result
+
+            files, _ = bench_files(args.results)
+            sys.stdout.write(summary_table([load_result(f) for f in files], [f.stem for f in files]) if files else
+                             f"no stylecam bench results in {args.results}\n")
+            return 0
         text = render(args.results)
         target = args.results / "README.md"
         if args.check:

@@ -3,15 +3,22 @@
     pip install streamdiffusion==0.1.1 --no-deps          # pure Python; never install torchvision beside it
     python benchmarks/streamdiffusion_compare.py --model random:sd-turbo --size 512x512 --frames 100 --json out.json
 
-Same components for both (one load, shared modules: the same UNet, TAESD and text encoder objects), same size and
-dtype, img2img with one step, no ControlNet for the pair; then stylecam with the Canny ControlNet on. The three are
-called in rotation (A B C, B C A, C A B, ...) so that drift in clocks or load hits all of them alike. Each call is
-timed to its end (CUDA events and one synchronisation on CUDA, ``perf_counter`` on the CPU).
+Same weights for both (one load; StreamDiffusion gets a deep copy of the modules, so that nothing one side does to its
+modules -- the compile backend's channels_last, a fused LoRA -- changes the other's), same size and dtype, img2img
+with one step, no ControlNet for the pair; then stylecam with the Canny ControlNet on. The same backend class on both
+sides (``--backend``): ``eager`` (PyTorch as is on both) or ``compile`` (stylecam's compile backend: torch.compile + a
+CUDA graph; StreamDiffusion's UNet and TAESD encoder/decoder through ``torch.compile``, mode ``reduce-overhead`` on
+CUDA, i.e. with inductor's CUDA graphs). TensorRT is not compared: StreamDiffusion builds its engines with its own
+tools (polygraphy, cuda-python), which this script does not bring. The same device-resident input and output on both
+sides: a (1, H, W, 3) uint8 RGB image on the device in, a (1, H, W, 3) uint8 image on the device out (StreamDiffusion's
+float conversions are inside its timed call). The three are called in rotation (A B C, B C A, C A B, ...) so that drift
+in clocks or load hits all of them alike. Each call is timed to its end (CUDA events and one synchronisation on CUDA,
+``perf_counter`` on the CPU).
 
 - StreamDiffusion: ``StreamDiffusion(pipe, t_index_list=[i], cfg_type="none")`` over a diffusers
   ``StableDiffusionPipeline`` built from our components, ``stream.prepare(prompt, num_inference_steps=50,
-  guidance_scale=1)``, then ``stream(image)`` with a (1, 3, H, W) float image in [0, 1] already on the device; the
-  output is its decoded (1, 3, H, W) image in [-1, 1] on the device. ``i`` is the index of its LCM timestep list whose
+  guidance_scale=1)``, then ``stream(image)`` with the (1, 3, H, W) float image in [0, 1] made from the uint8 input on
+  the device; its decoded (1, 3, H, W) image in [-1, 1] comes back to (1, H, W, 3) uint8 on the device. ``i`` is the index of its LCM timestep list whose
   timestep is nearest ours. On a machine without CUDA, ``StreamDiffusion.__call__`` cannot run (it creates
   ``torch.cuda.Event`` unconditionally); there the script calls the same methods ``__call__`` calls, in the same order
   (``image_processor.preprocess``, ``encode_image``, ``predict_x0_batch``, ``decode_image``), minus its CUDA timing.
@@ -25,6 +32,7 @@ section: both fps, the ratio, and stylecam with ControlNet.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import logging
 import shlex
@@ -102,6 +110,32 @@ def timed(fn: Callable[[], Any], device: Any) -> tuple[float, Any]:
     return (time.perf_counter() - t0) * 1e3, out
 
 
+BACKENDS = ("eager", "compile")
+
+
+def compile_stream(stream: Any, device: Any) -> None:
+    """StreamDiffusion's side of ``--backend compile``: its UNet and TAESD encoder/decoder through torch.compile
+    (``reduce-overhead`` on CUDA: inductor's CUDA graphs; the default mode on the CPU)."""
+    import torch
+
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    stream.unet = torch.compile(stream.unet, mode=mode, dynamic=False)
+    stream.vae.encoder = torch.compile(stream.vae.encoder, mode=mode, dynamic=False)
+    stream.vae.decoder = torch.compile(stream.vae.decoder, mode=mode, dynamic=False)
+
+
+def uint8_io(call: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """StreamDiffusion's call with stylecam's I/O: (1, H, W, 3) uint8 on the device in and out."""
+    import torch
+
+    def run(x_u8: Any, dtype: Any) -> Any:
+        x = x_u8.permute(0, 3, 1, 2).to(dtype) / 255.0
+        y = call(x)
+        return ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+    return run
+
+
 def _stylizer(comps: Any, model: Any, style: Any, run: Any, device: Any, dtype: Any) -> Any:
     from realtime.diffusion.stylizer import Stylizer
 
@@ -131,6 +165,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     from realtime.diffusion.stylizer import strength_timestep
 
     size = parse_size(args.size, model=True)
+    if args.backend not in BACKENDS:
+        raise UsageError(f"--backend {args.backend}: compare on the same backend class on both sides: "
+                         f"{' or '.join(BACKENDS)} (StreamDiffusion's TensorRT needs its own engine tools)")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     style = override_style(load_style(args.style), strength=args.strength)
@@ -147,16 +184,20 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     ours = _stylizer(comps_plain, model_plain, style_plain, run, device, dtype)
     ours_cn = _stylizer(comps, model_cn, style, run, device, dtype)
     t_ours = strength_timestep(style.strength, len(comps.alphas_cumprod()))
-    stream, info = build_stream(comps, style.prompt, size, dtype, t_ours)
-    assert stream.unet is comps.unet and stream.vae is comps.vae  # the same modules, not copies
+    theirs = copy.deepcopy(comps)  # the same weights; never the same module objects (see the module docstring)
+    theirs.text_encoder.to(device=device, dtype=dtype)  # stylecam keeps its encoder on the CPU on a GPU run
+    stream, info = build_stream(theirs, style.prompt, size, dtype, t_ours)
+    assert stream.unet is not comps.unet and stream.vae is not comps.vae
+    if args.backend == "compile":
+        compile_stream(stream, device)
 
     with EdgeDetector(canny_config(style)) as edges:
         image, control = model_inputs(synthetic_frames(Size(1280, 720), 1)[0], size, edges)
-    x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).to(device=device, dtype=dtype) / 255.0
     in_plain, in_cn = ours.step_inputs(image, control), ours_cn.step_inputs(image, control)
-    sd_call = stream_call(stream, device)
+    x_u8 = in_plain[0]  # the same (1, H, W, 3) uint8 image on the device for both sides
+    sd_call = uint8_io(stream_call(stream, device))
     systems: dict[str, Callable[[], Any]] = {
-        "streamdiffusion": lambda: sd_call(x),
+        "streamdiffusion": lambda: sd_call(x_u8, dtype),
         "stylecam": lambda: ours.runner(*in_plain),
         "stylecam_controlnet": lambda: ours_cn.runner(*in_cn),
     }
@@ -178,13 +219,13 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 times[name].append(ms)
             log.info("frame %d/%d: %s", i + 1, args.frames, ", ".join(f"{k} {v[-1]:.1f} ms" for k, v in times.items()))
 
-    sd_img = ((outputs["streamdiffusion"].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[0].permute(1, 2, 0)
+    sd_img = outputs["streamdiffusion"][0]
     ours_img = outputs["stylecam"][0][0]
     diff = float(np.abs(sd_img.cpu().numpy().astype(np.int16) - ours_img.cpu().numpy().astype(np.int16)).mean())
     fps = {k: 1000.0 * len(v) / sum(v) for k, v in times.items()}
     labels = {"streamdiffusion": "StreamDiffusion img2img, 1 step, no ControlNet",
               "stylecam": "stylecam frame step, no ControlNet", "stylecam_controlnet": "stylecam frame step, Canny ControlNet"}
-    backend_used = {"streamdiffusion": "eager", "stylecam": str(getattr(ours.runner, "backend", "eager")),
+    backend_used = {"streamdiffusion": args.backend, "stylecam": str(getattr(ours.runner, "backend", "eager")),
                     "stylecam_controlnet": str(getattr(ours_cn.runner, "backend", "eager"))}
     runs = []
     for name, ms in times.items():
@@ -192,7 +233,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         runs.append({
             "mode": "step", "system": "streamdiffusion" if name == "streamdiffusion" else "stylecam",
             "label": labels[name], "size": {"width": size.width, "height": size.height},
-            "backend": "eager" if name == "streamdiffusion" else args.backend, "backend_used": backend_used[name],
+            "backend": args.backend, "backend_used": backend_used[name],
             "backend_reason": None, "device": str(device), "dtype": str(dtype).replace("torch.", ""), "batch": 1,
             "warmup": max(1, args.warmup), "frames": len(ms), "frame": frame, "fps": fps[name],
             "fps_p50": 1000.0 / frame["p50_ms"] if frame["p50_ms"] > 0 else 0.0,
@@ -228,8 +269,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         "notes": [
             *args.note,
             *(["measured on the CPU: no GPU figures (GPU memory fields are null)"] if device.type == "cpu" else []),
-            "StreamDiffusion takes a float (1,3,H,W) image in [0,1] and returns its decoded float image in [-1,1]; "
-            "stylecam takes a uint8 (1,H,W,3) image and returns uint8 plus two latents (blending state): both on the device",
+            "both sides take the same (1,H,W,3) uint8 image on the device and return a (1,H,W,3) uint8 image on the "
+            "device (StreamDiffusion's float conversions are inside its timed call; stylecam also returns two latents)",
+            f"same backend class on both sides: {args.backend}; StreamDiffusion runs on a deep copy of the modules",
             "output_mean_abs_diff_uint8: StreamDiffusion's output vs stylecam's (no ControlNet), same noise level; they "
             "differ by the fixed noise draw and StreamDiffusion's LCM boundary scalings",
         ],
@@ -250,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="warm-up calls per system (default 5)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
-    p.add_argument("--backend", default="eager", help="stylecam's engine backend (StreamDiffusion runs its own torch path)")
+    p.add_argument("--backend", default="eager", choices=BACKENDS, help="the backend class of both sides: eager, or compile (stylecam's compile backend; torch.compile of StreamDiffusion's UNet and TAESD)")
     p.add_argument("--cache-dir", default=None, help="engine cache directory")
     p.add_argument("--style", default="anime")
     p.add_argument("--strength", type=float, default=None)

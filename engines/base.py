@@ -9,8 +9,11 @@ torch is imported inside functions so that ``import engines`` stays cheap.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
@@ -24,6 +27,8 @@ logger = logging.getLogger(__name__)
 DTYPES = ("float32", "float16", "bfloat16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _INDUCTOR_CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+#: ONNX ops computed in float32 inside float16 networks (EngineOptions.fp32_ops).
+FP32_OPS = ("Softmax", "LayerNormalization", "InstanceNormalization", "GroupNormalization")
 
 
 def _check(ok: bool, field: str, value: object, allowed: str) -> None:
@@ -48,8 +53,15 @@ class EngineOptions:
     warmup_calls: calls before a CUDA graph is captured (and before ``auto`` times a backend).
     opset: ONNX opset for the export (17 has LayerNormalization).
     trt_optimization_level: ``IBuilderConfig.builder_optimization_level`` (0..5, TensorRT's default is 3).
-    trt_refittable: build TensorRT engines with ``BuilderFlag.REFIT`` so LoRA changes are applied by refit.
-    trt_workspace_gib: TensorRT workspace pool limit; None leaves TensorRT's default (all device memory).
+    trt_refittable: build TensorRT engines with ``BuilderFlag.REFIT`` so LoRA changes are applied by refit. Off unless
+        asked for: TensorRT 11.3 documents a REFIT issue that may drop a GEMM bias, and non-refittable engines may fold
+        more.
+    trt_workspace_gib: TensorRT workspace pool limit (GiB; default 2 to keep the build's peak memory down; which
+        tactics that rules out for the real UNet is unmeasured); None leaves TensorRT's default (all device memory).
+    fp32_ops: ONNX op types kept in float32 inside a float16 export (Cast in, Cast back out): normalisations and
+        softmax by default, whose fp16 reductions overflow or lose precision. Only applied to float16 exports.
+    release_module: after an ONNX-based engine (onnxruntime, tensorrt) is built on a GPU, move the torch module it
+        replaces to the CPU (its weights stay available for refit and eager parts; the GPU keeps only the engine).
     ort_threads: onnxruntime intra-op threads; None lets onnxruntime decide.
     auto_trials: timed calls per candidate when ``auto`` measures on the CPU.
     keep_onnx: keep the exported ONNX beside the TensorRT engine in the cache (large: ~2.4 GB for the real model).
@@ -65,7 +77,9 @@ class EngineOptions:
     opset: int = 17
     trt_optimization_level: int = 3
     trt_refittable: bool = False
-    trt_workspace_gib: float | None = None
+    trt_workspace_gib: float | None = 2.0
+    fp32_ops: tuple[str, ...] = FP32_OPS
+    release_module: bool = True
     ort_threads: int | None = None
     auto_trials: int = 3
     keep_onnx: bool = False
@@ -74,7 +88,7 @@ class EngineOptions:
         _check(self.dtype in DTYPES, "dtype", self.dtype, f"one of {', '.join(DTYPES)}")
         _check(self.compile_mode in COMPILE_MODES, "compile_mode", self.compile_mode,
                f"one of {', '.join(COMPILE_MODES)}")
-        for name in ("fullgraph", "cuda_graphs", "clone_outputs", "trt_refittable", "keep_onnx"):
+        for name in ("fullgraph", "cuda_graphs", "clone_outputs", "trt_refittable", "keep_onnx", "release_module"):
             _check(isinstance(getattr(self, name), bool), name, getattr(self, name), "True or False")
         _check(self.channels_last is None or isinstance(self.channels_last, bool), "channels_last",
                self.channels_last, "None, True or False")
@@ -90,6 +104,8 @@ class EngineOptions:
                                                   and not isinstance(self.trt_workspace_gib, bool)
                                                   and self.trt_workspace_gib > 0),
                "trt_workspace_gib", self.trt_workspace_gib, "None or a number > 0")
+        _check(isinstance(self.fp32_ops, tuple) and all(isinstance(o, str) and o for o in self.fp32_ops), "fp32_ops",
+               self.fp32_ops, "a tuple of ONNX op type names")
         _check(self.ort_threads is None or (_is_int(self.ort_threads) and self.ort_threads >= 1), "ort_threads",
                self.ort_threads, "None or an integer >= 1")
         _check(_is_int(self.auto_trials) and 1 <= self.auto_trials <= 100, "auto_trials", self.auto_trials,
@@ -100,6 +116,8 @@ class EngineOptions:
         fields: dict[str, Any] = {"dtype": self.dtype}
         if backend in ("onnxruntime", "tensorrt"):
             fields["opset"] = self.opset
+            if self.dtype == "float16":
+                fields["fp32_ops"] = list(self.fp32_ops)
         if backend == "tensorrt":
             fields.update(optimization_level=self.trt_optimization_level, refittable=self.trt_refittable,
                           workspace_gib=self.trt_workspace_gib)
@@ -156,6 +174,31 @@ class Runner:
         self.reason = ""  # why this backend was chosen (set by build_runner for backend="auto")
         self.cache_key: str | None = None  # the cache entry this engine came from, if any
         self.closed = False
+        self.module_released = False  # the torch module left the GPU after the build (EngineOptions.release_module)
+        # CUDA graphs (compile / tensorrt on CUDA) are captured lazily, on the first call: the frame thread's.
+        self.graph: Any = None
+        self.capture_thread: str | None = None  # the name of the thread that captured the graph
+        self._capture_holds = 0
+
+    @property
+    def input_buffers(self) -> dict[str, "torch.Tensor"]:
+        """The static input buffers by input name (runners with CUDA graphs, once captured; else empty). A caller that
+        writes an input into its buffer and passes the buffer itself saves that input's copy on every call."""
+        return {}
+
+    @contextlib.contextmanager
+    def hold_capture(self) -> Any:
+        """Calls inside the block run without capturing a CUDA graph (compiling and warming up only), e.g. a warm-up on
+        a loader thread: the graph is then captured by the first call after the block, on the frame thread."""
+        self._capture_holds += 1
+        try:
+            yield self
+        finally:
+            self._capture_holds -= 1
+
+    @property
+    def capture_held(self) -> bool:
+        return self._capture_holds > 0
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -229,6 +272,8 @@ class Backend:
     name: ClassVar[str] = "?"
     extra: ClassVar[str | None] = None
     uses_cache: ClassVar[bool] = False
+    #: the engine holds its own copy of the weights (the torch module can leave the GPU once it is built)
+    replaces_module: ClassVar[bool] = False
 
     def is_available(self, device: "torch.device") -> tuple[bool, str]:  # pragma: no cover
         """(True, "") or (False, a one-line reason naming the fix)."""
@@ -278,6 +323,20 @@ def prepare_module(module: Any, device: "torch.device", dtype: "torch.dtype") ->
     return module
 
 
+def release_module(module: Any) -> bool:
+    """Move ``module``'s weights to the CPU (an engine that holds its own copy replaced it on the GPU) and return the
+    freed cache to the driver. True when it was on a GPU."""
+    import torch
+
+    on_gpu = any(p.device.type != "cpu" for p in module.parameters())
+    if on_gpu:
+        module.to("cpu")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        logger.info("engine built: the torch copy of the module left the GPU (kept on the CPU for refits)")
+    return on_gpu
+
+
 def cast_inputs(inputs: Sequence["torch.Tensor"], dtype: "torch.dtype",
                 device: "torch.device") -> tuple["torch.Tensor", ...]:
     """Floating tensors to ``dtype``; every tensor to ``device`` and contiguous."""
@@ -308,6 +367,28 @@ def run_module(module: Any, inputs: Sequence["torch.Tensor"]) -> tuple["torch.Te
     if not isinstance(out, (tuple, list)) or not all(isinstance(o, torch.Tensor) for o in out):
         raise EngineOptionError(f"the module must return a tensor or a tuple of tensors, got {type(out).__name__}")
     return tuple(out)
+
+
+@contextlib.contextmanager
+def progress(what: str, every_s: float = 15.0) -> Any:
+    """Log ``what`` when a slow build starts, a line every ``every_s`` seconds while it runs, and its time at the end
+    (engine builds take minutes: the user sees that something is happening)."""
+    t0 = time.monotonic()
+    stop = threading.Event()
+    logger.info("%s ...", what)
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            logger.info("%s: still working (%.0f s)", what, time.monotonic() - t0)
+
+    thread = threading.Thread(target=beat, name="engines-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    logger.info("%s: done in %.1f s", what, time.monotonic() - t0)
 
 
 def median_seconds(fn: Callable[[], Any], trials: int, device: "torch.device") -> float:

@@ -5,7 +5,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from engines.base import (BACKENDS, BuildContext, EngineOptions, Runner, TensorSpec, cast_inputs, get_backend,
-                          median_seconds, prepare_module, run_module)
+                          median_seconds, prepare_module, release_module, run_module)
 from engines.cache import EngineCache, cache_key, environment_fields, versions_of
 from engines.errors import BackendUnavailable, EngineOptionError
 from engines.onnx_export import check_names
@@ -84,10 +84,20 @@ def build_runner(module: Any, example_inputs: Sequence["torch.Tensor"], *, backe
         return ctx
 
     if backend == "auto":
-        return _auto(context, device, inputs, options, cache, key_fields, in_specs, out_specs)
+        return _released(_auto(context, device, inputs, options, cache, key_fields, in_specs, out_specs), module,
+                         options)
     runner = get_backend(backend).build(context(backend))
     runner.reason = "requested"
     logger.info("engine backend %s on %s", backend, device)
+    return _released(runner, module, options)
+
+
+def _released(runner: Runner, module: Any, options: EngineOptions) -> Runner:
+    """Memory diet: an engine with its own weights (onnxruntime, tensorrt) no longer needs the torch module on the GPU
+    (``EngineOptions.release_module``): it moves to the CPU, where refits and eager parts still find it."""
+    if options.release_module and BACKENDS[runner.backend].replaces_module:
+        release_module(module)
+        runner.module_released = True
     return runner
 
 

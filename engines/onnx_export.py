@@ -60,13 +60,49 @@ def check_names(names: Sequence[str], count: int, what: str) -> tuple[str, ...]:
     return names
 
 
+def keep_fp32(model: Any, op_types: Sequence[str]) -> int:
+    """Compute the nodes of ``op_types`` in float32 inside a float16 graph: each of their inputs goes through a
+    ``Cast(to=FLOAT)`` and each output comes back through a ``Cast(to=FLOAT16)`` under its original name (a strongly
+    typed TensorRT network then runs them in float32). Modifies ``model`` in place; returns how many nodes it wrapped.
+    Only for float16 graphs: the outputs are cast back to float16."""
+    from onnx import TensorProto, helper
+
+    kinds = set(op_types)
+    nodes: list[Any] = []
+    wrapped = 0
+    for node in model.graph.node:
+        if node.op_type not in kinds:
+            nodes.append(node)
+            continue
+        tag = node.name or f"{node.op_type}_{wrapped}"
+        for k, name in enumerate(list(node.input)):
+            if name:
+                nodes.append(helper.make_node("Cast", [name], [f"{tag}.in{k}.fp32"], to=TensorProto.FLOAT,
+                                              name=f"{tag}.cast_in{k}"))
+                node.input[k] = f"{tag}.in{k}.fp32"
+        outputs = list(node.output)
+        for k, name in enumerate(outputs):
+            if name:
+                node.output[k] = f"{tag}.out{k}.fp32"
+        nodes.append(node)
+        for k, name in enumerate(outputs):
+            if name:
+                nodes.append(helper.make_node("Cast", [f"{tag}.out{k}.fp32"], [name], to=TensorProto.FLOAT16,
+                                              name=f"{tag}.cast_out{k}"))
+        wrapped += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return wrapped
+
+
 def export_onnx(module: Any, example_inputs: Sequence["torch.Tensor"], path: str | Path, *,
                 input_names: Sequence[str], output_names: Sequence[str], opset: int = 17,
-                dtype: "torch.dtype | None" = None) -> OnnxExport:
+                dtype: "torch.dtype | None" = None, fp32_ops: Sequence[str] = ()) -> OnnxExport:
     """Export ``module`` called on ``example_inputs`` (fixed shapes) to ``path`` with external data and a weight map.
 
     dtype: when given (e.g. ``torch.float16`` for GPU builds), the module's floating weights are cast to it in place and
         floating example inputs are cast too, so the graph's float initializers and float inputs/outputs have that type.
+    fp32_ops: ONNX op types to compute in float32 in a float16 graph (:func:`keep_fp32`); empty for float32 graphs.
     Returns the :class:`OnnxExport`; raises :class:`EngineBuildError` when the exporter fails or the graph's outputs do
     not match ``output_names``.
     """
@@ -100,6 +136,10 @@ def export_onnx(module: Any, example_inputs: Sequence["torch.Tensor"], path: str
             raise EngineBuildError(f"ONNX export failed: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}"
                                    ) from e
         model = onnx.load(str(raw), load_external_data=True)
+        if fp32_ops:
+            wrapped = keep_fp32(model, fp32_ops)
+            logger.info("ONNX export: %d %s nodes kept in float32 inside the float16 graph", wrapped,
+                        "/".join(fp32_ops))
         graph_inputs = tuple(i.name for i in model.graph.input)
         graph_outputs = tuple(o.name for o in model.graph.output)
         if graph_outputs != output_names:

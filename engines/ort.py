@@ -20,7 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from engines.base import Backend, BuildContext, Runner, TensorSpec, convert_input, installed, register_backend
+from engines.base import (Backend, BuildContext, Runner, TensorSpec, convert_input, installed, progress,
+                          register_backend)
 from engines.errors import BackendUnavailable, EngineBuildError, EngineOptionError, EngineRunError, missing_extra
 from engines.onnx_export import OnnxExport, export_onnx, load_export
 from engines.refit import WeightMap, plan_refit
@@ -151,6 +152,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     extra = "ort"
     uses_cache = True
+    replaces_module = True
 
     def is_available(self, device: "torch.device") -> tuple[bool, str]:
         if not installed("onnxruntime"):
@@ -191,11 +193,13 @@ class OnnxRuntimeBackend(Backend):
 
     def _export(self, ctx: BuildContext) -> tuple[OnnxExport, Path | None, bool]:
         """(the export, a temporary directory the runner owns or None, whether it came from the cache)."""
+        fp32 = ctx.options.fp32_ops if ctx.options.dtype == "float16" else ()
         if ctx.cache is None or ctx.key is None:
             tmp = Path(tempfile.mkdtemp(prefix="stylecam-onnx-"))
             try:
-                export = export_onnx(ctx.module, ctx.example_inputs, tmp / ONNX_NAME, input_names=ctx.input_names,
-                                     output_names=ctx.output_names, opset=ctx.options.opset)
+                with progress(f"ONNX export of {ctx.description or 'the module'}"):
+                    export = export_onnx(ctx.module, ctx.example_inputs, tmp / ONNX_NAME, input_names=ctx.input_names,
+                                         output_names=ctx.output_names, opset=ctx.options.opset, fp32_ops=fp32)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -210,8 +214,9 @@ class OnnxRuntimeBackend(Backend):
                               description=ctx.description, versions=ctx.versions,
                               extra={"inputs": [s.to_json() for s in ctx.input_specs],
                                      "outputs": [s.to_json() for s in ctx.output_specs]}) as w:
-            export_onnx(ctx.module, ctx.example_inputs, w.dir / ONNX_NAME, input_names=ctx.input_names,
-                        output_names=ctx.output_names, opset=ctx.options.opset)
+            with progress(f"ONNX export of {ctx.description or 'the module'} (cached once)"):
+                export_onnx(ctx.module, ctx.example_inputs, w.dir / ONNX_NAME, input_names=ctx.input_names,
+                            output_names=ctx.output_names, opset=ctx.options.opset, fp32_ops=fp32)
         assert w.entry is not None
         return load_export(w.entry.file(ONNX_NAME), ctx.input_names, ctx.output_names), None, False
 

@@ -183,6 +183,16 @@ def _transformed(t: "torch.Tensor", src: WeightSource, info: InitializerInfo) ->
     return t.reshape(info.shape).to(dtype=info.torch_dtype()).contiguous()
 
 
+def initializer_value(info: InitializerInfo, state: Mapping[str, "torch.Tensor"]) -> "torch.Tensor":
+    """An initializer's value from torch weights (its first source found in ``state``), in the ONNX shape and dtype.
+    RefitUnsupported when none of its sources is in ``state``."""
+    for src in info.sources:
+        if src.torch_name in state:
+            return _transformed(state[src.torch_name].detach(), src, info)
+    raise RefitUnsupported(f"initializer {info.name!r} ({', '.join(s.torch_name for s in info.sources)}) has no "
+                           "value in the module's state: rebuild the engine")
+
+
 def plan_refit(weight_map: WeightMap, new_state: Mapping[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
     """ONNX initializer name -> new value (ONNX shape and dtype) for the torch weights in ``new_state``.
 

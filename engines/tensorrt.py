@@ -14,14 +14,22 @@ download from NVIDIA's index, unreachable; tensorrt-rtx does not support Hopper)
 * run: ``Runtime.deserialize_cuda_engine`` -> ``create_execution_context``; name-based I/O (``num_io_tensors``,
   ``get_tensor_name``, ``get_tensor_mode``, ``get_tensor_dtype``, ``get_tensor_shape``); one torch buffer per I/O
   tensor allocated once, bound with ``set_input_shape`` / ``set_tensor_address``; ``execute_async_v3`` on torch's
-  current stream (a dedicated side stream, so TensorRT does not run on the legacy default stream); captured in a CUDA
-  graph after warm-up.
+  current stream (a dedicated side stream, so TensorRT does not run on the legacy default stream); warmed up and
+  captured in a CUDA graph on the first call (the frame thread's, thread-local capture mode: engines/cudagraph.py). An
+  input that already is its bound buffer (``input_buffers``) is not copied.
+* precision: the ONNX is exported in float16 with the ops of ``EngineOptions.fp32_ops`` (normalisations, softmax)
+  wrapped in Casts to float32 and back, so the strongly typed network computes them in float32; the workspace pool is
+  limited (``trt_workspace_gib``, 2 GiB by default). REFIT is set only when asked for (``trt_refittable``).
 * refit: ``trt.Refitter`` -> ``set_named_weights(name, Weights, TensorLocation.DEVICE)`` for the initializers that
   :func:`engines.refit.plan_refit` maps from torch names (the ONNX parser names refittable weights after the ONNX
-  initializers) -> ``get_missing_weights`` (non-empty: RefitUnsupported) -> ``refit_cuda_engine``; the CUDA graph is
-  captured again afterwards. Note from the TensorRT 11.3 docs: ``REFIT`` may drop a GEMM bias (known issue;
-  ``REFIT_IDENTICAL`` does not, but only allows refitting identical weights) -- the ``tensorrt``-marked test compares a
-  refittable engine with eager to catch it.
+  initializers) -> ``get_missing_weights``: weights TensorRT wants with them (e.g. a bias fused with a changed
+  weight) are supplied from the module's current state dict through the weight map (:func:`missing_weights`; one it
+  cannot trace: RefitUnsupported) -> ``refit_cuda_engine``; the CUDA graph is captured again on the next call. Note
+  from the TensorRT 11.3 docs: ``REFIT`` may drop a GEMM bias (known issue; ``REFIT_IDENTICAL`` does not, but only
+  allows refitting identical weights) -- the ``tensorrt``-marked test compares a refittable engine with eager to
+  catch it.
+* memory: after the export the torch module moves to the CPU (``release_module``) before TensorRT builds, so the
+  build's peak holds one copy of the weights on the GPU, not two.
 
 Tests that need TensorRT carry the ``tensorrt`` marker and are skipped where ``import tensorrt`` fails.
 """
@@ -35,7 +43,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from engines import cudagraph
-from engines.base import Backend, BuildContext, Runner, TensorSpec, installed, register_backend
+from engines.base import (Backend, BuildContext, Runner, TensorSpec, installed, progress, register_backend,
+                          release_module)
 from engines.errors import (BackendUnavailable, EngineBuildError, EngineCorrupt, EngineOptionError, EngineRunError,
                             RefitUnsupported, missing_extra)
 from engines.onnx_export import export_onnx, map_path_for
@@ -207,6 +216,24 @@ def load_engine(plan: bytes) -> tuple[Any, Any]:
     return runtime, engine
 
 
+# --- refit helpers (pure, tested) ------------------------------------------------------------------------------------
+
+def missing_weights(weight_map: WeightMap | None, names: Sequence[str],
+                    state: Mapping[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
+    """The values of the initializers ``names`` (what ``Refitter.get_missing_weights`` lists) from the module's current
+    torch ``state`` through the weight map, in the ONNX shape and dtype. RefitUnsupported for a name the map does not
+    trace to a torch weight of ``state`` (a constant TensorRT made itself): the caller rebuilds."""
+    from engines.refit import initializer_value
+
+    out = {}
+    for name in names:
+        info = weight_map.initializers.get(name) if weight_map is not None else None
+        if info is None or info.degenerate:
+            raise RefitUnsupported(f"TensorRT needs weights {name!r}, which no torch weight maps to: rebuild the engine")
+        out[name] = initializer_value(info, state)
+    return out
+
+
 # --- run --------------------------------------------------------------------------------------------------------------
 
 class TensorRTRunner(Runner):
@@ -242,8 +269,13 @@ class TensorRTRunner(Runner):
             self.context.set_tensor_address(n, self.buffers[n].data_ptr())
         self._feed = [(i, self.buffers[s.name]) for i, s in enumerate(self.inputs) if s.name in engine_inputs]
         self._outs = tuple(self.buffers[n] for n in self.output_names)
-        self.graph: Any = None
-        self._prepare()
+        self.state_source: Any = None  # () -> torch state dict: supplies weights a refit needs but was not given
+        self.copies = 0  # input copies made by the last call
+        self._ready = False  # warmed up (and captured) on the first call: the frame thread's
+
+    @property
+    def input_buffers(self) -> dict[str, "torch.Tensor"]:
+        return {self.inputs[i].name: buf for i, buf in self._feed}
 
     def _enqueue(self) -> tuple["torch.Tensor", ...]:
         import torch
@@ -253,18 +285,22 @@ class TensorRTRunner(Runner):
         return self._outs
 
     def _prepare(self) -> None:
-        """Warm up, then capture the engine in a CUDA graph (again after each refit)."""
+        """Warm up, then capture the engine in a CUDA graph (on the first call, and again after each refit)."""
+        import threading
+
         import torch
 
         self.graph = None
-        if self.use_graph:
+        if self.use_graph and not self.capture_held:
             with torch.cuda.stream(self.stream):
                 self.graph, _ = cudagraph.capture(self._enqueue, self.warmup, self.device)
+            self.capture_thread = threading.current_thread().name
         else:
             with torch.cuda.stream(self.stream):
                 for _ in range(self.warmup):
                     self._enqueue()
             self.stream.synchronize()
+        self._ready = self.graph is not None or not self.use_graph
 
     def _run(self, inputs: Sequence["torch.Tensor"]) -> tuple["torch.Tensor", ...]:
         import torch
@@ -272,8 +308,14 @@ class TensorRTRunner(Runner):
         caller = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(caller)
         with torch.cuda.stream(self.stream):
+            copies = 0
             for i, buf in self._feed:
-                buf.copy_(inputs[i], non_blocking=True)
+                if not cudagraph.is_buffer(inputs[i], buf):  # an input written into its buffer costs no copy
+                    buf.copy_(inputs[i], non_blocking=True)
+                    copies += 1
+            self.copies = copies
+            if not self._ready:
+                self._prepare()  # warm-up (and capture) read the buffers just fed
             if self.graph is not None:
                 self.graph.replay()
             else:
@@ -289,8 +331,8 @@ class TensorRTRunner(Runner):
         import torch
 
         if not self.refittable or self.weight_map is None:
-            raise RefitUnsupported("this TensorRT engine was built without REFIT: rebuild it (or build with "
-                                   "EngineOptions(trt_refittable=True))")
+            raise RefitUnsupported("this TensorRT engine was built without REFIT: rebuild it, or build it refittable "
+                                   "(EngineOptions(trt_refittable=True); stylecam: --trt-refit)")
         updates = plan_refit(self.weight_map, new_state)
         trt = self._trt
         refitter = trt.Refitter(self.engine, _trt_logger(trt))
@@ -307,14 +349,23 @@ class TensorRTRunner(Runner):
                                               trt.TensorLocation.DEVICE):
                 raise RefitUnsupported(f"TensorRT rejected the new weights for {name}: rebuild the engine")
         missing = list(refitter.get_missing_weights())
-        if missing:
-            raise RefitUnsupported(f"TensorRT also needs weights {', '.join(missing[:4])} (combined at build time): "
-                                   "rebuild the engine")
+        if missing:  # weights TensorRT combined with the changed ones at build time: their current values
+            state = self.state_source() if self.state_source is not None else {}
+            for name, value in missing_weights(self.weight_map, missing, state).items():
+                dt = refitter.get_weights_prototype(name).dtype
+                t = value.to(device=self.device, dtype=_torch_dtype(trt, dt)).contiguous()
+                keep.append(t)
+                if not refitter.set_named_weights(name, trt.Weights(dt, t.data_ptr(), t.numel()),
+                                                  trt.TensorLocation.DEVICE):
+                    raise RefitUnsupported(f"TensorRT rejected the weights for {name}: rebuild the engine")
+            still = list(refitter.get_missing_weights())
+            if still:
+                raise RefitUnsupported(f"TensorRT still needs weights {', '.join(still[:4])}: rebuild the engine")
         torch.cuda.synchronize(self.device)
         if not refitter.refit_cuda_engine():
             raise RefitUnsupported("TensorRT refit_cuda_engine failed: rebuild the engine")
         del keep
-        self._prepare()
+        self.graph, self._ready = None, False  # captured again on the next call (the frame thread's)
         logger.info("TensorRT: refitted %d weights", len(updates))
 
     def close(self) -> None:
@@ -331,6 +382,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     extra = "trt"
     uses_cache = True
+    replaces_module = True
 
     def is_available(self, device: "torch.device") -> tuple[bool, str]:
         import torch
@@ -368,6 +420,7 @@ class TensorRTBackend(Backend):
                     continue
                 raise EngineBuildError(str(e)) from e
             runner.cache_key = ctx.key if ctx.cache is not None else None
+            runner.state_source = ctx.module.state_dict
             if (from_cache and ctx.options.trt_refittable
                     and (ctx.weights_tag is None or built_tag != ctx.weights_tag)):
                 # the cached engine holds the weights it was built with: bring it to the module's current weights
@@ -397,11 +450,16 @@ class TensorRTBackend(Backend):
             timing = cache.timing_cache_path(f"tensorrt-{tensorrt_version()}-{props.name}-{props.major}.{props.minor}")
         work = Path(tempfile.mkdtemp(prefix="stylecam-trt-", dir=str(cache.root) if cache is not None else None))
         try:
-            export = export_onnx(ctx.module, ctx.example_inputs, work / "model.onnx", input_names=ctx.input_names,
-                                 output_names=ctx.output_names, opset=opts.opset)
-            plan = build_engine(export.path, optimization_level=opts.trt_optimization_level,
-                                refittable=opts.trt_refittable, workspace_gib=opts.trt_workspace_gib,
-                                timing_cache=timing)
+            fp32 = opts.fp32_ops if opts.dtype == "float16" else ()
+            with progress(f"ONNX export of {ctx.description or 'the module'} for TensorRT"):
+                export = export_onnx(ctx.module, ctx.example_inputs, work / "model.onnx", input_names=ctx.input_names,
+                                     output_names=ctx.output_names, opset=opts.opset, fp32_ops=fp32)
+            if opts.release_module:  # the ONNX is on disk: the torch copy leaves the GPU before TensorRT needs room
+                release_module(ctx.module)
+            with progress(f"TensorRT engine build for {ctx.description or export.path.name}"):
+                plan = build_engine(export.path, optimization_level=opts.trt_optimization_level,
+                                    refittable=opts.trt_refittable, workspace_gib=opts.trt_workspace_gib,
+                                    timing_cache=timing)
             weight_map = WeightMap.load(map_path_for(export.path))
             if cache is not None and key is not None:
                 extra = {"inputs": [s.to_json() for s in ctx.input_specs],

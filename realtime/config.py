@@ -371,10 +371,11 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
-    backend: str = "eager"
+    backend: str = "auto"
     cache_dir: str | None = None  # engine cache: --cache-dir, else $STYLECAM_CACHE, else the user cache directory
     #: ``(other_seed, t)``: the fixed noise is slerp(noise(seed), noise(other_seed), t) (``--seed-blend SEED:T``).
     seed_blend: tuple[int, float] | None = None
+    trt_refit: bool = False  # --trt-refit: refittable TensorRT engines (LoRA changes by refit)
 
     def __post_init__(self) -> None:
         from realtime.geometry import check_model_size

@@ -20,7 +20,7 @@ from realtime.pipeline.timing import StageLog, make_clock, percentile, summarize
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "random:tiny", "--size", "64x64", "--frames", "3", "--warmup", "1"]
 PIPELINE_STAGES = ["capture", "face", "crop", "canny", "upload", "step", *STEP_PARTS, "download", "resize", "sink"]
-LIVE_STAGES = ["wait", "face", "crop", "canny", "stylize", "resize", "sink"]
+LIVE_STAGES = ["wait", "face", "crop", "canny", "stylize", "upload", "step", "download", "resize", "sink"]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -46,7 +46,7 @@ def test_all_modes_run_and_the_json_validates(result):
     path, doc = result
     assert load_result(path)["runs"] == doc["runs"]  # reads back through the validator
     validate(doc, use_jsonschema=False)
-    assert doc["schema_version"] == 1 and doc["kind"] == "stylecam-bench" and doc["label"] == "tiny"
+    assert doc["schema_version"] == 2 and doc["kind"] == "stylecam-bench" and doc["label"] == "tiny"
     assert "test run" in doc["notes"]
     assert [r["mode"] for r in doc["runs"]] == ["step", "pipeline", "live"]
     env = doc["environment"]
@@ -58,6 +58,26 @@ def test_all_modes_run_and_the_json_validates(result):
         f = r["frame"]
         assert f["n"] == 3 and 0 < f["min_ms"] <= f["p50_ms"] <= f["p95_ms"] <= f["p99_ms"] <= f["max_ms"]
         assert r["fps"] > 0 and r["memory"]["rss_peak_mb"] > 0 and r["memory"]["gpu_allocated_peak_mb"] is None
+        build = r["memory"]["build"]  # the build's peaks ride along with every run (GPU fields None on the CPU)
+        assert build["seconds"] > 0 and build["rss_peak_mb"] > 0 and r["memory"]["gpu_peak_mb"] is None
+        assert r["backend"] == "auto" and "eager" in r["backend_reason"]  # auto on the CPU says why it is eager
+
+
+def test_version_1_results_stay_readable(result):
+    _, doc = result
+    old = copy.deepcopy(doc)
+    old["schema_version"] = 1
+    for r in old["runs"]:
+        r["memory"].pop("build")
+        r["memory"].pop("gpu_peak_mb")
+        if r["live"]:
+            r["live"].pop("host_critical")
+            r["live"].pop("device_step")
+    validate(old, use_jsonschema=False)
+    validate(old)
+    old["schema_version"] = 3
+    with pytest.raises(BenchSchemaError, match="newer"):
+        validate(old)
 
 
 def test_stage_names_units_and_sub_stages(result):
@@ -79,6 +99,15 @@ def test_stage_names_units_and_sub_stages(result):
     lv = live["live"]
     assert lv["target_fps"] == 60 and lv["frames_out"] == 3 and lv["dropped"] >= 0
     assert lv["latency"]["p50_ms"] >= lv["added_latency"]["p50_ms"] >= 0
+    # the device step (here: the model call) is subtracted, not the whole stylizer call
+    live_step = next(s for s in live["stages"] if s["name"] == "step")
+    stylize = next(s for s in live["stages"] if s["name"] == "stylize")
+    assert live_step["parent"] == "stylize" and lv["device_step"]["p50_ms"] == live_step["p50_ms"]
+    assert live_step["max_ms"] <= stylize["max_ms"]
+    assert lv["added_latency"]["min_ms"] >= lv["latency"]["min_ms"] - live_step["max_ms"] - 1e-6
+    hc = lv["host_critical"]
+    assert hc["n"] == 3 and 0 <= hc["p50_ms"] <= live["frame"]["max_ms"]
+    assert hc["min_ms"] >= live["frame"]["min_ms"] - live_step["max_ms"] - 1e-6
 
 
 def test_stage_names_are_documented():
@@ -139,7 +168,7 @@ def test_compare_rejects_a_broken_file(result, tmp_path, capsys):
     (lambda d: d["environment"].pop("git"), "environment: missing required field 'git'"),
     (lambda d: d.update(runs=[]), "runs: needs at least 1"),
     (lambda d: d["runs"][0].update(mode="turbo"), "runs[0].mode: 'turbo' is not one of"),
-    (lambda d: d.update(schema_version=2), "newer than this stylecam reads"),
+    (lambda d: d.update(schema_version=3), "newer than this stylecam reads"),
 ])
 def test_builtin_validator_names_the_wrong_field(result, mutate, needle):
     doc = copy.deepcopy(result[1])

@@ -276,12 +276,25 @@ def run_live(stylizer: Any, parts: PipelineParts, source: Any, output_size: Size
     """Read ``source`` (newest frame wins) through a :class:`~realtime.pipeline.processor.FrameProcessor` into the sink.
 
     Latency = sink done - frame arrival (capture time); ``wait`` = read - arrival; the other stages are the frame
-    processor's own, timed on the frame's clock with the sink. ``added_latency`` = latency - the stylizer call."""
+    processor's own, timed on the frame's clock with the sink. The device step (``step``: CUDA events on CUDA, the
+    model call's wall time on the CPU) is what the model costs; ``added_latency`` = latency - step (everything the loop
+    adds: waiting, uploads, syncs, readback, host stages) and ``host_critical`` = the frame thread's wall time per frame
+    (frame taken -> sink done) - step: host work on the critical path, outside the device work."""
     clock = make_clock(stylizer.device)
     mem = MemoryProbe(stylizer.device)
     proc = FrameProcessor(stylizer.size, output_size, stylizer=stylizer, edges=canny_edges, framer=parts.framer,
                           clock=clock)  # not closed: the caller owns its parts
-    names = ("face", "crop", "canny", "stylize", "resize", "sink")
+    stylizer.clock = clock  # the stylizer times upload / step / download on the frame's clock
+    try:
+        return _live_loop(stylizer, proc, parts, source, frames=frames, warmup=warmup, target_fps=target_fps,
+                          clock=clock, mem=mem)
+    finally:
+        stylizer.clock = None
+
+
+def _live_loop(stylizer: Any, proc: FrameProcessor, parts: PipelineParts, source: Any, *, frames: int, warmup: int,
+               target_fps: float, clock: Clock, mem: MemoryProbe) -> Measured:
+    names = ("face", "crop", "canny", "stylize", "upload", "step", "download", "resize", "sink")
     per: dict[str, list[float]] = {k: [] for k in (*names, "wait")}
     latency: list[float] = []
     frame_ms: list[float] = []
@@ -318,8 +331,15 @@ def run_live(stylizer: Any, parts: PipelineParts, source: Any, output_size: Size
               stage_entry("face", per["face"], reason=parts.face_skipped, impl="mediapipe"),
               stage_entry("crop", per["crop"], impl="opencv"), stage_entry("canny", per["canny"], impl="opencv"),
               stage_entry("stylize", per["stylize"], impl=getattr(stylizer.runner, "backend", "eager")),
+              stage_entry("upload", per["upload"], timer=clock.timer.get("upload", "perf_counter"), parent="stylize"),
+              stage_entry("step", per["step"], timer=clock.timer.get("step", "perf_counter"), parent="stylize",
+                          impl=getattr(stylizer.runner, "backend", "eager")),
+              stage_entry("download", per["download"], timer=clock.timer.get("download", "perf_counter"),
+                          parent="stylize"),
               stage_entry("resize", per["resize"], impl="opencv"), stage_entry("sink", per["sink"], impl=parts.sink_impl)]
-    added = [lat - sty for lat, sty in zip(latency, per["stylize"], strict=True)]
+    step = per["step"]
+    added = [lat - st for lat, st in zip(latency, step, strict=True)]
+    host = [fm - st for fm, st in zip(frame_ms, step, strict=True)]
     # Output rate: frames delivered to the sink per second, between the first and the last delivery.
     span = outs[-1] - outs[0]
     achieved = (len(outs) - 1) / span if len(outs) > 1 and span > 0 else 1000.0 / frame_ms[0]
@@ -327,6 +347,7 @@ def run_live(stylizer: Any, parts: PipelineParts, source: Any, output_size: Size
         "target_fps": float(target_fps), "achieved_fps": achieved, "frames_out": len(latency),
         "frames_captured": max(0, s1.frames - s0.frames), "dropped": max(0, s1.dropped - s0.dropped),
         "latency": summarize(latency), "added_latency": summarize([max(0.0, a) for a in added]),
+        "host_critical": summarize([max(0.0, h) for h in host]), "device_step": summarize(step),
     }
     return Measured(frame_ms, stages, achieved, mem.report(), live=live, notes=notes)
 

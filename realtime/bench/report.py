@@ -78,9 +78,11 @@ def _rows(run: dict[str, Any]) -> dict[str, float | None]:
     if live:
         rows.update({"latency p50 ms": live["latency"]["p50_ms"], "latency p99 ms": live["latency"]["p99_ms"],
                      "added latency p50 ms": (live["added_latency"] or {}).get("p50_ms"),
+                     "host critical p50 ms": (live.get("host_critical") or {}).get("p50_ms"),
+                     "host critical p99 ms": (live.get("host_critical") or {}).get("p99_ms"),
                      "dropped frames": float(live["dropped"])})
     mem = run["memory"]
-    rows.update({"GPU allocated peak MiB": mem["gpu_allocated_peak_mb"],
+    rows.update({"GPU allocated peak MiB": mem["gpu_allocated_peak_mb"], "GPU peak incl. build MiB": mem.get("gpu_peak_mb"),
                  "GPU device used peak MiB": mem["gpu_device_used_peak_mb"], "peak RSS MiB": mem["rss_peak_mb"]})
     return rows
 
@@ -200,12 +202,13 @@ def markdown_report(docs: Sequence[dict[str, Any]], labels: Sequence[str]) -> st
     lives = [(label, run) for label, run, _ in cols if run.get("live")]
     if lives:
         out += ["", "Live (paced source):", "", "| result | size | target fps | achieved fps | latency p50 ms | p99 | "
-                "added latency p50 ms | dropped |", "|---|---|---|---|---|---|---|---|"]
+                "added latency p50 ms | host critical p50 ms | dropped |", "|---|---|---|---|---|---|---|---|---|"]
         for label, run in lives:
             lv = run["live"]
             out.append(f"| {run_name(label, run)} | {size_text(run)} | {_md(lv['target_fps'], 0)} | "
                        f"{_md(lv['achieved_fps'], 2)} | {_md(lv['latency']['p50_ms'])} | {_md(lv['latency']['p99_ms'])} | "
-                       f"{_md((lv['added_latency'] or {}).get('p50_ms'))} | {lv['dropped']} |")
+                       f"{_md((lv['added_latency'] or {}).get('p50_ms'))} | "
+                       f"{_md((lv.get('host_critical') or {}).get('p50_ms'))} | {lv['dropped']} |")
     comps = [(label, doc) for label, doc in zip(labels, docs, strict=True) if doc.get("comparison")]
     if comps:
         out += ["", "StreamDiffusion side by side (same weights, size, dtype, TAESD, 1 step, alternating calls):", "",
@@ -216,6 +219,22 @@ def markdown_report(docs: Sequence[dict[str, Any]], labels: Sequence[str]) -> st
             out.append(f"| {label} | {machine(doc)} | {c.get('size', '-')} | {_md(c.get('streamdiffusion_fps'), 2)} | "
                        f"{_md(c.get('stylecam_fps'), 2)} | {_md(c.get('ratio_stylecam_to_streamdiffusion'), 2)} | "
                        f"{_md(c.get('stylecam_controlnet_fps'), 2)} |")
+    return "\n".join(out) + "\n"
+
+
+def summary_table(docs: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
+    """One Markdown table, one row per run of every document: what the GPU suite prints at its end."""
+    out = ["| result | system | mode | size | backend | step p50 ms | frame p50 ms | p99 | fps | host critical p50 ms | "
+           "added latency p50 ms | GPU peak incl. build MiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, run, _ in columns(docs, labels):
+        live = run.get("live") or {}
+        step = _stage(run, "step")
+        out.append(f"| {label} | {run['system']} | {run['mode']} | {size_text(run)} | {run['backend_used']} | "
+                   f"{_md((step or {}).get('p50_ms'), 2)} | {_md(run['frame']['p50_ms'], 2)} | "
+                   f"{_md(run['frame']['p99_ms'], 2)} | {_md(run['fps'], 2)} | "
+                   f"{_md((live.get('host_critical') or {}).get('p50_ms'), 2)} | "
+                   f"{_md((live.get('added_latency') or {}).get('p50_ms'), 2)} | "
+                   f"{_md(run['memory'].get('gpu_peak_mb'), 0)} |")
     return "\n".join(out) + "\n"
 
 

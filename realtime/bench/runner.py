@@ -33,7 +33,7 @@ class BenchSettings:
     sizes: tuple[Size, ...] = (Size(512, 512),)
     backends: tuple[str, ...] = ("eager",)
     batch: int = 1
-    frames: int = 50
+    frames: int = 300
     warmup: int = 5
     fps: float = 30.0
     source: str | None = None
@@ -167,7 +167,8 @@ def run_benchmark(settings: BenchSettings, model: Any, style: Any, run: Any, *, 
     from realtime.bench.schema import KINDS, SCHEMA_VERSION, validate
     from realtime.vision.edges import EdgeDetector
     from realtime.diffusion.models import resolve_device, resolve_dtype
-    from realtime.diffusion.build import build_stylizer
+    from realtime.bench.stats import BuildMemory, with_build
+    from realtime.diffusion.build import build_stylizer, settle_heap
     from realtime.pipeline.processor import canny_config
 
     if style.passthrough:
@@ -188,13 +189,17 @@ def run_benchmark(settings: BenchSettings, model: Any, style: Any, run: Any, *, 
         for backend in settings.backends:
             rc = dataclasses.replace(run, size=size, backend=backend)
             log.info("bench: %s, backend %s: building the stylizer", size, backend)
-            stylizer = build_stylizer(model, style, rc)
+            with BuildMemory(device) as built:  # memory peaks include the build (an engine build peaks higher)
+                stylizer = build_stylizer(model, style, rc)
+            settle_heap()  # as live does after loading and warm-up: no full collection over the model stack
             try:
                 for mode in settings.modes:
                     log.info("bench: %s %s %s: %d warm-up + %d frames", mode, size, backend, settings.warmup, settings.frames)
                     with tempfile.TemporaryDirectory(prefix="stylecam-bench-") as tmp:
-                        runs.append(_run_mode(mode, stylizer, settings, model, style, rc, camera_frames, edges, tmp,
-                                              model_inputs))
+                        record = _run_mode(mode, stylizer, settings, model, style, rc, camera_frames, edges, tmp,
+                                           model_inputs)
+                    record["memory"] = with_build(record["memory"], built.report)
+                    runs.append(record)
             finally:
                 stylizer.close()
                 del stylizer
@@ -270,7 +275,7 @@ def _run_mode(mode: str, stylizer: Any, settings: BenchSettings, model: Any, sty
         "size": _size_dict(stylizer.size),
         "backend": rc.backend,
         "backend_used": str(getattr(runner_used, "backend", "eager")),
-        "backend_reason": getattr(stylizer.runner, "reason", None) or None,
+        "backend_reason": getattr(stylizer.runner, "reason", None) or getattr(stylizer, "backend_reason", None) or None,
         "device": str(stylizer.device),
         "dtype": _dtype_name(stylizer.dtype),
         "batch": batch,

@@ -16,7 +16,11 @@ from realtime.bench.stats import STAGES
 from realtime.errors import BadInputFile, InputNotFound, OutputError
 from realtime.files import write_text_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions this reader accepts. 2 added ``live.host_critical``, ``live.device_step``, ``memory.build`` and
+#: ``memory.gpu_peak_mb`` and changed ``live.added_latency`` to latency minus the device step (was: minus the whole
+#: stylizer call); version 1 files stay readable.
+READABLE_VERSIONS = (1, 2)
 KINDS = ("stylecam-bench", "streamdiffusion-compare")
 MODES = ("step", "pipeline", "live", "switch")
 
@@ -45,13 +49,24 @@ STAGE: dict[str, Any] = {
 }
 _MEMORY_KEYS = ("gpu_allocated_start_mb", "gpu_allocated_peak_mb", "gpu_reserved_peak_mb", "gpu_device_used_start_mb",
                 "gpu_device_used_peak_mb", "gpu_device_total_mb", "rss_peak_mb")
-MEMORY: dict[str, Any] = {"type": "object", "required": list(_MEMORY_KEYS), "properties": {k: _NUM_OR_NULL for k in _MEMORY_KEYS}}
+_BUILD_KEYS = ("seconds", "gpu_allocated_peak_mb", "gpu_device_used_peak_mb", "rss_peak_mb")
+BUILD_MEMORY: dict[str, Any] = {
+    "type": "object", "required": list(_BUILD_KEYS),
+    "properties": {"seconds": _NUM, **{k: _NUM_OR_NULL for k in _BUILD_KEYS[1:]}},
+}
+MEMORY: dict[str, Any] = {
+    "type": "object", "required": list(_MEMORY_KEYS),
+    "properties": {**{k: _NUM_OR_NULL for k in _MEMORY_KEYS}, "gpu_peak_mb": _NUM_OR_NULL,
+                   "build": {"anyOf": [{"type": "null"}, BUILD_MEMORY]}},
+}
+_SUMMARY_OR_NULL = {"anyOf": [{"type": "null"}, SUMMARY]}
 LIVE: dict[str, Any] = {
     "type": "object",
     "required": ["target_fps", "achieved_fps", "frames_out", "frames_captured", "dropped", "latency", "added_latency"],
     "properties": {
         "target_fps": _NUM, "achieved_fps": _NUM, "frames_out": _INT0, "frames_captured": _INT0, "dropped": _INT0,
-        "latency": SUMMARY, "added_latency": {"anyOf": [{"type": "null"}, SUMMARY]},
+        "latency": SUMMARY, "added_latency": _SUMMARY_OR_NULL, "host_critical": _SUMMARY_OR_NULL,
+        "device_step": _SUMMARY_OR_NULL,
     },
 }
 SWITCH: dict[str, Any] = {
@@ -132,7 +147,7 @@ SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["schema_version", "kind", "label", "tool", "command", "settings", "environment", "runs", "notes"],
     "properties": {
-        "schema_version": {"const": SCHEMA_VERSION},
+        "schema_version": {"enum": list(READABLE_VERSIONS)},
         "kind": {"enum": list(KINDS)},
         "label": _STR_OR_NULL,
         "tool": {"type": "object", "required": ["name", "version"],

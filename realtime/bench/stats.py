@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -152,6 +154,50 @@ class MemoryProbe:
                 gpu_device_total_mb=torch.cuda.mem_get_info(self.device)[1] / MIB,
             )
         return out
+
+
+class BuildMemory:
+    """Peak memory and time while a stylizer (models + engine) is built: ``with BuildMemory(device) as b: ...``, then
+    ``b.report`` = ``{seconds, gpu_allocated_peak_mb, gpu_device_used_peak_mb, rss_peak_mb}`` (MiB; GPU fields None
+    on the CPU). The device view is sampled every ``interval_s`` on a helper thread, so memory an engine builder
+    takes outside torch's allocator (TensorRT) is seen too."""
+
+    def __init__(self, device: Any, interval_s: float = 0.05) -> None:
+        self.probe = MemoryProbe(device)
+        self.interval_s = interval_s
+        self.report: dict[str, float | None] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.probe.sample()
+
+    def __enter__(self) -> "BuildMemory":
+        self.probe.start()
+        self._t0 = time.perf_counter()
+        if self.probe.cuda:
+            self._thread = threading.Thread(target=self._sample, name="stylecam-build-memory", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        mem = self.probe.report()
+        self.report = {"seconds": time.perf_counter() - self._t0, "gpu_allocated_peak_mb": mem["gpu_allocated_peak_mb"],
+                       "gpu_device_used_peak_mb": mem["gpu_device_used_peak_mb"], "rss_peak_mb": mem["rss_peak_mb"]}
+
+
+def with_build(memory: dict[str, Any], build: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's memory record with the build's peaks beside it and ``gpu_peak_mb``: the allocator's peak over the build
+    and the run together (the figure the 4 GiB goal is about; None on the CPU)."""
+    out = dict(memory, build=build)
+    peaks = [v for v in (memory.get("gpu_allocated_peak_mb"), (build or {}).get("gpu_allocated_peak_mb")) if v is not None]
+    out["gpu_peak_mb"] = max(peaks) if peaks else None
+    return out
 
 
 def stage_entry(name: str, values: Sequence[float] | None, *, timer: str = "perf_counter", parent: str | None = None,

@@ -48,7 +48,7 @@ def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
     g.add_argument("--sizes", default=None, metavar="WxH[,WxH...]", help=f"sweep of model sizes, e.g. 256x256,384x384,512x512,768x448 (default: --size, {DEFAULT_SIZE} in bench)")
     g.add_argument("--backends", default=None, metavar="B[,B...]", help="sweep of engine backends, e.g. eager,compile (default: --backend)")
     g.add_argument("--batch", type=int, default=1, help="frames per frame-step call in the step mode (throughput); default 1")
-    g.add_argument("--frames", type=int, default=50, help="timed frames per run (default 50)")
+    g.add_argument("--frames", type=int, default=300, help="timed frames per run (default 300, so that p99 is not the maximum)")
     g.add_argument("--warmup", type=int, default=5, help="untimed warm-up frames before them (default 5)")
     g.add_argument("--fps", type=float, default=30.0, help="live mode: the source's frame rate, e.g. 30 or 60 (default 30)")
     src = g.add_mutually_exclusive_group()
@@ -88,7 +88,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
     if args.sizes is not None and args.size != DEFAULT_SIZE:
         raise UsageError("--size and --sizes: give one (--sizes is the sweep)")
-    if args.backends is not None and args.backend != "eager":
+    if args.backends is not None and args.backend != "auto":
         raise UsageError("--backend and --backends: give one (--backends is the sweep)")
     size_texts = _csv(args.sizes) if args.sizes is not None else [args.size]
     if "auto" in size_texts:
@@ -108,7 +108,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         notes=tuple(args.note),
     )
     run = RunConfig(size=sizes[0], seed=args.seed, device=args.device, dtype=args.dtype, backend=backends[0],
-                    cache_dir=getattr(args, "cache_dir", None))
+                    cache_dir=getattr(args, "cache_dir", None), trt_refit=getattr(args, "trt_refit", False))
     return settings, model_from_args(args), style_from_args(args), run
 
 
@@ -157,6 +157,9 @@ def summary_text(doc: dict[str, Any]) -> str:
             lv = run["live"]
             line += (f"  latency p50 {lv['latency']['p50_ms']:.1f} p99 {lv['latency']['p99_ms']:.1f} ms, "
                      f"dropped {lv['dropped']}/{lv['frames_captured']}")
+            if lv.get("host_critical"):
+                line += (f", host critical p50 {lv['host_critical']['p50_ms']:.2f} ms, added latency p50 "
+                         f"{lv['added_latency']['p50_ms']:.1f} ms")
         if run["mode"] != "step":
             line += f"  [{stages}]"
         if skipped:

@@ -45,6 +45,12 @@ def run_build(args: argparse.Namespace) -> int:
     run = run_from_args(args, parse_size(args.output_size, what="--output-size"))
     if run.backend == "eager":
         raise UsageError("--backend eager has nothing to build: choose auto, compile, onnxruntime or tensorrt")
+    from realtime.diffusion.engine_select import resolve_backend
+    from realtime.diffusion.models import resolve_device
+
+    if resolve_backend(run.backend, resolve_device(run.device))[0] == "eager":
+        raise UsageError(f"--backend auto runs eager on {resolve_device(run.device).type}: nothing to build; choose "
+                         "compile or onnxruntime (or build on a CUDA device)")
     model = model_from_args(args)
     build_inputs(style, model, run)  # models, LoRAs and the backend on this device, before anything loads
     from realtime.diffusion.build import build_stylizer

@@ -85,7 +85,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--size", default="auto", help="model resolution WxH, multiples of 64 (default auto: near 512x512 in the output's aspect ratio)")
     g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N (auto: CUDA, then MPS, then CPU)")
     g.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: fp16 on GPUs, fp32 on the CPU")
-    g.add_argument("--backend", default="eager", choices=BACKEND_CHOICES, help="engine backend: eager (default), compile (torch.compile + CUDA graphs), onnxruntime, tensorrt; auto picks the fastest available and says which")
+    g.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="engine backend: auto (default: on CUDA TensorRT when installed, else torch.compile + CUDA graphs; eager on the CPU; it logs what it chose and why), eager, compile, onnxruntime, tensorrt")
+    g.add_argument("--trt-refit", action="store_true", help="build TensorRT engines refittable (LoRA changes by refit instead of a rebuild; off by default: TensorRT 11.3 documents a REFIT bias issue)")
     g.add_argument("--cache-dir", default=None, help="engine cache directory (default $STYLECAM_CACHE, else the user cache directory)")
 
 
@@ -193,7 +194,8 @@ def model_size(args: argparse.Namespace, output: Size) -> Size:
 def run_from_args(args: argparse.Namespace, output: Size) -> RunConfig:
     return RunConfig(size=model_size(args, output), seed=args.seed, device=args.device, dtype=args.dtype,
                      backend=args.backend, cache_dir=args.cache_dir,
-                     seed_blend=seed_blend_arg(getattr(args, "seed_blend", None)))
+                     seed_blend=seed_blend_arg(getattr(args, "seed_blend", None)),
+                     trt_refit=getattr(args, "trt_refit", False))
 
 
 def output_size_arg(text: str | None) -> Size | None:

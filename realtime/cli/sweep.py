@@ -68,7 +68,7 @@ def build_parser(prog: str = "sweep.py") -> argparse.ArgumentParser:
 
 def job_from_args(args: argparse.Namespace) -> SweepJob:
     """Translate parsed options into a :class:`SweepJob` (validating everything before any model is loaded)."""
-    if args.backend != "eager":
+    if args.backend not in ("eager", "auto"):
         raise UsageError(f"--backend {args.backend}: the sweep runs eagerly (an engine per setting would be rebuilt); drop --backend")
     axes = SweepAxes(
         models=parse_list(args.models, "--models", str), styles=parse_list(args.styles, "--styles", str),

@@ -45,9 +45,28 @@ def engine_key_fields(model: ModelConfig, style: StyleConfig, run: RunConfig, co
 
 
 def engine_options(run: RunConfig, dtype: "torch.dtype") -> Any:
+    """The FrameStep's engine options. ``clone_outputs=False``: the stylizer reads the image out before the next call
+    and feeds the two latents back as inputs, which the runner copies into its input buffers before the next replay
+    overwrites them, so the three per-frame output clones are not needed. REFIT only with ``--trt-refit``."""
     from engines import EngineOptions
 
-    return EngineOptions(dtype=_DTYPE_NAMES[str(dtype)], trt_refittable=True)
+    return EngineOptions(dtype=_DTYPE_NAMES[str(dtype)], trt_refittable=run.trt_refit, clone_outputs=False)
+
+
+#: why ``--backend auto`` runs eagerly off CUDA (logged and kept in the stylizer's ``backend_reason``)
+CPU_AUTO_REASON = ("auto on {device}: eager (an onnxruntime trial costs a full ONNX export of the model, minutes at "
+                   "real size, and torch.compile a long inductor compile; ask for --backend onnxruntime or compile)")
+
+
+def resolve_backend(name: str, device: "torch.device") -> tuple[str, str]:
+    """(the backend to build with, why). ``auto`` on CUDA stays ``auto``: :func:`engines.build_runner` picks TensorRT
+    when it is installed and usable, else torch.compile with CUDA graphs, and says why. Elsewhere ``auto`` is eager
+    (:data:`CPU_AUTO_REASON`). A named backend is taken as asked."""
+    if name != "auto":
+        return name, "requested"
+    if device.type == "cuda":
+        return "auto", "best available on CUDA: tensorrt, else compile + CUDA graphs"
+    return "eager", CPU_AUTO_REASON.format(device=device.type)
 
 
 def runner_factory(model: ModelConfig, style: StyleConfig, run: RunConfig, comps: "Components", device: "torch.device",
@@ -66,14 +85,17 @@ def runner_factory(model: ModelConfig, style: StyleConfig, run: RunConfig, comps
         # Refittable TensorRT engines leave the LoRA set out of the key: a cached engine is refitted to the fused weights
         # the module holds now (weights_tag names them). Every other backend, and `auto` (which may pick onnxruntime),
         # keys on the LoRA set, so a LoRA change can never reuse a stale engine.
-        include_loras = not (run.backend == "tensorrt" and options.trt_refittable)
+        include_loras = not (run.backend == "tensorrt" and options.trt_refittable)  # auto may pick any: keyed
         fields = engine_key_fields(model, style, run, comps, dtype, include_loras=include_loras,
                                    batch=int(example_inputs[0].shape[0]))
         runner = build_runner(
-            module, example_inputs, backend=run.backend, input_names=getattr(module, "input_names", INPUT_NAMES), output_names=OUTPUT_NAMES,
+            module, example_inputs, backend=resolve_backend(run.backend, device)[0],
+            input_names=getattr(module, "input_names", INPUT_NAMES), output_names=OUTPUT_NAMES,
             options=options, cache=cache, key_fields=fields, weights_tag=",".join(loras) or "base",
             description=description,
         )
+        if runner.backend == "tensorrt" and not options.trt_refittable:
+            log.info("TensorRT engine built without REFIT: a LoRA change rebuilds it (--trt-refit to refit instead)")
         log.info("frame step runs on the %s backend%s", runner.backend, f" ({runner.reason})" if runner.reason else "")
         return runner
 

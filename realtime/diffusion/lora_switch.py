@@ -131,7 +131,8 @@ class LoraSwitcher:
         except RefitUnsupported as e:
             with lock if lock is not None else contextlib.nullcontext():
                 back = self.apply(old)
-            refit(unet_part(back))
+            with contextlib.suppress(RefitUnsupported):  # an engine that cannot refit at all still holds the old set
+                refit(unet_part(back))
             raise LoraError(f"LoRA set [{' '.join(map(str, specs)) or 'none'}] cannot be applied to the running "
                             f"engine: {str(e).splitlines()[0]}") from e
         return changed

@@ -8,23 +8,24 @@ the seed, the previous frame's latents, and the runner (eager here; engines thro
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from realtime.config import StyleConfig, check_seed, prompt_mix
 from realtime.diffusion.blending import blend_noise, interpolate, mix_embeddings
-from realtime.diffusion.family import SD, Family, each_conditioning, encode_prompt, time_ids
+from realtime.diffusion.family import each_conditioning, encode_prompt, time_ids
 from realtime.errors import UsageError
+from realtime.diffusion.frame_numbers import _NO_CLOCK, FrameNumbers, strength_timestep  # noqa: F401 (re-exported)
+from realtime.diffusion.framestep import (CONTROL_CHANNELS, INPUT_NAMES, NUMBER_NAMES, OUTPUT_NAMES,  # noqa: F401
+                                          FrameStep, input_names, to_uint8)
+from realtime.diffusion.variants import StepVariants, bound
 from realtime.geometry import Size
 
 if TYPE_CHECKING:
@@ -34,174 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: FrameStep's inputs, in order (names are the ONNX graph's input names), for a step with at most one control.
-#: ``control`` and ``control_scale`` belong to the step's first control (Canny when it is enabled); each further
-#: control appends ``control_<name>`` and ``control_scale_<name>`` (:func:`input_names`, :attr:`FrameStep.input_names`).
-INPUT_NAMES = (
-    "image",            # (1, H, W, 3) uint8 RGB
-    "control",          # (1, H, W) uint8 map (Canny 0/255, depth 0..255) or (1, H, W, 3) uint8 RGB (pose skeleton)
-    "prev_in_latent",   # (1, 4, H/8, W/8) previous frame's input latent z (motion estimate)
-    "prev_out_latent",  # (1, 4, H/8, W/8) previous frame's output latent z0 (blending)
-    "noise",            # (1, 4, H/8, W/8) fixed noise n
-    "prompt_embeds",    # (1, 77, D), or (2, 77, D) [negative, positive] with CFG
-    "timestep",         # (1,) t
-    "sqrt_alpha_bar",   # (1,) sqrt(abar_t)
-    "sqrt_one_minus_alpha_bar",  # (1,) sqrt(1 - abar_t)
-    "blend",            # (1,) weight a of the current frame; 1 = no blending
-    "motion_gain",      # (1,) a rises to 1 where |z - z_prev_in| * gain >= 1; 0 = not motion-adaptive
-    "control_scale",    # (1,) ControlNet residual scale; 0 = no ControlNet effect
-    "guidance_scale",   # (1,) CFG scale (used only when built with CFG)
-)
-OUTPUT_NAMES = ("image_out", "in_latent", "out_latent")
-#: The per-frame numbers among :data:`INPUT_NAMES` (each a (1,) tensor; a device frame path sends them as one tensor).
-NUMBER_NAMES = ("timestep", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "blend", "motion_gain", "control_scale",
-                "guidance_scale")
-#: Channels of each control's map: Canny and depth are one grey channel, the OpenPose skeleton is RGB.
-CONTROL_CHANNELS = {"canny": 1, "pose": 3, "depth": 1}
-
-
-def input_names(controls: tuple[str, ...] = (), family: Family = SD) -> tuple[str, ...]:
-    """FrameStep's input names for ``controls`` (its ControlNets' control types, in order): :data:`INPUT_NAMES`, then
-    ``control_<name>``, ``control_scale_<name>`` for every control after the first, then ``family``'s inputs."""
-    more = tuple(n for c in controls[1:] for n in (f"control_{c}", f"control_scale_{c}"))
-    return INPUT_NAMES + more + family.extra_inputs
-
-
-def _as_condition(control: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(1, H, W) or (1, H, W, 3) uint8 -> (1, 3, H, W) in [0, 1], the ControlNet's conditioning image."""
-    cond = control.to(dtype) / 255.0
-    return cond.unsqueeze(1).expand(-1, 3, -1, -1) if cond.dim() == 3 else cond.permute(0, 3, 1, 2)
-
-
-class FrameStep(nn.Module):
-    """One SD-Turbo (or SDXL-Turbo) step with ControlNets and TAESD, uint8 image in, uint8 image out.
-
-    Args: ``unet``; ``controlnets``: an ordered mapping {control type: ControlNet} (a single ControlNet is Canny's;
-    None or empty: no ControlNet); ``vae`` (AutoencoderTiny or AutoencoderKL); ``prediction_type`` (``epsilon``,
-    ``v_prediction`` or ``sample``); ``cfg`` (classifier-free guidance: doubles the UNet batch); ``family`` (SD, or
-    SDXL: two more inputs). ``forward`` takes :attr:`input_names` (:data:`INPUT_NAMES`, one control image and one scale
-    per further control, the family's inputs) and returns :data:`OUTPUT_NAMES`. The ControlNets' residuals, each
-    times its scale input, are summed (diffusers' MultiControlNetModel does the same): 0 is that control left out.
-    """
-
-    def __init__(self, unet: Any, controlnets: Any, vae: Any, prediction_type: str, cfg: bool = False,
-                 family: Family = SD):
-        super().__init__()
-        if prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise UsageError(f"prediction_type {prediction_type!r}: expected epsilon, v_prediction or sample")
-        if controlnets is not None and not isinstance(controlnets, dict):
-            controlnets = {"canny": controlnets}
-        self.controlnets = nn.ModuleDict(dict(controlnets or {}))
-        self.controls: tuple[str, ...] = tuple(self.controlnets.keys())
-        self.input_names = input_names(self.controls, family)
-        self.unet, self.vae = unet, vae
-        self.prediction_type, self.cfg, self.family = prediction_type, cfg, family
-        self.tiny_vae = type(vae).__name__ == "AutoencoderTiny"
-        self.vae_scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) in [-1, 1] -> scaled latent (B,4,H/8,W/8)."""
-        if self.tiny_vae:
-            return self.vae.encode(x).latents * self.vae_scale
-        return self.vae.encode(x).latent_dist.mode() * self.vae_scale
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Scaled latent -> (B,3,H,W) in [-1, 1]."""
-        return self.vae.decode(z / self.vae_scale).sample
-
-    def forward(
-        self, image: torch.Tensor, control: torch.Tensor, prev_in_latent: torch.Tensor,
-        prev_out_latent: torch.Tensor, noise: torch.Tensor, prompt_embeds: torch.Tensor, timestep: torch.Tensor,
-        sqrt_alpha_bar: torch.Tensor, sqrt_one_minus_alpha_bar: torch.Tensor, blend: torch.Tensor,
-        motion_gain: torch.Tensor, control_scale: torch.Tensor, guidance_scale: torch.Tensor, *more_controls: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        dtype = noise.dtype
-        x = image.to(dtype).permute(0, 3, 1, 2) / 127.5 - 1.0  # uint8 cast first: TensorRT wants it at the I/O edge
-        z = self.encode(x)
-        # Motion-adaptive latent blending: a -> 1 where the input latent moved.
-        moved = (z - prev_in_latent).abs().mean(dim=1, keepdim=True)
-        a = blend + (1.0 - blend) * (moved * motion_gain).clamp(0.0, 1.0)
-        z_in = a * z + (1.0 - a) * prev_out_latent
-        x_t = sqrt_alpha_bar * z_in + sqrt_one_minus_alpha_bar * noise
-
-        batch = 2 if self.cfg else 1
-        sample = x_t.expand(batch, -1, -1, -1) if self.cfg else x_t
-        t = timestep.expand(batch)
-        k = len(self.family.extra_inputs)  # SDXL: pooled text embeddings and time ids, as added_cond_kwargs
-        extra, more_controls = (more_controls[-k:], more_controls[:-k]) if k else ((), more_controls)
-        added = {"added_cond_kwargs": dict(zip(self.family.extra_inputs, extra, strict=True))} if k else {}
-        down, mid = self._control_residuals(sample, t, prompt_embeds, (control, control_scale, *more_controls), added)
-        pred = self.unet(
-            sample, t, encoder_hidden_states=prompt_embeds, down_block_additional_residuals=down,
-            mid_block_additional_residual=mid, return_dict=False, **added,
-        )[0]
-        if self.cfg:
-            uncond, cond_pred = pred.chunk(2)
-            pred = uncond + guidance_scale * (cond_pred - uncond)
-        if self.prediction_type == "epsilon":
-            z0 = (x_t - sqrt_one_minus_alpha_bar * pred) / sqrt_alpha_bar
-        elif self.prediction_type == "v_prediction":
-            z0 = sqrt_alpha_bar * x_t - sqrt_one_minus_alpha_bar * pred
-        else:
-            z0 = pred
-        return to_uint8(self.decode(z0)), z, z0
-
-    def _control_residuals(
-        self, sample: torch.Tensor, t: torch.Tensor, prompt_embeds: torch.Tensor, pairs: tuple[torch.Tensor, ...],
-        added: dict[str, Any],
-    ) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
-        """Sum over the ControlNets of their residuals times their scales; ``pairs`` = (image, scale) per control."""
-        if len(pairs) != 2 * max(1, len(self.controls)):
-            raise UsageError(f"FrameStep with controls {self.controls} takes {len(self.input_names)} inputs")
-        down: list[torch.Tensor] | None = None
-        mid: torch.Tensor | None = None
-        for i, net in enumerate(self.controlnets.values()):
-            image, scale = pairs[2 * i], pairs[2 * i + 1]
-            cond = _as_condition(image, sample.dtype)
-            cond = cond.expand(sample.shape[0], -1, -1, -1) if self.cfg else cond
-            d, m = net(sample, t, encoder_hidden_states=prompt_embeds, controlnet_cond=cond, conditioning_scale=1.0,
-                       return_dict=False, **added)
-            d, m = [r * scale for r in d], m * scale
-            down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
-            mid = m if mid is None else mid + m
-        return down, mid
-
-
-def to_uint8(y: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 RGB (rounded; the cast last, at the I/O edge)."""
-    return ((y.clamp(-1.0, 1.0) + 1.0) * 127.5).round().permute(0, 2, 3, 1).to(torch.uint8)
-
-
-@dataclass(frozen=True)
-class FrameNumbers:
-    """The per-frame numbers, as plain floats (turned into (1,) tensors for :class:`FrameStep`)."""
-
-    timestep: float
-    sqrt_alpha_bar: float
-    sqrt_one_minus_alpha_bar: float
-    blend: float
-    motion_gain: float
-    control_scale: float  # the step's first control's scale
-    guidance_scale: float
-    more_scales: tuple[float, ...] = ()  # the scales of the step's further controls, in order
-
-
-def strength_timestep(strength: float, num_train_timesteps: int = 1000) -> int:
-    """The one-step timestep for an img2img ``strength`` in (0, 1]: 1 -> T-1 (pure noise), 0.5 -> T/2 - 1."""
-    if not 0 < strength <= 1:
-        raise UsageError(f"--strength {strength}: must be in (0, 1]")
-    return max(0, min(num_train_timesteps - 1, round(strength * num_train_timesteps) - 1))
-
-
-class _NoClock:
-    @staticmethod
-    def stage(name: str, *, device: bool = False) -> contextlib.nullcontext[None]:
-        return contextlib.nullcontext()
-
-
-_NO_CLOCK = _NoClock()
-
-
 class Stylizer:
     """Owns the per-stream state around :class:`FrameStep` and runs it (eagerly, or through an engine runner).
 
@@ -209,9 +42,13 @@ class Stylizer:
     returns the stylized RGB uint8 image (H, W, 3). The first frame is never blended (no brown warm-up frames), and the
     output is this frame's own (no n-1 delay). ``clock``: None, or a :class:`~realtime.diffusion.protocols.StageClock`
     that times each call's ``upload``, ``step`` and ``download`` (``stylecam bench`` sets it).
+
+    Guidance on/off keeps both frame-step variants (:mod:`realtime.diffusion.variants`; :meth:`prepare_style` builds
+    the other one off the frame thread). Engine outputs may be static buffers: the image is read before the next call.
     """
 
     clock: "StageClock | None" = None
+    backend_reason: str = ""  # why the frame step runs on its backend (set by build_stylizer / from the runner)
 
     def __init__(
         self, components: "Components", style: StyleConfig, size: Size, *, device: torch.device,
@@ -243,9 +80,19 @@ class Stylizer:
         self._prev_in = torch.zeros(latent_shape, device=device, dtype=dtype)
         self._prev_out = torch.zeros(latent_shape, device=device, dtype=dtype)
         self._has_prev = False
+        self.variants = StepVariants()  # guidance on/off: each frame-step variant built once (diffusion/variants.py)
         self._build(style)
 
     # ----------------------------------------------------------------------------------------------------- set-up
+    def _variant(self, cfg: bool, cond: Any, numbers: "FrameNumbers") -> tuple[FrameStep, Any]:
+        def build() -> tuple[FrameStep, Any]:
+            c = self.components
+            step = FrameStep(c.unet, self._nets, c.vae, c.prediction_type, cfg=cfg, family=c.family)
+            factory = self._runner_factory  # an engine captures its CUDA graph at its first call (the frame thread)
+            return step, step if factory is None else factory(step, self.example_inputs(cond, numbers, cfg))
+
+        return self.variants.get(cfg, build)
+
     def _build(self, style: StyleConfig) -> None:
         comps = self.components
         nets = {c: net for c, net in comps.controlnets.items() if c in style.controls}
@@ -253,18 +100,18 @@ class Stylizer:
         if missing:
             raise UsageError(f"control {missing[0]} is enabled but its ControlNet is not loaded (load the models "
                              f"with that control)")
-        self.step = FrameStep(comps.unet, nets, comps.vae, comps.prediction_type, cfg=style.uses_cfg, family=comps.family)
+        self._nets = nets  # fixed for this stylizer (set_style refuses control changes): both variants share them
+        self._controls = tuple(nets)  # FrameStep.controls: the mapping's keys, in order
         self._cfg = style.uses_cfg
         self._prompt_embeds, self._text_embeds = self.conditioning(style)
         self._time_ids = time_ids(self.size, 2 if style.uses_cfg else 1, self.device, self.dtype)
         self._numbers = self.frame_numbers(style)
-        self.runner = self.step if self._runner_factory is None else self._runner_factory(self.step, self.example_inputs())
+        self.step, self.runner = self._variant(style.uses_cfg, (self._prompt_embeds, self._text_embeds), self._numbers)
+        self.backend_reason = getattr(self.runner, "reason", "") or self.backend_reason
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        close = getattr(self.runner, "close", None)
-        if callable(close) and self.runner is not self.step:
-            close()
+        self.variants.close()
 
     def __enter__(self) -> "Stylizer":
         return self
@@ -275,7 +122,7 @@ class Stylizer:
     def frame_numbers(self, style: StyleConfig) -> FrameNumbers:
         t = strength_timestep(style.strength, len(self._abar))
         abar = float(self._abar[t])
-        scales = [style.scale_of(c) for c in self.step.controls] or [style.control_scale]
+        scales = [style.scale_of(c) for c in self._controls] or [style.control_scale]
         return FrameNumbers(
             timestep=float(t), sqrt_alpha_bar=abar**0.5, sqrt_one_minus_alpha_bar=(1 - abar) ** 0.5,
             blend=style.temporal.blend, motion_gain=style.temporal.motion_gain, control_scale=scales[0],
@@ -285,7 +132,7 @@ class Stylizer:
     @property
     def controls(self) -> tuple[str, ...]:
         """The controls the frame step runs (their maps are what :meth:`__call__` takes), in order."""
-        return self.step.controls
+        return self._controls
 
     # ---------------------------------------------------------------------------------------------------- prompts
     def encode_prompt(self, prompt: str, negative: str = "", cfg: bool = False) -> torch.Tensor:
@@ -320,7 +167,7 @@ class Stylizer:
         next frame shows the new set. A set the engine cannot refit is a :class:`LoraError`; the old set stays."""
         if self.loras is None:
             raise UsageError("this stylizer was built without a LoRA switcher: build it with build_stylizer")
-        refit = None if self.runner is self.step else self.runner.refit
+        refit = None if self.runner is self.step else self.variants.refit  # every kept variant's engine
         changed = self.loras.switch(specs, refit=refit, lock=self._weights_lock)
         if any(n.startswith("text_encoder") for n in changed):  # text_encoder_2 (SDXL) too
             with self._lock:
@@ -329,10 +176,17 @@ class Stylizer:
             self._prompt_embeds, self._text_embeds = self.conditioning(self.style)
         self.style = dataclasses.replace(self.style, loras=tuple(specs))
 
+    def prepare_style(self, style: StyleConfig) -> None:
+        """Off the frame thread: ``style``'s prompt, and for guidance on/off its frame-step variant (set_style swaps)."""
+        cond = self.conditioning(style)
+        if style.uses_cfg != self._cfg and not style.passthrough:
+            self._variant(style.uses_cfg, cond, self.frame_numbers(style))
+
     def set_style(self, style: StyleConfig, *, wait: bool = False) -> None:
         """Switch style. Prompt-only and per-frame-number changes never stall a frame: the prompt is encoded on a
         background thread and swapped in when ready (blended over ``style.transition_frames`` frames). A LoRA
-        change is written in place (:meth:`set_loras`). A guidance on/off change rebuilds the step (logged)."""
+        change is written in place (:meth:`set_loras`). A guidance on/off change swaps in the other frame-step
+        variant (built by :meth:`prepare_style`; built here, logged, if it was not prepared)."""
         if style.passthrough:
             raise UsageError("cannot switch a running stylizer to the pass-through style")
         if style.controls != self.style.controls:
@@ -341,10 +195,13 @@ class Stylizer:
         if style.loras != self.style.loras:
             self.set_loras(style.loras)
         if style.uses_cfg != self._cfg:
-            log.info("guidance %s: rebuilding the frame step", "on" if style.uses_cfg else "off")
+            if style.uses_cfg not in self.variants:
+                log.info("guidance %s: building that frame-step variant now (not prepared)", "on" if style.uses_cfg else "off")
+            old_cfg, old = self._cfg, (self.step, self.runner)
             self._pending = None  # an encode still pending for the old CFG shape must never be swapped in
             self.style = style
             self._build(style)
+            self.variants.switched_away(old_cfg, old)
             return
         same_prompt = (prompt_mix(style), style.negative_prompt, style.prompt_blend) == (
             prompt_mix(self.style), self.style.negative_prompt, self.style.prompt_blend)
@@ -405,27 +262,32 @@ class Stylizer:
         h, w = self.size.height, self.size.width
         return (h, w, 3) if CONTROL_CHANNELS.get(control, 1) == 3 else (h, w)
 
-    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+    def example_inputs(self, cond: Any = None, numbers: "FrameNumbers | None" = None,
+                       cfg: bool | None = None) -> tuple[torch.Tensor, ...]:
         """A full set of FrameStep inputs for this stylizer's shapes (what an engine is built from)."""
         h, w = self.size.height, self.size.width
         image = torch.zeros((1, h, w, 3), dtype=torch.uint8, device=self.device)
         maps = [torch.zeros((1, *self._map_shape(c)), dtype=torch.uint8, device=self.device) for c in self.controls or ("canny",)]
-        return self._assemble(image, maps, first=True)
+        return self._assemble(image, maps, first=True, cond=cond, numbers=numbers, cfg=cfg)
 
-    def _assemble(self, image: torch.Tensor, maps: list[torch.Tensor], first: bool) -> tuple[torch.Tensor, ...]:
-        values = self._number_values(first)
+    def _assemble(self, image: torch.Tensor, maps: list[torch.Tensor], first: bool, cond: Any = None,
+                  numbers: "FrameNumbers | None" = None, cfg: bool | None = None) -> tuple[torch.Tensor, ...]:
+        values = self._number_values(first, numbers)
         flat = torch.tensor(values, dtype=torch.float32).to(self.device, self.dtype)
-        return self._order(image, maps, [flat[i : i + 1] for i in range(len(values))])
+        return self._order(image, maps, [flat[i : i + 1] for i in range(len(values))], cond, cfg)
 
-    def _order(self, image: Any, maps: list[Any], numbers: list[Any]) -> tuple[Any, ...]:
+    def _order(self, image: Any, maps: list[Any], numbers: list[Any], cond: Any = None,
+               cfg: bool | None = None) -> tuple[Any, ...]:
         """FrameStep's inputs in :attr:`input_names` order (the one place that orders them)."""
         more = [t for i, m in enumerate(maps[1:]) for t in (m, numbers[7 + i])]
-        extra = (self._text_embeds, self._time_ids) if self._text_embeds is not None else ()  # the SDXL family's inputs
-        return (image, maps[0], self._prev_in, self._prev_out, self.noise, self._prompt_embeds, *numbers[:7], *more, *extra)
+        emb, text = (self._prompt_embeds, self._text_embeds) if cond is None else cond
+        times = self._time_ids if cfg is None else time_ids(self.size, 2 if cfg else 1, self.device, self.dtype)
+        extra = (text, times) if text is not None else ()  # the SDXL family's inputs
+        return (image, maps[0], self._prev_in, self._prev_out, self.noise, emb, *numbers[:7], *more, *extra)
 
-    def _number_values(self, first: bool) -> tuple[float, ...]:
+    def _number_values(self, first: bool, numbers: "FrameNumbers | None" = None) -> tuple[float, ...]:
         """The per-frame numbers in :attr:`number_names` order (the first frame is not blended)."""
-        n = self._numbers
+        n = self._numbers if numbers is None else numbers
         return (n.timestep, n.sqrt_alpha_bar, n.sqrt_one_minus_alpha_bar, 1.0 if first else n.blend,
                 0.0 if first else n.motion_gain, n.control_scale, n.guidance_scale, *n.more_scales)
 
@@ -456,6 +318,13 @@ class Stylizer:
         """This frame's input and output latents (FrameStep's ``in_latent``, ``out_latent``): the next frame blends
         with them."""
         self._prev_in, self._prev_out, self._has_prev = in_latent, out_latent, True
+        self._bind_constants()
+
+    def _bind_constants(self) -> None:
+        """The noise written once into the runner's static input buffer (``Runner.input_buffers``) and passed as that
+        buffer from then on: no copy per frame (a new seed: copied once, then bound). The prompt embeddings are not
+        bound: a prompt transition reads its start tensor while the next frame's embeddings are fed."""
+        self.noise = bound(self.runner, "noise", self.noise)
 
     def control_maps(self, control: "np.ndarray | Mapping[str, np.ndarray]") -> list[np.ndarray]:
         """The maps for :attr:`controls`, in order, checked: ``control`` is the one map of a one-control step (or of

@@ -239,8 +239,9 @@ class LiveSession:
             self._prepare(lambda: raw.loras.prepare(new.loras), new,
                           f"{what} (LoRAs [{_loras_text(new.loras)}], in place)")
         elif new.uses_cfg != raw.style.uses_cfg:
-            self._prepare(lambda: raw.conditioning(new), new,
-                          f"{what} (guidance {'on' if new.uses_cfg else 'off'}: the frame step is rebuilt)")
+            prepare = getattr(raw, "prepare_style", None) or raw.conditioning  # the other frame-step variant too
+            self._prepare(lambda: prepare(new), new,
+                          f"{what} (guidance {'on' if new.uses_cfg else 'off'}: the other frame-step variant)")
         elif self._pending is not None:  # same LoRAs/guidance as the style being prepared: it starts with this one
             fut, _, pending_what = self._pending
             self._pending = (fut, new, pending_what)
