@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from realtime.config import ModelConfig, RunConfig, load_style
-from realtime.diffusion.models import text_encoder_placement
+from realtime.diffusion.family import text_encoder_placement
 from realtime.geometry import Size
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (this machine has no GPU)")

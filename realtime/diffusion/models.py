@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from realtime.config import CONTROL_TYPES, TAESD_REPO, ModelConfig
 from realtime.errors import DeviceUnavailable, ModelNotFound, UsageError
 from realtime.diffusion.family import (XL_ARCHS, Family, family_of_folder, family_of_unet_config, pipeline_parts,
-                                       with_family_defaults)
+                                       text_encoder_placement, with_family_defaults)
 from realtime.diffusion.hubfiles import cached_snapshot, cached_weights, missing_parts
 from realtime.diffusion.tokenizer import generated_tokenizer
 
@@ -356,17 +356,6 @@ def describe_source(spec: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------- loading
-def text_encoder_placement(device: "torch.device", dtype: "torch.dtype") -> tuple["torch.device", "torch.dtype"]:
-    """Where the text encoder lives: on a GPU it stays on the CPU in float32 (memory diet: the SD 2.x encoder is
-    0.63 GiB in fp16; prompts are encoded off the frame path, where ~0.1-1 s on the CPU is invisible; the stylizer
-    moves the embeddings to the device). On the CPU: the run's device and dtype."""
-    import torch
-
-    if device.type == "cpu":
-        return device, dtype
-    return torch.device("cpu"), torch.float32
-
-
 def load_components(cfg: ModelConfig, device: "torch.device", dtype: "torch.dtype", seed: int = 0,
                     controls: tuple[str, ...] = ("canny",)) -> Components:
     """Load (or build) UNet, the ControlNet of each of ``controls``, VAE, text encoder, tokenizer and scheduler config,
@@ -408,9 +397,8 @@ def load_components(cfg: ModelConfig, device: "torch.device", dtype: "torch.dtyp
     comps = Components(unet, nets.pop("canny", None), vae, text_encoder, tokenizer, scheduler_config, sources, nets, *text_2)
     for module in (comps.unet, comps.vae, comps.text_encoder, comps.text_encoder_2, *comps.controlnets.values()):
         if module is not None:
-            text = module is comps.text_encoder or module is comps.text_encoder_2
-            where, dt = text_encoder_placement(device, dtype) if text else (device, dtype)
-            module.to(device=where, dtype=dt).eval().requires_grad_(False)
+            text = module is comps.text_encoder or module is comps.text_encoder_2  # on the CPU on a GPU run
+            module.to(*(text_encoder_placement(device, dtype) if text else (device, dtype))).eval().requires_grad_(False)
     log.info("loaded %s (%s family)", ", ".join(f"{k}={v}" for k, v in sources.items()), family.name)
     return comps
 
