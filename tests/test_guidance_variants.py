@@ -30,7 +30,8 @@ def _factory(calls: list[str]):
 
     def build(module, inputs):
         calls.append(threading.current_thread().name)
-        return build_runner(module, inputs, backend="eager", input_names=INPUT_NAMES, output_names=OUTPUT_NAMES)
+        return build_runner(module, inputs, backend="eager", input_names=getattr(module, "input_names", INPUT_NAMES),
+                            output_names=OUTPUT_NAMES)
 
     return build
 
@@ -120,3 +121,25 @@ def test_guidance_switch_with_compile_on_cuda_does_not_recompile(monkeypatch, tm
     assert builds == ["compile", "compile"] and s.variants.builds == 2
     assert s.variants.kept(True)[1].graph is not None  # captured by a frame call
     s.close()
+
+
+def test_sdxl_variants_carry_their_own_conditioning():
+    """SDXL's extra inputs (pooled text embeddings, time ids) have the CFG batch: the swapped-in variant gets its own."""
+    from realtime.config import ModelConfig
+    from realtime.diffusion.models import load_components
+
+    cpu = torch.device("cpu")
+    comps = load_components(ModelConfig("random:tiny-xl"), cpu, torch.float32)
+    calls: list[str] = []
+    s = Stylizer(comps, OFF, SIZE, device=cpu, dtype=torch.float32, runner_factory=_factory(calls))
+    frame = _frame()
+    s(*frame)
+    _in_thread(lambda: s.prepare_style(ON), "prepare")
+    s.set_style(ON)
+    s.reset()
+    got = s(*frame)
+    assert len(calls) == 2
+    fresh = Stylizer(comps, ON, SIZE, device=cpu, dtype=torch.float32)
+    assert np.array_equal(got, fresh(*frame))
+    s.close()
+    fresh.close()
