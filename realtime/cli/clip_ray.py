@@ -131,7 +131,8 @@ def run_ray(args: argparse.Namespace, opts: ClipOptions, style: StyleConfig, mod
                 manifest.record(job.src, job.dst, stamps[job.dst], settings, frames)
                 written += 1
                 joined = f", {len(job.segments)} segments joined" if job.segments else ""
-                log.info("done: %s -> %s (%d frames%s)", job.src.name, job.dst, frames, joined)
+                bad = f", {job.bad_frames} undecodable frame(s) replaced by the previous one" if job.bad_frames else ""
+                log.info("done: %s -> %s (%d frames%s%s)", job.src.name, job.dst, frames, joined, bad)
 
             def fail(job: Any, e: BaseException) -> None:
                 failed.append(job.src)
@@ -139,7 +140,7 @@ def run_ray(args: argparse.Namespace, opts: ClipOptions, style: StyleConfig, mod
 
             jobs = file_jobs(checked, opts, ray_options, replace)
             run_ray_batch(jobs, opts, style, model, run, ray_options, device=args.device, progress=not args.quiet,
-                          on_done=done, on_fail=fail)
+                          worker_logs=bool(args.debug or args.verbose), on_done=done, on_fail=fail)
     log.info("%d of %d file(s) written to %s, %d done before%s", written, len(pairs), pairs[0][1].parent, skipped,
              f"; failed: {', '.join(p.name for p in failed)}" if failed else "")
     return 1 if failed else 0

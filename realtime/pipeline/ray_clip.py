@@ -95,6 +95,7 @@ class FileJob:
     on_done: Callable[["FileJob"], None] | None = None
     finished: set[int] = field(default_factory=set)
     failed: bool = False
+    bad_frames: int = 0  # undecodable input frames replaced by the previous one (a segment's warm-up range included)
 
     def tasks(self) -> list[ClipTask]:
         if not self.segments:
@@ -139,7 +140,8 @@ class ClipWorker:
         device = getattr(stylizer, "device", None) if stylizer is not None else "no model"
         return f"{socket.gethostname()} pid {os.getpid()} ({device})"
 
-    def process(self, task: ClipTask) -> tuple[int, float]:
+    def process(self, task: ClipTask) -> tuple[int, float, int]:
+        """Run one task: (frames written, seconds, undecodable frames replaced)."""
         self._done = 0
 
         def tick(n: int) -> None:
@@ -148,7 +150,7 @@ class ClipWorker:
                 raise KeyboardInterrupt("stopped by the driver")
 
         result = self.job.process(task.src, task.target, overwrite=task.overwrite, segment=task.segment, on_frame=tick)
-        return result.frames, result.wall_seconds
+        return result.frames, result.wall_seconds, result.bad_frames
 
     def progress(self) -> int:
         return self._done
@@ -172,14 +174,15 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
                                 "--head` running there, and is the port open?") from e
 
 
-def connect(ray: Any, address: str | None) -> bool:
-    """Join (or start) the Ray instance; returns whether this call connected (so it disconnects at the end)."""
+def connect(ray: Any, address: str | None, *, worker_logs: bool = False) -> bool:
+    """Join (or start) the Ray instance; returns whether this call connected (so it disconnects at the end).
+    ``worker_logs``: the workers' log lines are shown here (Ray prefixes them with the worker)."""
     if ray.is_initialized():
         return False
     if address is not None:
         check_reachable(address)
     try:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False,
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=worker_logs,
                  **({"include_dashboard": False} if address is None else {}))
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as e:
         where = f"at {address}" if address else "on this machine"
@@ -303,7 +306,7 @@ class RayBatch:
                  on_fail: Callable[[FileJob, BaseException], None]) -> tuple[int, bool]:
         """One finished task: (frames written, succeeded)."""
         try:
-            frames, wall = self.ray.get(ref)
+            frames, wall, bad = self.ray.get(ref)
         except Exception as e:  # the worker's error (or its death): this file fails, the batch goes on
             if not job.failed:
                 job.failed = True
@@ -311,6 +314,7 @@ class RayBatch:
             return 0, False
         if job.failed:
             return frames, True
+        job.bad_frames += bad
         if task.segment is None:
             on_done(job, frames, wall)
             return frames, True
@@ -368,11 +372,12 @@ class RayBatch:
 
 def run_ray_batch(jobs: list[FileJob], options: ClipOptions, style: StyleConfig, model: ModelConfig,
                   run: RunConfig | None, ray_options: RayOptions, *, device: str, progress: bool,
+                  worker_logs: bool = False,
                   on_done: Callable[[FileJob, int, float], None],
                   on_fail: Callable[[FileJob, BaseException], None]) -> None:
     """Connect to Ray, start the workers, run ``jobs``; always kill the workers, remove leftovers and disconnect."""
     ray = import_ray()
-    connected = connect(ray, ray_options.address)
+    connected = connect(ray, ray_options.address, worker_logs=worker_logs)
     try:
         n, resources = worker_resources(ray, ray_options.workers, device)
         n = min(n, sum(len(j.tasks()) for j in jobs))  # no worker loads models for nothing
