@@ -83,7 +83,8 @@ def _on_ray(ray, clips: list[Path], out: Path, configs, workers: int,
     batch = RayBatch.start(ray, workers, {"num_cpus": 1, "num_gpus": 0}, opts, style, model, run)
     startup = time.perf_counter() - t0
     ray_options = RayOptions(workers=workers, segment_seconds=segment_seconds)
-    jobs = file_jobs([(c, out / c.name, None) for c in clips], opts, ray_options, set())
+    jobs, unplanned = file_jobs([(c, out / c.name, None) for c in clips], opts, ray_options, set())
+    assert not unplanned, unplanned
     frames: list[int] = []
 
     def fail(job, error: BaseException) -> None:

@@ -112,9 +112,9 @@ def test_batch_on_two_workers_equals_single_process_resumes_and_survives_a_faili
     real = ray_clip.file_jobs
 
     def then_break(*a, **k):
-        jobs = real(*a, **k)
+        planned = real(*a, **k)
         victim.write_bytes(victim.read_bytes()[:200])  # the header's start only: no frames left
-        return jobs
+        return planned
 
     with monkeypatch.context() as m:
         m.setattr(ray_clip, "file_jobs", then_break)

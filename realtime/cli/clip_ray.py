@@ -135,10 +135,13 @@ def run_ray(args: argparse.Namespace, opts: ClipOptions, style: StyleConfig, mod
                 log.info("done: %s -> %s (%d frames%s%s)", job.src.name, job.dst, frames, joined, bad)
 
             def fail(job: Any, e: BaseException) -> None:
-                failed.append(job.src)
-                log.error("%s failed: %s", job.src, one_line(e))
+                src = getattr(job, "src", job)
+                failed.append(src)
+                log.error("%s failed: %s", src, one_line(e))
 
-            jobs = file_jobs(checked, opts, ray_options, replace)
+            jobs, unplanned = file_jobs(checked, opts, ray_options, replace)
+            for src, e in unplanned:
+                fail(src, e)
             run_ray_batch(jobs, opts, style, model, run, ray_options, device=args.device, progress=not args.quiet,
                           worker_logs=bool(args.debug or args.verbose), on_done=done, on_fail=fail)
     log.info("%d of %d file(s) written to %s, %d done before%s", written, len(pairs), pairs[0][1].parent, skipped,

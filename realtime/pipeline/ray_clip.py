@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from realtime.config import ModelConfig, RunConfig, StyleConfig
-from realtime.errors import DeviceUnavailable, UsageError, missing_extra
+from realtime.errors import DeviceUnavailable, InputError, UsageError, missing_extra
 from realtime.io.segments import Segment, join_segments, plan_segments, segment_path
 from realtime.pipeline.clip import ClipOptions, open_clip_job, progress_bar
 
@@ -92,7 +92,6 @@ class FileJob:
     frames: int
     overwrite: bool
     segments: list[Segment] | None = None
-    on_done: Callable[["FileJob"], None] | None = None
     finished: set[int] = field(default_factory=set)
     failed: bool = False
     bad_frames: int = 0  # undecodable input frames replaced by the previous one (a segment's warm-up range included)
@@ -107,23 +106,28 @@ class FileJob:
 
 
 def file_jobs(checked: list[tuple[Path, Path, Any]], options: ClipOptions, ray_options: RayOptions,
-              overwrite: set[Path]) -> list[FileJob]:
+              overwrite: set[Path]) -> tuple[list[FileJob], list[tuple[Path, InputError]]]:
     """Each checked input as a :class:`FileJob` (absolute paths: workers need not share this process's directory),
-    cut into segments when ``segment_seconds`` is set and the clip is longer."""
+    cut into segments when ``segment_seconds`` is set and the clip is longer; and the inputs that could not be
+    planned, with their errors."""
     from realtime.io.videofile import FileSource
 
-    jobs = []
+    jobs, failed = [], []
     for src, dst, _ in checked:
-        with FileSource(src, queue_size=1, start=options.start, end=options.end) as probe:
-            frames = probe.frame_count
-        segments = None
-        if ray_options.segment_seconds is not None:
-            segments = plan_segments(src, ray_options.segment_seconds, warmup=ray_options.warmup_frames,
-                                     start=options.start, end=options.end)
-            frames = sum(s.frames for s in segments)
-            segments = segments if len(segments) > 1 else None
+        try:
+            with FileSource(src, queue_size=1, start=options.start, end=options.end) as probe:
+                frames = probe.frame_count
+            segments = None
+            if ray_options.segment_seconds is not None:
+                segments = plan_segments(src, ray_options.segment_seconds, warmup=ray_options.warmup_frames,
+                                         start=options.start, end=options.end)
+                frames = sum(s.frames for s in segments)
+                segments = segments if len(segments) > 1 else None
+        except InputError as e:
+            failed.append((src, e))
+            continue
         jobs.append(FileJob(src.resolve(), dst.resolve(), frames, options.overwrite or dst in overwrite, segments))
-    return jobs
+    return jobs, failed
 
 
 class ClipWorker:
