@@ -6,7 +6,9 @@ Makes ``--clips`` test clips (``--frames`` each, with an AAC tone), starts a loc
 worker and on 2 workers (:class:`realtime.pipeline.ray_clip.RayBatch`: workers started and models loaded before the
 clock starts, the batch timed from the first task handed out to the last output written). The best run of each is
 kept. Reported: frames/s of each, the 2-vs-1 worker ratio (2.0 is perfect scaling), Ray's cost against one process,
-and the worker start-up (process + models).
+the worker start-up (process + models), and the workers' CPU milliseconds per frame (decode and encode threads
+included): about the same with 2 workers as with 1 means a second worker adds no work per frame, so the wall ratio
+is capped by the cores the machine has free (on a busy shared machine, few).
 
 A long clip (``--long-frames``) is then run whole on 1 worker and cut in 4 segments on 2 workers (lossless encoding,
 so pictures compare): fps of both, frame count / timestamps / audio equal or not, and the mean grey-level difference
@@ -74,8 +76,8 @@ def _single(clips: list[Path], out: Path, configs) -> tuple[float, int]:
 
 
 def _on_ray(ray, clips: list[Path], out: Path, configs, workers: int,
-            segment_seconds: float | None = None) -> tuple[float, int, float]:
-    """The batch on ``workers`` Ray workers: seconds (batch only), frames, start-up seconds."""
+            segment_seconds: float | None = None) -> tuple[float, int, float, float]:
+    """The batch on ``workers`` Ray workers: seconds (batch only), frames, start-up seconds, worker CPU seconds."""
     from realtime.pipeline.ray_clip import RayBatch, RayOptions, file_jobs, remove_leftovers
 
     opts, style, model, run = configs
@@ -93,7 +95,7 @@ def _on_ray(ray, clips: list[Path], out: Path, configs, workers: int,
     try:
         t1 = time.perf_counter()
         batch.run(jobs, progress=False, on_done=lambda job, n, s: frames.append(n), on_fail=fail)
-        return time.perf_counter() - t1, sum(frames), startup
+        return time.perf_counter() - t1, sum(frames), startup, sum(j.cpu_seconds for j in jobs)
     finally:
         batch.kill()
         remove_leftovers(jobs)
@@ -120,8 +122,8 @@ def _long_clip(ray, tmp: Path, configs, args: argparse.Namespace, size: tuple[in
     whole_dir.mkdir()
     seg_dir.mkdir()
     seconds = (gop - 0.5) / rate
-    s1, f1, _ = _on_ray(ray, [src], whole_dir, lossless, 1)
-    s2, f2, _ = _on_ray(ray, [src], seg_dir, lossless, 2, segment_seconds=seconds)
+    s1, f1, _, _ = _on_ray(ray, [src], whole_dir, lossless, 1)
+    s2, f2, _, _ = _on_ray(ray, [src], seg_dir, lossless, 2, segment_seconds=seconds)
     a, b = video_frames(whole_dir / src.name), video_frames(seg_dir / src.name)
     seams = [round(s.start_s * rate) for s in plan_segments(src, seconds, warmup=8)[1:]]
     return {
@@ -162,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
              object_store_memory=80 * 1024**2)
     best: dict[str, tuple[float, int]] = {}
     startups: dict[str, float] = {}
+    cpu_ms: dict[str, float] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             clips = _clips(Path(tmp), args.clips, args.frames, (w, h))
@@ -170,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeats):
                 runs = {"single process": _single(clips, out, configs)}
                 for n in (1, 2):
-                    s, f, up = _on_ray(ray, clips, out, configs, n)
+                    s, f, up, cpu = _on_ray(ray, clips, out, configs, n)
                     runs[f"{n} worker(s)"] = (s, f)
+                    cpu_ms[f"{n} worker(s)"] = min(1000 * cpu / f, cpu_ms.get(f"{n} worker(s)", float("inf")))
                     startups[f"{n} worker(s)"] = min(up, startups.get(f"{n} worker(s)", up))
                 for k, (s, f) in runs.items():
                     if k not in best or s < best[k][0]:
@@ -200,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "fps": {k: round(v, 2) for k, v in fps.items()}, "seconds": {k: round(s, 2) for k, (s, _) in best.items()},
         "ratio_2_vs_1_workers": round(ratio, 3), "ray_vs_single_process_1_worker": round(fps["1 worker(s)"] / fps["single process"], 3),
         "worker_startup_s": {k: round(v, 2) for k, v in startups.items()},
+        "worker_cpu_ms_per_frame": {k: round(v, 2) for k, v in cpu_ms.items()},
         "long_clip_segmented": long,
         "projection_gpus": projection, "projection_note": note,
         "device": "cpu", "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),

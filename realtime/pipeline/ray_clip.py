@@ -95,6 +95,7 @@ class FileJob:
     finished: set[int] = field(default_factory=set)
     failed: bool = False
     bad_frames: int = 0  # undecodable input frames replaced by the previous one (a segment's warm-up range included)
+    cpu_seconds: float = 0.0  # CPU time its tasks took in their workers (decode and encode threads included)
 
     def tasks(self) -> list[ClipTask]:
         if not self.segments:
@@ -144,8 +145,8 @@ class ClipWorker:
         device = getattr(stylizer, "device", None) if stylizer is not None else "no model"
         return f"{socket.gethostname()} pid {os.getpid()} ({device})"
 
-    def process(self, task: ClipTask) -> tuple[int, float, int]:
-        """Run one task: (frames written, seconds, undecodable frames replaced)."""
+    def process(self, task: ClipTask) -> tuple[int, float, int, float]:
+        """Run one task: (frames written, seconds, undecodable frames replaced, CPU seconds of this worker process)."""
         self._done = 0
 
         def tick(n: int) -> None:
@@ -153,8 +154,9 @@ class ClipWorker:
             if self._stop.is_set():
                 raise KeyboardInterrupt("stopped by the driver")
 
+        cpu = time.process_time()
         result = self.job.process(task.src, task.target, overwrite=task.overwrite, segment=task.segment, on_frame=tick)
-        return result.frames, result.wall_seconds, result.bad_frames
+        return result.frames, result.wall_seconds, result.bad_frames, time.process_time() - cpu
 
     def progress(self) -> int:
         return self._done
@@ -310,7 +312,7 @@ class RayBatch:
                  on_fail: Callable[[FileJob, BaseException], None]) -> tuple[int, bool]:
         """One finished task: (frames written, succeeded)."""
         try:
-            frames, wall, bad = self.ray.get(ref)
+            frames, wall, bad, cpu = self.ray.get(ref)
         except Exception as e:  # the worker's error (or its death): this file fails, the batch goes on
             if not job.failed:
                 job.failed = True
@@ -319,6 +321,7 @@ class RayBatch:
         if job.failed:
             return frames, True
         job.bad_frames += bad
+        job.cpu_seconds += cpu
         if task.segment is None:
             on_done(job, frames, wall)
             return frames, True
