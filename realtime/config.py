@@ -273,6 +273,8 @@ class ModelConfig:
     pose_controlnet: str = "auto"
     depth_controlnet: str = "auto"
     depth_model: str = "auto"
+    pose_model: str | None = None     # the pose landmarker bundle (None: $STYLECAM_POSE_MODEL, the cache, the download)
+    segment_model: str | None = None  # the selfie segmentation model (None: $STYLECAM_SEGMENT_MODEL, the cache, ...)
 
     def __post_init__(self) -> None:
         for name in ("model", "controlnet", "vae", "pose_controlnet", "depth_controlnet", "depth_model"):

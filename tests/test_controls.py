@@ -126,3 +126,38 @@ def test_hub_controlnets_per_control():
     }
     assert ModelConfig("random:sd-turbo").controlnet_specs(("pose",)) == {"pose": "random:sd-turbo"}
     assert ModelConfig(controlnet="none").controlnet_specs(("canny", "depth")) == {"depth": "thibaud/controlnet-sd21-depth-diffusers"}
+
+
+def test_models_pull_fetches_each_controls_controlnet_and_the_depth_model():
+    from realtime.cli import build_parser
+    from realtime.cli.models import _targets
+
+    args = build_parser().parse_args(["models", "pull", "--control", "depth,pose,canny"])
+    assert [(what, repo) for what, repo, _ in _targets(args)] == [
+        ("model", "stabilityai/sd-turbo"),
+        ("controlnet", "thibaud/controlnet-sd21-canny-diffusers"),
+        ("pose controlnet", "thibaud/controlnet-sd21-openpose-diffusers"),
+        ("depth controlnet", "thibaud/controlnet-sd21-depth-diffusers"),
+        ("depth model", "depth-anything/Depth-Anything-V2-Small-hf"),
+        ("vae", "madebyollin/taesd"),
+    ]
+    default = build_parser().parse_args(["models", "pull"])
+    assert [repo for _, repo, _ in _targets(default)] == ["stabilityai/sd-turbo", "thibaud/controlnet-sd21-canny-diffusers",
+                                                          "madebyollin/taesd"]
+
+
+def test_offline_each_controls_models_must_be_cached(tmp_path, monkeypatch):
+    from realtime.diffusion.models import check_models_available
+    from realtime.errors import ModelNotFound
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    cfg = ModelConfig("random:tiny", pose_controlnet="thibaud/controlnet-sd21-openpose-diffusers")
+    check_models_available(cfg, ("canny", "depth"))  # random ControlNets and depth model: nothing to cache
+    with pytest.raises(ModelNotFound) as info:
+        check_models_available(cfg, ("canny", "pose"))
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("pose controlnet 'thibaud/controlnet-sd21-openpose-diffusers' is not in")
+    assert "stylecam models pull --control pose --pose-controlnet thibaud/controlnet-sd21-openpose-diffusers" in msg
+    with pytest.raises(ModelNotFound, match="^depth model 'depth-anything/Depth-Anything-V2-Small-hf' is not in"):
+        check_models_available(dataclasses.replace(cfg, depth_model="depth-anything/Depth-Anything-V2-Small-hf"),
+                               ("depth",))

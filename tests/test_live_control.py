@@ -602,3 +602,77 @@ def test_window_keys_drive_the_session_and_stats_are_logged(clip: Path, caplog: 
     log_summary(result)  # what `stylecam live` logs at exit
     assert "9 frames delivered" in caplog.text and "fps; quit)" in caplog.text
     assert "per-stage means: face" in caplog.text
+
+
+class _ConstantMaps:
+    """A ControlMapper stand-in: a constant map per control (records the calls)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, control: str, rgb: np.ndarray) -> np.ndarray:
+        self.calls.append(control)
+        return np.zeros(rgb.shape if control == "pose" else rgb.shape[:2], np.uint8)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_control_change_loads_in_the_background_while_the_old_controls_keep_flowing() -> None:
+    import threading
+
+    release, loaded = threading.Event(), []
+
+    def controls_loader(style: StyleConfig) -> None:  # what stages.controls_loader does: ControlNets, detectors
+        assert release.wait(10)
+        loaded.append(style.controls)
+
+    session, proc, stylizer = _session(controls_loader=controls_loader)
+    proc.control_maps = maps = _ConstantMaps()
+    frame = np.full((64, 64, 3), 30, np.uint8)
+    assert session.apply(Command("controls", "depth,canny"))
+    assert session.pending_style is not None and session.pending_style.controls == ("canny", "depth")
+    for _ in range(3):  # meanwhile: the running stylizer, with its one control
+        session.tick()
+        assert proc.process(frame)[0, 0, 0] == 225 and stylizer.style.controls == ("canny",)
+    assert maps.calls == [] and loaded == []
+    release.set()
+    _wait_pending(session)
+    assert loaded == [("canny", "depth")] and stylizer.style.controls == ("canny", "depth")
+    proc.process(frame)
+    assert maps.calls == ["depth"]  # the new control's map is made for every frame now
+    assert not session.apply(Command("controls", "canny,hed"))  # a bad list: refused, logged, nothing changes
+    assert session.style.controls == ("canny", "depth")
+    without = _session()[0]  # no loader (no model to load from): refused with the fix
+    assert not without.apply(Command("controls", "canny,pose"))
+
+
+def test_region_and_background_commands_and_keys(tmp_path) -> None:
+    from realtime.config import RegionConfig
+    from realtime.vision.regions import RegionCompositor
+
+    class Half:
+        def mask(self, rgb, t):
+            m = np.zeros(rgb.shape[:2], np.float32)
+            m[:, :32] = 1
+            return m
+
+        def close(self):
+            pass
+
+    session, proc, _ = _session()
+    proc.regions = RegionCompositor(RegionConfig(), Half())
+    frame = np.full((64, 64, 3), 30, np.uint8)
+    assert session.apply(parse_command("region person")) and proc.region.region == "person"
+    out = proc.process(frame)
+    assert out[0, 0, 0] == 225 and out[0, 63, 0] == 30  # the person stylized, the background the camera's own
+    assert session.apply(parse_command("background blur")) and proc.region.background == "blur"
+    bad = tmp_path / "beach.jpg"
+    bad.write_text("not an image")
+    assert not session.apply(parse_command(f"background {bad}"))  # refused with its reason; nothing changes
+    assert proc.region.background == "blur"
+    assert session.apply(key_command(KEY_ACTIONS["g"])) and proc.region.background == "keep"  # g: blur <-> keep
+    assert session.apply(key_command(KEY_ACTIONS["r"])) and proc.region.region == "background"  # r: the next region
+    assert proc.process(frame)[0, 63, 0] == 225
+    assert session.apply(key_command(KEY_ACTIONS["r"])) and proc.region.region == "all"
+    assert not session.apply(parse_command("background blur"))  # only with region person

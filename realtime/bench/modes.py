@@ -150,6 +150,8 @@ class PipelineParts:
     edges: EdgeMap
     sink: Any
     sink_impl: str
+    control_maps: Any = None  # pose/depth maps (realtime.pipeline.stages.frame_stages)
+    regions: Any = None  # --region compositing
 
 
 def run_pipeline(stylizer: Any, parts: PipelineParts, camera_frames: list[np.ndarray], output_size: Size, *,
@@ -169,7 +171,8 @@ def run_pipeline(stylizer: Any, parts: PipelineParts, camera_frames: list[np.nda
     hooks = StepHooks(stylizer.step, clock) if (eager and substages) else None
     crop, control = model_inputs(camera_frames[0], stylizer.size, parts.edges)  # the stand-ins without OpenCV
     proc = FrameProcessor(stylizer.size, output_size, stylizer=stylizer, framer=parts.framer, clock=clock,
-                          edges=FixedEdges(control) if no_cv2 else parts.edges)  # not closed: the caller owns its parts
+                          edges=FixedEdges(control) if no_cv2 else parts.edges, control_maps=parts.control_maps,
+                          regions=parts.regions)  # not closed: the caller owns its parts
     black = np.zeros((output_size.height, output_size.width, 3), np.uint8)
     stylizer.clock = clock
     mem.start()
@@ -216,8 +219,8 @@ def _pipeline_stages(times: StageLog, clock: Clock, parts: PipelineParts, backen
                            reason=reason, impl=impl)
 
     stages = [entry("capture", no_cv2, impl="opencv"), entry("face", parts.face_skipped, impl="mediapipe"),
-              entry("crop", no_cv2, impl="opencv"), entry("canny", no_cv2, impl="opencv"), entry("upload"),
-              entry("step", impl=backend)]
+              entry("crop", no_cv2, impl="opencv"), entry("canny", no_cv2 or _not_run("canny", st), impl="opencv"),
+              *_vision_entries(st, entry), entry("upload"), entry("step", impl=backend)]
     for part in STEP_PARTS:
         if hooks is None:
             why = (f"the {backend} engine runs the step as one graph" if not eager
@@ -283,7 +286,7 @@ def run_live(stylizer: Any, parts: PipelineParts, source: Any, output_size: Size
     clock = make_clock(stylizer.device)
     mem = MemoryProbe(stylizer.device)
     proc = FrameProcessor(stylizer.size, output_size, stylizer=stylizer, edges=canny_edges, framer=parts.framer,
-                          clock=clock)  # not closed: the caller owns its parts
+                          clock=clock, control_maps=parts.control_maps, regions=parts.regions)  # the caller owns its parts
     stylizer.clock = clock  # the stylizer times upload / step / download on the frame's clock
     try:
         return _live_loop(stylizer, proc, parts, source, frames=frames, warmup=warmup, target_fps=target_fps,
@@ -294,7 +297,7 @@ def run_live(stylizer: Any, parts: PipelineParts, source: Any, output_size: Size
 
 def _live_loop(stylizer: Any, proc: FrameProcessor, parts: PipelineParts, source: Any, *, frames: int, warmup: int,
                target_fps: float, clock: Clock, mem: MemoryProbe) -> Measured:
-    names = ("face", "crop", "canny", "stylize", "upload", "step", "download", "resize", "sink")
+    names = ("face", "crop", "canny", "pose", "depth", "segment", "stylize", "upload", "step", "download", "resize", "sink")
     per: dict[str, list[float]] = {k: [] for k in (*names, "wait")}
     latency: list[float] = []
     frame_ms: list[float] = []
@@ -329,7 +332,9 @@ def _live_loop(stylizer: Any, proc: FrameProcessor, parts: PipelineParts, source
     notes = [f"the source ended after {len(latency)} of {frames} timed frames"] if len(latency) < frames else []
     stages = [stage_entry("wait", per["wait"]),
               stage_entry("face", per["face"], reason=parts.face_skipped, impl="mediapipe"),
-              stage_entry("crop", per["crop"], impl="opencv"), stage_entry("canny", per["canny"], impl="opencv"),
+              stage_entry("crop", per["crop"], impl="opencv"),
+              stage_entry("canny", per["canny"], impl="opencv", reason=_not_run("canny", {k: v for k, v in per.items() if any(v)})),
+              *_vision_entries({k: v for k, v in per.items() if any(v)}, lambda n, impl=None: stage_entry(n, per[n], impl=impl)),
               stage_entry("stylize", per["stylize"], impl=getattr(stylizer.runner, "backend", "eager")),
               stage_entry("upload", per["upload"], timer=clock.timer.get("upload", "perf_counter"), parent="stylize"),
               stage_entry("step", per["step"], timer=clock.timer.get("step", "perf_counter"), parent="stylize",
@@ -350,6 +355,20 @@ def _live_loop(stylizer: Any, proc: FrameProcessor, parts: PipelineParts, source
         "host_critical": summarize([max(0.0, h) for h in host]), "device_step": summarize(step),
     }
     return Measured(frame_ms, stages, achieved, mem.report(), live=live, notes=notes)
+
+
+#: The optional vision stages (a result lists them only when they ran) and what runs them.
+_VISION_STAGES = (("pose", "mediapipe"), ("depth", "torch"), ("segment", "mediapipe+torch"))
+
+
+def _not_run(name: str, measured: dict[str, Any]) -> str | None:
+    """``canny`` not among the style's controls (``--control pose,depth``): skipped with that reason."""
+    return None if measured.get(name) else f"{name} is not among the controls (--control)"
+
+
+def _vision_entries(measured: dict[str, Any], entry: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stage records of the pose/depth/segment stages that ran (``--control pose,depth``, ``--region``)."""
+    return [entry(name, impl=impl) for name, impl in _VISION_STAGES if measured.get(name)]
 
 
 def open_framer(enabled: bool, camera: Size, aspect: float, model: str | None) -> tuple[Any | None, str | None]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from realtime.config import RegionConfig
 from realtime.errors import DeviceUnavailable, UsageError
 from realtime.geometry import Size
 
@@ -45,6 +46,7 @@ class BenchSettings:
     substages: bool = True
     label: str | None = None
     notes: tuple[str, ...] = ()
+    region: RegionConfig = RegionConfig()  # --region/--background: the segment stage of pipeline and live
 
     def __post_init__(self) -> None:
         from realtime.geometry import check_model_size
@@ -232,7 +234,9 @@ def _run_mode(mode: str, stylizer: Any, settings: BenchSettings, model: Any, sty
     runner_used = stylizer.runner
     if mode == "step":
         image, control = model_inputs(camera_frames[0], stylizer.size, edges)
-        inputs = batch_inputs(stylizer.step_inputs(image, control), batch)
+        maps = stylizer.blank_controls()  # the step's time does not depend on what the pose/depth maps show
+        maps.update({"canny": control} if "canny" in maps else {})
+        inputs = batch_inputs(stylizer.step_inputs(image, maps), batch)
         runner, owned = batched_runner(stylizer, model, style, rc, inputs)
         runner_used = runner
         try:
@@ -251,7 +255,8 @@ def _run_mode(mode: str, stylizer: Any, settings: BenchSettings, model: Any, sty
         cam = Size(camera_frames[0].shape[1], camera_frames[0].shape[0])
         framer, face_skip = open_framer(settings.face, cam, stylizer.size.aspect, settings.face_model)
         sink, sink_impl = _open_sink(settings.sink, settings.output_size, settings.fps, tmp)
-        parts = PipelineParts(framer, face_skip, edges, sink, sink_impl)
+        stages = _vision_stages(settings, model, style, stylizer, rc)
+        parts = PipelineParts(framer, face_skip, edges, sink, sink_impl, **stages)
         try:
             if mode == "pipeline":
                 m = run_pipeline(stylizer, parts, camera_frames, settings.output_size, frames=settings.frames,
@@ -267,6 +272,9 @@ def _run_mode(mode: str, stylizer: Any, settings: BenchSettings, model: Any, sty
             _close_sink(sink)
             if framer is not None:
                 framer.close()
+            for stage in stages.values():
+                if stage is not None:
+                    stage.close()
     frame = summarize(m.frame_ms)
     return {
         "mode": mode,
@@ -290,6 +298,15 @@ def _run_mode(mode: str, stylizer: Any, settings: BenchSettings, model: Any, sty
         "notes": notes + m.notes,
         **({"switches": m.switches} if m.switches is not None else {}),
     }
+
+
+def _vision_stages(settings: BenchSettings, model: Any, style: Any, stylizer: Any, rc: Any) -> dict[str, Any]:
+    """The pose/depth maps and the region compositor of the run (timed as the ``pose``, ``depth``, ``segment`` stages)."""
+    from realtime.pipeline.preflight import check_region
+    from realtime.pipeline.stages import frame_stages
+
+    background = check_region(settings.region, model.segment_model)
+    return frame_stages(style, model, settings.region, stylizer=stylizer, background=background, seed=rc.seed)
 
 
 def _live_source(settings: BenchSettings, camera_frames: list[Any], paced: Any) -> Any:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from realtime.cli.options import AddGlobal, Subparsers, add_common_options
+from realtime.cli.options import AddGlobal, Subparsers, add_common_options, region_from_args
 from realtime.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         camera_size=parse_size(args.camera_size, what="--camera-size"),
         output_size=parse_size(args.output_size, what="--output-size"), face=not args.no_face,
         face_model=args.face_model, sink=args.sink, substages=not args.no_substages, label=args.label,
-        notes=tuple(args.note),
+        notes=tuple(args.note), region=region_from_args(args),
     )
     run = RunConfig(size=sizes[0], seed=args.seed, device=args.device, dtype=args.dtype, backend=backends[0],
                     cache_dir=getattr(args, "cache_dir", None), trt_refit=getattr(args, "trt_refit", False))

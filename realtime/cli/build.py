@@ -21,7 +21,7 @@ def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
         "On an NVIDIA machine with TensorRT: stylecam build --backend tensorrt.",
     )
     p.add_argument("--output-size", default="1280x720", help="the output the engine serves; sets the auto model size (default 1280x720)")
-    add_common_options(p)
+    add_common_options(p, vision=False)
     p.set_defaults(backend="auto")
     add_global(p)
     p.set_defaults(func=run_build)

@@ -13,6 +13,7 @@ import numpy as np
 from realtime.cli.clip_ray import clip_run_config, ray_options_from_args, run_ray
 from realtime.cli.console import one_line
 from realtime.cli.options import (AddGlobal, Subparsers, add_common_options, input_files, model_from_args, output_size_arg,
+                                  region_from_args,
                                   run_from_args, style_from_args)
 from realtime.geometry import Size
 from realtime.pipeline.clip import (DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PIX_FMT, ClipOptions, check_encoder,
@@ -79,7 +80,7 @@ def options_from_args(args: argparse.Namespace) -> ClipOptions:
     return ClipOptions(
         start=args.start, end=args.end, output_size=output_size_arg(args.output_size), codec=args.codec,
         crf=args.crf, pix_fmt=args.pix_fmt, overwrite=args.overwrite, face=not args.no_face,
-        face_model=args.face_model, progress=not args.quiet,
+        face_model=args.face_model, progress=not args.quiet, region=region_from_args(args),
     )
 
 

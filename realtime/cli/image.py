@@ -27,19 +27,28 @@ def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
 
 def stylize_image(args: argparse.Namespace) -> int:
     """Run ``stylecam image`` from parsed arguments; returns the exit code."""
-    from realtime.cli.preflight import image_inputs
+    from realtime.cli.preflight import image_inputs, region_inputs
 
     _, dst, frame, style, model = image_inputs(args)  # every input checked before any model loads
+    region, background = region_inputs(args, model)
     out_size = output_size_arg(args.output_size) or Size(frame.shape[1], frame.shape[0])
     run = run_from_args(args, out_size)
     from realtime.vision.edges import EdgeDetector
     from realtime.diffusion.build import build_stylizer
     from realtime.pipeline.processor import FrameProcessor, canny_config
+    from realtime.pipeline.stages import frame_stages
 
     t0 = time.perf_counter()
     stylizer = build_stylizer(model, style, run)
+    try:
+        stages = frame_stages(style, model, region, stylizer=stylizer, background=background, seed=run.seed)
+    except BaseException:
+        if stylizer is not None:
+            stylizer.close()
+        raise
     t1 = time.perf_counter()
-    with FrameProcessor(run.size, out_size, stylizer=stylizer, edges=EdgeDetector(canny_config(style))) as proc:
+    with FrameProcessor(run.size, out_size, stylizer=stylizer, edges=EdgeDetector(canny_config(style)), style=style,
+                        **stages) as proc:
         result = proc.process(frame)
     t2 = time.perf_counter()
     write_image(dst, result)

@@ -41,7 +41,8 @@ def warm_up(stylizer: Any, size: Size) -> float:
     """Run two frames (a grey image, no edges) through ``stylizer`` and forget them; returns the second frame's time
     in seconds (the first pays for lazy initialisation)."""
     image = np.full((size.height, size.width, 3), 127, np.uint8)
-    control = np.zeros((size.height, size.width), np.uint8)
+    blank = getattr(stylizer, "blank_controls", None)
+    control = blank() if callable(blank) else np.zeros((size.height, size.width), np.uint8)
     stylizer(image, control)
     t0 = time.perf_counter()
     stylizer(image, control)
@@ -81,7 +82,8 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
     from realtime.vision.framer_thread import ThreadedFramer
     from realtime.cli.options import model_from_args, run_from_args, style_from_args, temporal_options
     from realtime.pipeline.processor import FrameProcessor, canny_config
-    from realtime.cli.preflight import live_inputs
+    from realtime.cli.preflight import live_inputs, region_inputs
+    from realtime.pipeline.stages import controls_loader, frame_stages
     from realtime.pipeline.session import LiveSession
     from realtime.io.sinks import open_sinks
     from realtime.io.videofile import FileSource
@@ -105,6 +107,7 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
     specs = output_specs(args)
     control = ControlFile(args.control_file) if args.control_file else None
     live_inputs(args, style, model, specs)  # files, encoders, face model, models and LoRAs: before anything opens
+    region, background = region_inputs(args, model)
 
     # --- devices (no log line before they are all open: a missing device is the only line the user sees)
     source = open_source(args.source, width=cam.width, height=cam.height, fps=args.fps or 30, mjpg=args.mjpg,
@@ -125,13 +128,16 @@ def build_live(args: argparse.Namespace, stack: contextlib.ExitStack) -> LivePar
 
     # --- the stylizer (slow), then its warm-up
     stylizer, warmup_s = _load_stylizer(model, style, run_cfg, stack) if model is not None else (None, None)
+    raw = getattr(stylizer, "stylizer", stylizer)  # inside the watchdog
+    stages = frame_stages(style, model, region, stylizer=raw, background=background, seed=run_cfg.seed)
     processor = FrameProcessor(
         work_size, out_size, stylizer=stylizer, edges=EdgeDetector(canny_config(style)), framer=framer,
         mirror=args.mirror, similarity=None if style.passthrough else SimilarityFilter.from_config(style.temporal),
-        style=style,
+        style=style, **stages,
     )
     stack.callback(processor.close)
-    session = LiveSession(processor, style, temporal_overrides=temporal_options(args))
+    loader = controls_loader(model, raw, stages["control_maps"], run_cfg.seed) if raw is not None else None
+    session = LiveSession(processor, style, temporal_overrides=temporal_options(args), controls_loader=loader)
     sources: list[Any] = []
     if not args.no_stdin and stdin_usable():
         sources.append(StdinCommands())

@@ -39,6 +39,10 @@ def add_parser(subparsers: Subparsers, add_global: AddGlobal) -> None:
                                                              "local paths and random: specs need no download")
     pull.add_argument("--controlnet", default="auto", help="ControlNet hub id, 'none', or auto (the default one)")
     pull.add_argument("--vae", default="auto", help="'taesd' (default), 'full' (the main model's vae/ too) or a hub id")
+    pull.add_argument("--control", default="canny", metavar="LIST", help="the controls whose ControlNets to fetch, any of canny,pose,depth (depth also fetches the depth model); default canny")
+    pull.add_argument("--pose-controlnet", default="auto", help="OpenPose ControlNet hub id (auto: the default one)")
+    pull.add_argument("--depth-controlnet", default="auto", help="depth ControlNet hub id (auto: the default one)")
+    pull.add_argument("--depth-model", default="auto", help="depth network hub id (auto: depth-anything/Depth-Anything-V2-Small-hf)")
     pull.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=PULL_DTYPE_HELP)
     add_global(pull)
     pull.set_defaults(func=run)
@@ -82,12 +86,17 @@ def _targets(args: argparse.Namespace, family: Any = None) -> list[tuple[str, st
     from realtime.config import ModelConfig
     from realtime.diffusion.models import hub_repos, spec_kind
 
-    cfg = ModelConfig(args.model, args.controlnet, args.vae)
-    for spec in (cfg.model, cfg.controlnet_spec, cfg.vae_spec):
+    from realtime.config import check_controls
+
+    controls = check_controls(args.control)
+    cfg = ModelConfig(args.model, args.controlnet, args.vae, pose_controlnet=args.pose_controlnet,
+                      depth_controlnet=args.depth_controlnet, depth_model=args.depth_model)
+    depth = (cfg.depth_model_spec,) if "depth" in controls else ()
+    for spec in (cfg.model, cfg.vae_spec, *cfg.controlnet_specs(controls).values(), *depth):
         if spec and spec not in ("taesd", "full") and spec_kind(spec) != "hub":
             log.info("%s: local or random, nothing to pull", spec)
     merged: dict[str, tuple[str, str, tuple[str, ...] | None]] = {}
-    for what, repo, parts in hub_repos(cfg, family=family):
+    for what, repo, parts in hub_repos(cfg, controls, family=family):
         if repo in merged and parts is not None and merged[repo][2] is not None:
             old = merged[repo]
             merged[repo] = (old[0], repo, tuple(dict.fromkeys(old[2] + parts)))  # type: ignore[operator]

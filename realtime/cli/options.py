@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from realtime.cli.console import EXIT_USAGE, printable
-from realtime.config import (BACKEND_CHOICES, DEFAULT_MODEL, DEFAULT_STYLE, DEVICE_CHOICES, DTYPE_CHOICES,
-                             PROMPT_BLENDS, LoraSpec, ModelConfig, RunConfig, StyleConfig, check_controls,
-                             check_model_options, check_seed_blend, load_style, override_style, parse_control_scales,
-                             scale_overrides)
+from realtime.config import (BACKEND_CHOICES, DEFAULT_DEPTH_MODEL, DEFAULT_MODEL, DEFAULT_STYLE, DEVICE_CHOICES,
+                             DTYPE_CHOICES, PROMPT_BLENDS, REGION_CHOICES, LoraSpec, ModelConfig, RegionConfig,
+                             RunConfig, StyleConfig, check_controls, check_model_options, check_seed_blend,
+                             load_style, override_style, parse_control_scales, scale_overrides)
 from realtime.errors import UsageError
 from realtime.geometry import Size, auto_model_size, parse_size
 
@@ -90,11 +90,28 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-dir", default=None, help="engine cache directory (default $STYLECAM_CACHE, else the user cache directory)")
 
 
-def add_common_options(p: argparse.ArgumentParser, *, temporal: bool = False) -> None:
+def add_vision_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pose, depth and regions")
+    g.add_argument("--pose-model", default=None, help="MediaPipe pose landmarker .task for --control pose (default $STYLECAM_POSE_MODEL, the cache, then the official download)")
+    g.add_argument("--depth-model", default="auto", help=f"depth network for --control depth: hub id or directory (default {DEFAULT_DEPTH_MODEL}; the same random architecture for random: models)")
+    g.add_argument("--region", default="all", choices=REGION_CHOICES, help="what gets stylized: all (default), the person, or the background (MediaPipe selfie segmentation)")
+    g.add_argument("--background", default="keep", metavar="keep|blur|FILE", help="with --region person, what the background shows: keep the camera's pixels (default), blur them, or an image file")
+    g.add_argument("--segment-model", default=None, help="MediaPipe selfie segmentation .tflite for --region (default $STYLECAM_SEGMENT_MODEL, the cache, then the official download)")
+
+
+def add_common_options(p: argparse.ArgumentParser, *, temporal: bool = False, vision: bool = True) -> None:
+    """The style, model and (``vision``) pose/depth/region options; ``temporal`` adds the temporal ones."""
     add_style_options(p)
     if temporal:
         add_temporal_options(p)
     add_model_options(p)
+    if vision:
+        add_vision_options(p)
+
+
+def region_from_args(args: argparse.Namespace) -> RegionConfig:
+    """``--region`` and ``--background`` (commands without them: ``all``)."""
+    return RegionConfig(region=getattr(args, "region", "all"), background=getattr(args, "background", "keep"))
 
 
 #: temporal options whose value goes straight to the TemporalConfig field of the same name
@@ -184,7 +201,9 @@ def style_from_args(args: argparse.Namespace) -> StyleConfig:
 def model_from_args(args: argparse.Namespace) -> ModelConfig:
     return ModelConfig(model=args.model, controlnet=args.controlnet, vae=args.vae, allow_pickle=args.allow_pickle,
                        pose_controlnet=getattr(args, "pose_controlnet", "auto"),
-                       depth_controlnet=getattr(args, "depth_controlnet", "auto"))
+                       depth_controlnet=getattr(args, "depth_controlnet", "auto"),
+                       depth_model=getattr(args, "depth_model", "auto"), pose_model=getattr(args, "pose_model", None),
+                       segment_model=getattr(args, "segment_model", None))
 
 
 def model_size(args: argparse.Namespace, output: Size) -> Size:
@@ -204,7 +223,7 @@ def output_size_arg(text: str | None) -> Size | None:
 
 #: argparse destinations that name files a command reads (a missing attribute or a non-path value is skipped)
 _INPUT_OPTIONS = ("input", "inputs", "source", "face_model", "style", "control_file", "model", "controlnet", "vae",
-                  "pose_controlnet", "depth_controlnet",
+                  "pose_controlnet", "depth_controlnet", "depth_model", "pose_model", "segment_model", "background",
                   "validation_image", "resume")
 
 

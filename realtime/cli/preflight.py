@@ -12,12 +12,20 @@ from typing import Any
 
 import numpy as np
 
-from realtime.cli.options import input_files, model_from_args, style_from_args
-from realtime.config import ModelConfig, StyleConfig
+from realtime.cli.options import input_files, model_from_args, region_from_args, style_from_args
+from realtime.config import ModelConfig, RegionConfig, StyleConfig
 from realtime.errors import BackendUnavailable, OutputError, UsageError
 from realtime.files import check_input_file, check_output_path
 from realtime.pipeline.clip import check_encoder
-from realtime.pipeline.preflight import check_container, check_image, check_style_models, check_video, face_model, is_camera
+from realtime.pipeline.preflight import (check_container, check_image, check_region, check_style_models, check_video,
+                                         face_model, is_camera)
+
+
+def region_inputs(args: argparse.Namespace, model: ModelConfig | None) -> tuple[RegionConfig, np.ndarray | None]:
+    """``--region`` and ``--background`` checked (:func:`realtime.pipeline.preflight.check_region`): the region and
+    the decoded background image (or None)."""
+    region = region_from_args(args)
+    return region, check_region(region, model.segment_model if model is not None else None)
 
 
 def image_inputs(args: argparse.Namespace) -> tuple[Path, Path, np.ndarray, StyleConfig, ModelConfig]:
@@ -70,6 +78,7 @@ def bench_inputs(settings: Any, model: ModelConfig, style: StyleConfig, run: Any
     if style.passthrough:
         raise UsageError("--style none loads no model: there is nothing to benchmark; choose a diffusion style")
     check_style_models(style, model)
+    check_region(settings.region, model.segment_model)
     if settings.source is not None and not is_camera(settings.source):
         check_video(settings.source, what="--source")
     if settings.face and settings.face_model is not None:

@@ -57,7 +57,7 @@ def build_parser(prog: str = "sweep.py") -> argparse.ArgumentParser:
     g.add_argument("--cell-width", type=int, default=256, metavar="PX", help="enlarge grid cells to at least this width (default 256)")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     g.add_argument("--progress", action="store_true", help="show a progress bar")
-    add_common_options(p)
+    add_common_options(p, vision=False)
     p.set_defaults(style=None, model=None)
     g = p.add_argument_group("logging")
     g.add_argument("--debug", action="store_true", help="tracebacks and library logs")

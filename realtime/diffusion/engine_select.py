@@ -88,6 +88,9 @@ def runner_factory(model: ModelConfig, style: StyleConfig, run: RunConfig, comps
         include_loras = not (run.backend == "tensorrt" and options.trt_refittable)  # auto may pick any: keyed
         fields = engine_key_fields(model, style, run, comps, dtype, include_loras=include_loras,
                                    batch=int(example_inputs[0].shape[0]))
+        # the step being built says its own controls and guidance (a live rebuild changes them after this closure)
+        fields["controls"] = list(getattr(module, "controls", fields["controls"]))
+        fields["cfg"] = bool(getattr(module, "cfg", fields["cfg"]))
         runner = build_runner(
             module, example_inputs, backend=resolve_backend(run.backend, device)[0],
             input_names=getattr(module, "input_names", INPUT_NAMES), output_names=OUTPUT_NAMES,

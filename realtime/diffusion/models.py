@@ -256,7 +256,8 @@ def offline_not_cached(what: str, spec: str) -> ModelNotFound:
     """The one-line error for a hub model that is not cached while offline: it names the model and the fix."""
     pull = {"model": f"--model {spec}", "controlnet": f"--controlnet {spec}", "full vae": f"--model {spec} --vae full",
             "pose controlnet": f"--control pose --pose-controlnet {spec}",
-            "depth controlnet": f"--control depth --depth-controlnet {spec}"}
+            "depth controlnet": f"--control depth --depth-controlnet {spec}",
+            "depth model": f"--control depth --depth-model {spec}"}
     return ModelNotFound(
         f"{what} {spec!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: run `stylecam models pull "
         f"{pull.get(what, f'--vae {spec}')}` on a connected machine (then copy its cache here and point HF_HOME at it), "
@@ -306,6 +307,8 @@ def hub_repos(cfg: ModelConfig, controls: tuple[str, ...] = ("canny",), family: 
     for control, spec in cfg.controlnet_specs(controls).items():
         if spec_kind(spec) == "hub":
             out.append(("controlnet" if control == "canny" else f"{control} controlnet", spec, None))
+    if "depth" in controls and spec_kind(cfg.depth_model_spec) == "hub":
+        out.append(("depth model", cfg.depth_model_spec, None))
     vae = TAESD_REPO if cfg.vae_spec == "taesd" else cfg.vae_spec
     if vae != "full" and spec_kind(vae) == "hub":
         out.append(("vae", vae, None))
@@ -321,7 +324,8 @@ def check_models_available(cfg: ModelConfig, controls: tuple[str, ...] = ("canny
     Online, hub repos that are not cached are left to the loaders (they download). Cheap: file-system look-ups only,
     no torch, no network.
     """
-    for spec in (cfg.model, cfg.vae_spec, *cfg.controlnet_specs(controls).values()):
+    depth = (cfg.depth_model_spec,) if "depth" in controls else ()
+    for spec in (cfg.model, cfg.vae_spec, *cfg.controlnet_specs(controls).values(), *depth):
         if spec and spec not in ("taesd", "full"):
             spec_kind(spec)
     if not hub_offline():
@@ -451,6 +455,32 @@ def _load_single_file(path: Path, allow_pickle: bool) -> tuple[Any, Any, Any, di
     check_not_pickle(path, allow_pickle, "model")
     pipe = hub_load(lambda p, **kw: StableDiffusionPipeline.from_single_file(p, safety_checker=None, **kw), str(path), "model")
     return pipe.unet, pipe.text_encoder, pipe.tokenizer, dict(pipe.scheduler.config), pipe.vae
+
+
+def add_controlnets(comps: Components, cfg: ModelConfig, controls: tuple[str, ...], seed: int = 0) -> list[str]:
+    """Load the ControlNets of ``controls`` that ``comps`` lacks (as :func:`load_components` would: same specs, same
+    random seeds) onto the UNet's device and dtype, and add them to ``comps``; returns the controls added. The live
+    session calls it on its background worker for a ``controls`` change."""
+    import torch
+
+    param = next(comps.unet.parameters())
+    fp16 = param.dtype == torch.float16
+    added = []
+    for control, spec in cfg.controlnet_specs(controls).items():
+        if control in comps.controlnets:
+            continue
+        net = _load_controlnet(spec, cfg.allow_pickle, seed + _CONTROL_SEED[control], comps.unet, fp16)
+        net.to(device=param.device, dtype=param.dtype).eval().requires_grad_(False)
+        if control == "canny":
+            comps.controlnet = net
+            comps.sources["controlnet"] = describe_source(spec)
+        else:
+            comps.more_controlnets[control] = net
+            comps.sources[f"{control}_controlnet"] = describe_source(spec)
+        added.append(control)
+    if added:
+        log.info("loaded the ControlNets of %s", ", ".join(added))
+    return added
 
 
 #: Offsets of each control's random ControlNet seed from the run's seed (Canny's +1 as before: same weights).

@@ -189,9 +189,14 @@ class Stylizer:
         variant (built by :meth:`prepare_style`; built here, logged, if it was not prepared)."""
         if style.passthrough:
             raise UsageError("cannot switch a running stylizer to the pass-through style")
-        if style.controls != self.style.controls:
-            raise UsageError("adding or removing a control needs its ControlNet loaded and the frame step rebuilt "
-                             "(build another Stylizer)")
+        if style.controls != self.style.controls:  # their ControlNets loaded first (models.add_controlnets)
+            if style.loras != self.style.loras:
+                self.set_loras(style.loras)
+            log.info("controls %s: rebuilding the frame step", ",".join(style.controls))
+            self._pending = None
+            self._build(style)  # a control whose ControlNet is not loaded: UsageError, the running step stays
+            self.style = style
+            return
         if style.loras != self.style.loras:
             self.set_loras(style.loras)
         if style.uses_cfg != self._cfg:
@@ -261,6 +266,10 @@ class Stylizer:
     def _map_shape(self, control: str) -> tuple[int, ...]:
         h, w = self.size.height, self.size.width
         return (h, w, 3) if CONTROL_CHANNELS.get(control, 1) == 3 else (h, w)
+
+    def blank_controls(self) -> dict[str, np.ndarray]:
+        """All-zero maps for every control of the step (warm-up frames)."""
+        return {c: np.zeros(self._map_shape(c), np.uint8) for c in self.controls or ("canny",)}
 
     def example_inputs(self, cond: Any = None, numbers: "FrameNumbers | None" = None,
                        cfg: bool | None = None) -> tuple[torch.Tensor, ...]:

@@ -245,7 +245,7 @@ def _check_display() -> None:
 
 KEY_ACTIONS: dict[str, str] = {
     "q": "quit", "\x1b": "quit", "m": "mirror", "n": "next_style", "p": "prev_style", "f": "framing",
-    "b": "blend", "o": "overlay", " ": "bypass", "k": "blank",
+    "b": "blend", "o": "overlay", " ": "bypass", "k": "blank", "r": "region", "g": "background",
 }
 
 
@@ -253,7 +253,7 @@ class WindowSink:
     """A preview window (OpenCV HighGUI). Frames: HxWx3 uint8 RGB (converted to BGR here).
 
     Keys become action names (:data:`KEY_ACTIONS`: q/Esc quit, m mirror, n/p next/previous style, f framing, b blend,
-    o overlay, space bypass, k blank); closing the window is ``"quit"``. Each action is passed to ``on_key`` as it is
+    o overlay, space bypass, k blank, r region, g background); closing the window is ``"quit"``. Each action is passed to ``on_key`` as it is
     seen and returned by :meth:`poll`. :meth:`set_overlay` sets text lines (fps, latency) drawn over the next frames;
     an empty list draws nothing. ``gui`` replaces ``cv2`` for the HighGUI calls (tests).
     """

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from realtime.config import ModelConfig, RunConfig, StyleConfig
+from realtime.config import ModelConfig, RegionConfig, RunConfig, StyleConfig
 from realtime.errors import DeviceUnavailable, InputError, OutputError, UsageError
 from realtime.files import check_input_file, check_output_path, same_file
 from realtime.geometry import Size
 from realtime.io.segments import SEGMENT_ENCODER_OPTIONS, Segment
-from realtime.pipeline.preflight import check_container, check_style_models, check_video, face_model
+from realtime.pipeline.preflight import check_container, check_region, check_style_models, check_video, face_model
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ClipOptions:
     ignored, with a log line, by encoders without one). overwrite: replace existing
     outputs. face: follow the face like live; face_model: its MediaPipe ``.tflite`` (``None``: resolved as
     :func:`realtime.vision.face.resolve_face_model`). progress: show a progress bar per file. queue_size: decoded frames
-    buffered ahead of the stylizer.
+    buffered ahead of the stylizer. region: what gets stylized and what the rest shows (``--region``, ``--background``).
     """
 
     start: float | None = None
@@ -64,6 +64,7 @@ class ClipOptions:
     face_model: str | None = None
     progress: bool = True
     queue_size: int = 8
+    region: RegionConfig = RegionConfig()  # --region/--background, as live
 
     def __post_init__(self) -> None:
         for name in ("start", "end"):
@@ -197,6 +198,7 @@ def clip_inputs(pairs: Sequence[tuple[Path, Path]], opts: ClipOptions, style: St
     if opts.face:
         face_model(opts.face_model)
     check_style_models(style, model)
+    check_region(opts.region, model.segment_model if model is not None else None)
     return good, failed
 
 
@@ -209,10 +211,15 @@ def open_clip_job(options: ClipOptions, style: StyleConfig, model: ModelConfig, 
     from realtime.pipeline.processor import canny_config
     from realtime.vision.edges import EdgeDetector
 
+    from realtime.pipeline.stages import frame_stages
+
     stylizer = build_stylizer(model, style, run) if run is not None else None
     try:
+        background = check_region(options.region, model.segment_model if model is not None else None)
+        stages = frame_stages(style, model if stylizer is not None else None, options.region, stylizer=stylizer,
+                              background=background, seed=run.seed if run is not None else 0)
         return ClipJob(options, run.size if run is not None else None, stylizer=stylizer,
-                       edges=EdgeDetector(canny_config(style)), style=style)
+                       edges=EdgeDetector(canny_config(style)), style=style, **stages)
     except BaseException:
         if stylizer is not None:
             stylizer.close()
@@ -250,12 +257,14 @@ class ClipJob:
     """
 
     def __init__(self, options: ClipOptions, model_size: Size | None, *, stylizer: Any | None = None,
-                 edges: Any | None = None, style: Any | None = None) -> None:
+                 edges: Any | None = None, style: Any | None = None, control_maps: Any | None = None,
+                 regions: Any | None = None) -> None:
         from realtime.vision.edges import EdgeDetector
 
         if model_size is None and stylizer is not None:
             raise UsageError("ClipJob: a stylizer needs its model size")
         self.options, self.model_size, self.stylizer, self.style = options, model_size, stylizer, style
+        self.control_maps, self.regions = control_maps, regions  # pose/depth maps, region compositing: kept per job
         self.edges = edges or EdgeDetector()
         self._detector: _BatchDetector | None = None
         if options.face:
@@ -335,7 +344,10 @@ class ClipJob:
         temporal = getattr(self.style, "temporal", None)
         similarity = SimilarityFilter.from_config(temporal) if temporal is not None and self.stylizer else None
         proc = FrameProcessor(work, out_size, stylizer=self.stylizer, edges=self.edges, framer=framer,
-                              similarity=similarity, style=self.style)
+                              similarity=similarity, style=self.style, control_maps=self.control_maps,
+                              regions=self.regions)
+        if self.regions is not None:
+            self.regions.reset()  # a new clip: its first mask is not smoothed with the last clip's
         if self.stylizer is not None:
             self.stylizer.reset()  # a new clip: its first frame is not blended with the last one's
         clock = _Timeline(source.pts_offset if segment is None else segment.pts_offset)
@@ -390,6 +402,10 @@ class ClipJob:
         if self.stylizer is not None:
             self.stylizer.close()
             self.stylizer = None
+        for stage in (self.control_maps, self.regions):
+            if stage is not None:
+                stage.close()
+        self.control_maps = self.regions = None
         self.edges.close()
 
     def __enter__(self) -> "ClipJob":

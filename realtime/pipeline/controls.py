@@ -14,6 +14,7 @@ Command lines (stdin), one per line, ``#`` starts a comment::
     blend [X | on | off]    motion-threshold X    motion-adaptive on|off
     similarity on | off | X (threshold)    max-skips N
     bypass [on|off]    blank [on|off]    mirror [on|off]    framing [on|off]    overlay [on|off]
+    controls canny,pose,depth (loaded in the background)    region [all|person|background]    background [keep|blur|FILE]
     stats    help    quit
 
 The control file (TOML, or JSON when it ends in ``.json``) holds settings to apply; it is re-read whenever its
@@ -50,7 +51,8 @@ HELP = ("commands: style NAME|next|prev, lora PATH[:SCALE]...|none, lora-scale X
         "prompt-mix W TEXT | W TEXT..., prompt-blend slerp|linear, transition N, negative TEXT, strength X, "
         "control X, guidance X, seed N, seed-blend SEED T, "
         "blend [X|on|off], motion-threshold X, motion-adaptive on|off, similarity on|off|X, max-skips N, "
-        "bypass, blank, mirror, framing, overlay (each [on|off]), stats, help, quit")
+        "bypass, blank, mirror, framing, overlay (each [on|off]), controls LIST, region [all|person|background], "
+        "background [keep|blur|FILE], stats, help, quit")
 
 _FLOAT = {"strength", "control", "guidance", "motion-threshold"}
 _TOGGLES = {"bypass", "blank", "mirror", "framing", "overlay", "motion-adaptive"}
@@ -61,8 +63,10 @@ _ALIASES = {"control-scale": "control", "control_scale": "control", "negative-pr
             "negative_prompt": "negative", "motion_threshold": "motion-threshold", "motion_adaptive": "motion-adaptive",
             "max_skips": "max-skips", "lora_scale": "lora-scale", "prompt_mix": "prompt-mix", "mix": "prompt-mix",
             "prompt_blend": "prompt-blend", "transition_frames": "transition", "seed_blend": "seed-blend", "exit": "quit", "q": "quit", "next": "style next", "prev": "style prev"}
-COMMAND_NAMES = tuple(sorted(_FLOAT | _TOGGLES | _TEXT | _BARE | _NEW | {"style", "lora", "seed", "blend",
-                                                                         "similarity", "max-skips"}))
+_CYCLES = {"region", "background"}  # no value: the next choice (window keys r and g)
+COMMAND_NAMES = tuple(sorted(_FLOAT | _TOGGLES | _TEXT | _BARE | _NEW | _CYCLES | {"style", "lora", "seed", "blend",
+                                                                                   "similarity", "max-skips",
+                                                                                   "controls"}))
 
 
 #: What a command carries: a number, a text, on/off, LoRA specs (``lora``), scales (``lora-scale``), a prompt mix
@@ -191,9 +195,11 @@ def parse_command(line: str, source: str = "stdin") -> Command | None:
         return Command(name, None, source)
     if name in _TOGGLES:
         return Command(name, None if not rest else _switch(rest, name), source)
+    if name in _CYCLES:
+        return Command(name, rest or None, source)
     if not rest and name != "blend":
         raise UsageError(f"{name} needs a value" if name in COMMAND_NAMES else f"unknown command {name!r}; {HELP}")
-    if name == "style":
+    if name in ("style", "controls"):
         return Command(name, rest, source)
     if name in _NEW:
         return Command(name, _parse_new(name, rest), source)
@@ -221,6 +227,7 @@ _KEY_COMMANDS = {
     "quit": Command("quit"), "mirror": Command("mirror"), "next_style": Command("style", "next"),
     "prev_style": Command("style", "prev"), "framing": Command("framing"), "blend": Command("blend"),
     "overlay": Command("overlay"), "bypass": Command("bypass"), "blank": Command("blank"),
+    "region": Command("region"), "background": Command("background"),
 }
 
 
@@ -295,6 +302,7 @@ _FILE_KEYS: dict[str, str] = {
     "blend": "blend", "motion_threshold": "motion-threshold", "motion_adaptive": "motion-adaptive",
     "similarity_filter": "similarity", "similarity_threshold": "similarity", "max_skips": "max-skips",
     "mirror": "mirror", "framing": "framing", "bypass": "bypass", "blank": "blank", "overlay": "overlay",
+    "controls": "controls", "region": "region", "background": "background",
 }
 _FILE_ORDER = list(dict.fromkeys(_FILE_KEYS))  # style first, then the numbers, then the switches
 
@@ -325,7 +333,7 @@ def commands_from_mapping(data: dict[str, Any], source: str = "control file") ->
             v = parse_loras(items)
         elif name in _NEW:
             v = _file_value(key, name, v)
-        elif name in ("style", "prompt", "negative"):
+        elif name in ("style", "prompt", "negative", "controls", "region", "background"):
             if not isinstance(v, str):
                 raise UsageError(f"{key} = {v!r}: expected a string")
         elif name in ("seed", "max-skips"):

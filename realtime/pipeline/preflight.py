@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from realtime.config import LoraSpec, ModelConfig, StyleConfig
+from realtime.config import LoraSpec, ModelConfig, RegionConfig, StyleConfig
 from realtime.errors import LoraError, ModelNotFound
 from realtime.files import check_input_file
 from realtime.geometry import Size
@@ -159,8 +159,48 @@ def check_style_models(style: StyleConfig, model: ModelConfig | None) -> None:
     from realtime.diffusion.models import model_family
 
     check_model(model, style.controls)
+    check_control_models(style, model)
     family = model_family(model.model)
     check_loras(style.loras, model.allow_pickle, family.name if family is not None else None)
+
+
+def check_control_models(style: StyleConfig, model: ModelConfig) -> None:
+    """The detectors of the style's controls resolve: the pose landmarker bundle (:func:`realtime.vision.pose.resolve_pose_model`;
+    not cached while offline is the one-line error) and the depth model spec (a known ``random:`` architecture, or a
+    spec that :func:`check_model_spec` accepts; its cache while offline is :func:`check_model`'s)."""
+    if "pose" in style.controls:
+        from realtime.vision.pose import resolve_pose_model
+
+        try:
+            resolve_pose_model(model.pose_model)
+        except ModelNotFound as e:
+            raise ModelNotFound(f"{e} (or leave pose out of --control)") from e
+    if "depth" in style.controls:
+        spec = model.depth_model_spec
+        if spec.startswith("random:"):
+            from realtime.vision.depth import DEPTH_ARCHS
+
+            if spec.split(":", 1)[1] not in DEPTH_ARCHS:
+                raise ModelNotFound(f"--depth-model {spec}: no such random depth architecture; choose one of "
+                                    f"{', '.join('random:' + a for a in DEPTH_ARCHS)}")
+        else:
+            check_model_spec(spec, "--depth-model", model.allow_pickle)
+
+
+def check_region(region: RegionConfig, segment_model: str | None) -> np.ndarray | None:
+    """``--region`` other than ``all``: the segmentation model resolves; ``--background FILE``: the file exists and
+    decodes as an image. Returns the decoded background (H, W, 3) uint8 RGB, or None."""
+    if not region.active:
+        return None
+    from realtime.vision.segment import resolve_segment_model
+
+    try:
+        resolve_segment_model(segment_model)
+    except ModelNotFound as e:
+        raise ModelNotFound(f"{e} (or --region all)") from e
+    if region.background_file is None:
+        return None
+    return check_image(region.background_file, "--background image")
 
 
 def face_model(explicit: str | os.PathLike[str] | None) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from realtime.config import StyleConfig, TemporalConfig
+from realtime.config import RegionConfig, StyleConfig, TemporalConfig
 from realtime.diffusion.protocols import StylizerRunner
 from realtime.errors import UsageError
 from realtime.geometry import CropWindow, Size, centre_window, cover_resize, crop_resize
@@ -122,6 +122,18 @@ class FrameProcessor:
         self.mirror = bool(on)
         if self.framer is not None:
             self.framer.mirror()
+
+    @property
+    def region(self) -> RegionConfig:
+        """What gets stylized now (``region all`` without a compositor)."""
+        return self.regions.cfg if self.regions is not None else RegionConfig()
+
+    def set_region(self, cfg: RegionConfig, background: np.ndarray | None = None) -> None:
+        """Another ``--region``/``--background`` while running (``background``: the decoded image of a FILE); the
+        segmenter is loaded on the first region that needs it."""
+        if self.regions is None:
+            raise UsageError("regions need a model (started with --style none): restart with a diffusion style")
+        self.regions.configure(cfg, background)
 
     def set_temporal(self, cfg: TemporalConfig) -> None:
         """Apply the similarity-filter part of ``cfg`` (blending itself is the stylizer's, through its style)."""

@@ -10,6 +10,11 @@ is applied to the :class:`~realtime.pipeline.processor.FrameProcessor` without s
   background thread while the current style keeps running, then the stylizer writes the new set into the resident
   weights in place between two frames (:class:`~realtime.diffusion.lora_switch.LoraSwitcher`: no second model, no
   rebuild; A -> B -> A gives exactly A). A file that is missing or does not fit is one warning; the running set stays.
+- A control change (the ``controls`` command, or a preset with other controls) loads the new ControlNets and
+  detectors on a background thread (``controls_loader``) while the current style keeps running, then the frame step is
+  rebuilt between two frames (logged: a pause of one build).
+- ``region`` and ``background`` change what gets stylized at once (the segmenter loads on the first region that
+  needs one).
 - Switching to another preset keeps the session's LoRAs and its temporal settings (from the command line or changed
   while running).
 """
@@ -20,8 +25,10 @@ import logging
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from realtime.config import LoraSpec, StyleConfig, builtin_style_names, check_seed, check_seed_blend, load_style
+from realtime.config import (REGION_CHOICES, LoraSpec, StyleConfig, builtin_style_names, check_controls, check_seed,
+                             check_seed_blend, load_style)
 from realtime.errors import InputError, UsageError
+from realtime.files import check_input_file
 from realtime.pipeline.controls import HELP, Command
 from realtime.pipeline.processor import FrameProcessor
 from realtime.pipeline.temporal import blend_toggled
@@ -38,12 +45,15 @@ class LiveSession:
     """Applies commands to ``processor``. ``style``: the running style; ``temporal_overrides``: TemporalConfig fields
     given on the command line (kept across preset switches); ``style_names``: the presets that ``style next/prev``
     (window keys n/p) cycle through (default: the built-in ones). Flags the loop reads: ``quit``, ``overlay``.
-    ``on_stats`` is called by the ``stats`` command. Everything runs on the loop's thread, between frames, except
-    the preparation of a change (prompt encoding, LoRA file reading) on a background worker."""
+    ``on_stats`` is called by the ``stats`` command. ``controls_loader(style)`` loads what ``style``'s controls need
+    (their ControlNets into the running stylizer, their detectors), on the background worker; None refuses control
+    changes. Everything runs on the loop's thread, between frames, except the preparation of a change (prompt
+    encoding, LoRA file reading, ControlNet loading) on a background worker."""
 
     def __init__(self, processor: FrameProcessor, style: StyleConfig, *,
                  temporal_overrides: dict[str, Any] | None = None, style_names: list[str] | None = None,
-                 on_stats: Callable[[], None] | None = None) -> None:
+                 on_stats: Callable[[], None] | None = None,
+                 controls_loader: Callable[[StyleConfig], Any] | None = None) -> None:
         self.processor = processor
         self.style = style
         self.quit = False
@@ -60,6 +70,7 @@ class LiveSession:
         self._remembered_blend: float | None = None
         self._pending: tuple[Future[Any], StyleConfig, str] | None = None  # being prepared: future, style, what
         self._encoder: Worker | None = None
+        self._controls_loader = controls_loader
 
     # -------------------------------------------------------------------------------------------------- helpers
     @property
@@ -174,6 +185,11 @@ class LiveSession:
             seed = getattr(self._raw_stylizer, "seed", 0)
             proc.stylizer.set_seed(seed, check_seed_blend(v, "seed-blend"))
             log.info("seed %d blended with seed %d by %g", seed, v[0], v[1])
+        elif name == "controls":
+            base = self._diffusion("controls")
+            self._switch(dataclasses.replace(base, controls=check_controls(str(v), "controls")), f"controls {v}")
+        elif name in ("region", "background"):
+            self._region(name, v)
         elif name == "seed":
             self._need_model("seed")
             proc.stylizer.set_seed(check_seed(v))
@@ -238,6 +254,13 @@ class LiveSession:
                 raise UsageError(f"{what}: this stylizer cannot switch LoRAs; restart with the new --lora")
             self._prepare(lambda: raw.loras.prepare(new.loras), new,
                           f"{what} (LoRAs [{_loras_text(new.loras)}], in place)")
+        elif new.controls != running.controls:
+            loader = self._controls_loader
+            if loader is None:
+                raise UsageError(f"{what}: a control change needs its ControlNets loaded; restart with --control "
+                                 f"{','.join(new.controls)}")
+            self._prepare(lambda: loader(new), new,
+                          f"{what} (controls {','.join(new.controls)}: ControlNets loaded, the frame step is rebuilt)")
         elif new.uses_cfg != raw.style.uses_cfg:
             prepare = getattr(raw, "prepare_style", None) or raw.conditioning  # the other frame-step variant too
             self._prepare(lambda: prepare(new), new,
@@ -255,6 +278,23 @@ class LiveSession:
         self._pending = None  # a newer request supersedes one still being prepared
         self.style = new
         log.info("%s applied", what)
+
+    def _region(self, name: str, value: Any) -> None:
+        """``region [all|person|background]`` and ``background [keep|blur|FILE]`` (no value: the next choice)."""
+        cur = self.processor.region
+        image = None
+        if name == "region":
+            choice = REGION_CHOICES[(REGION_CHOICES.index(cur.region) + 1) % len(REGION_CHOICES)] if value is None else str(value)
+            new = dataclasses.replace(cur, region=choice, background=cur.background if choice == "person" else "keep")
+        else:
+            choice = ("blur" if cur.background == "keep" else "keep") if value is None else str(value)
+            new = dataclasses.replace(cur, background=choice)  # validates: a background needs region person
+            if new.background_file is not None:
+                from realtime.io.images import read_image
+
+                image = read_image(check_input_file(new.background_file, "background image"))
+        self.processor.set_region(new, image)
+        log.info("region %s, background %s", new.region, new.background)
 
     def _prepare(self, fn: Callable[[], Any], new: StyleConfig, what: str) -> None:
         """Run ``fn`` (the slow part of a change) on a background worker while the current style keeps running;
