@@ -81,8 +81,10 @@ def test_scales_are_step_inputs_changing_one_never_rebuilds(all_controls, maps):
         b = s(maps["image"], inputs)
         assert len(built) == 1  # a scale is a tensor input: no rebuild
         assert not np.array_equal(a, b)
-        with pytest.raises(UsageError, match="adding or removing a control"):
-            s.set_style(dataclasses.replace(style, controls=("canny",)))
+        s.set_style(dataclasses.replace(style, controls=("canny",)))  # removing a control: the step is rebuilt
+        assert len(built) == 2 and s.controls == ("canny",) and s.step.input_names == INPUT_NAMES
+        s.set_style(style)
+        assert len(built) == 3 and s.controls == ("canny", "pose", "depth")
         with pytest.raises(UsageError, match="no depth map given"):
             s(maps["image"], {"canny": maps["canny"], "pose": maps["pose"]})
         with pytest.raises(UsageError, match="pose control map must be 64x64x3 uint8"):
@@ -161,3 +163,23 @@ def test_offline_each_controls_models_must_be_cached(tmp_path, monkeypatch):
     with pytest.raises(ModelNotFound, match="^depth model 'depth-anything/Depth-Anything-V2-Small-hf' is not in"):
         check_models_available(dataclasses.replace(cfg, depth_model="depth-anything/Depth-Anything-V2-Small-hf"),
                                ("depth",))
+
+
+def test_a_control_added_while_running_loads_its_controlnet_first(maps):
+    from realtime.diffusion.models import add_controlnets
+
+    cfg = ModelConfig("random:tiny")
+    comps = load_components(cfg, CPU, torch.float32, seed=0)  # Canny only
+    style = load_style("anime")
+    with Stylizer(comps, style, SIZE, device=CPU, dtype=torch.float32, seed=0) as s:
+        with pytest.raises(UsageError, match="control depth is enabled but its ControlNet is not loaded"):
+            s.set_style(dataclasses.replace(style, controls=("canny", "depth")))
+        assert s.controls == ("canny",)  # the running step stays
+        assert add_controlnets(comps, cfg, ("canny", "depth"), seed=0) == ["depth"]
+        assert add_controlnets(comps, cfg, ("canny", "depth"), seed=0) == []  # already there
+        s.set_style(dataclasses.replace(style, controls=("canny", "depth")))
+        assert s.controls == ("canny", "depth")
+        out = s(maps["image"], {"canny": maps["canny"], "depth": maps["depth"]})
+    # The same weights as a stylizer loaded with both controls from the start (same seeds).
+    both = load_components(cfg, CPU, torch.float32, seed=0, controls=("canny", "depth"))
+    assert np.array_equal(out, stylize(both, maps, controls=("canny", "depth")))

@@ -185,11 +185,8 @@ class LiveSession:
             seed = getattr(self._raw_stylizer, "seed", 0)
             proc.stylizer.set_seed(seed, check_seed_blend(v, "seed-blend"))
             log.info("seed %d blended with seed %d by %g", seed, v[0], v[1])
-        elif name == "controls":
-            base = self._diffusion("controls")
-            self._switch(dataclasses.replace(base, controls=check_controls(str(v), "controls")), f"controls {v}")
-        elif name in ("region", "background"):
-            self._region(name, v)
+        elif name in ("controls", "region", "background"):
+            self._controls_or_region(name, v)
         elif name == "seed":
             self._need_model("seed")
             proc.stylizer.set_seed(check_seed(v))
@@ -279,8 +276,13 @@ class LiveSession:
         self.style = new
         log.info("%s applied", what)
 
-    def _region(self, name: str, value: Any) -> None:
-        """``region [all|person|background]`` and ``background [keep|blur|FILE]`` (no value: the next choice)."""
+    def _controls_or_region(self, name: str, value: Any) -> None:
+        """``controls LIST``; ``region [all|person|background]`` and ``background [keep|blur|FILE]`` (no value: the
+        next choice)."""
+        if name == "controls":
+            base = self._diffusion("controls")
+            self._switch(dataclasses.replace(base, controls=check_controls(str(value), "controls")), f"controls {value}")
+            return
         cur = self.processor.region
         image = None
         if name == "region":
