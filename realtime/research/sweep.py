@@ -305,6 +305,9 @@ def sweep_inputs(job: Any) -> None:
     check_out_dir(job)
     for s in job.settings:
         check_model(s.model)
+        if s.style.controls != ("canny",):  # the sweep's models carry the Canny ControlNet only
+            raise UsageError(f"style {s.style.name}: controls {','.join(s.style.controls)}: stylecam sweep runs the "
+                             "canny control only; use stylecam image --control for the others")
     check_loras((lora for s in job.settings for lora in s.style.loras), allow_pickle=any(s.model.allow_pickle for s in job.settings))
 
 
