@@ -36,7 +36,9 @@ class StylizerRunner(Protocol):
         ...
 
     def __call__(self, image: np.ndarray, control: np.ndarray) -> np.ndarray:
-        """image: (H, W, 3) uint8 RGB at the model size; control: (H, W) uint8 Canny map, values {0, 255}.
+        """image: (H, W, 3) uint8 RGB at the model size; control: (H, W) uint8 Canny map, values {0, 255} (the one map
+        of a one-control style), or {control: map} for several (``--control canny,pose,depth``: the pose skeleton is
+        (H, W, 3) uint8 RGB, the depth map (H, W) uint8).
         Returns (H, W, 3) uint8 RGB: a new array when stylized, or ``image`` itself (the same object) when the frame
         was passed through unstylized (a watchdog's deadline or a failure); a pass-through is never reused as a
         stylized frame. Raises :class:`~realtime.errors.UsageError` on a wrong shape or dtype."""
