@@ -374,7 +374,7 @@ def test_window_keys_overlay_and_close() -> None:
                     "blank", "quit"]
     assert actions[-1] == "quit" and gui.destroyed
     assert set(KEY_ACTIONS.values()) == {"quit", "mirror", "next_style", "prev_style", "framing", "blend", "overlay",
-                                         "bypass", "blank"}
+                                         "bypass", "blank", "region", "background"}
 
 
 def test_window_gui_failure_is_no_display() -> None:
