@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from realtime.config import CONTROL_TYPES, TAESD_REPO, ModelConfig
-from realtime.errors import DeviceUnavailable, ModelNotFound, UsageError
+from realtime.errors import ModelNotFound, UsageError
 from realtime.diffusion.family import (XL_ARCHS, Family, family_of_folder, family_of_unet_config, pipeline_parts,
                                        text_encoder_placement, with_family_defaults)
+from realtime.diffusion.devices import resolve_device, resolve_dtype  # noqa: F401 (re-exported)
 from realtime.diffusion.hubfiles import cached_snapshot, cached_weights, missing_parts
 from realtime.diffusion.tokenizer import generated_tokenizer
 
@@ -127,39 +128,6 @@ class Components:
         keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
         cfg = {k: self.scheduler_config[k] for k in keys if self.scheduler_config.get(k) is not None}
         return DDPMScheduler(**cfg).alphas_cumprod.double()
-
-
-# ------------------------------------------------------------------------------------------------ device and dtype
-def resolve_device(spec: str = "auto") -> "torch.device":
-    """``auto`` picks CUDA, then MPS, then CPU. A device that is not there is an error, never a silent fallback."""
-    import torch
-
-    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-            raise DeviceUnavailable(
-                f"--device {spec}: no CUDA GPU is visible to torch {torch.__version__} ({build}); "
-                "install a CUDA build of torch and the NVIDIA driver, or use --device cpu"
-            )
-        index = int(spec.split(":")[1]) if ":" in spec else 0
-        if index >= torch.cuda.device_count():
-            raise DeviceUnavailable(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here")
-        return torch.device("cuda", index)
-    if spec == "mps" and not has_mps:
-        raise DeviceUnavailable("--device mps: Metal (MPS) is not available here; use --device cpu")
-    return torch.device(spec)
-
-
-def resolve_dtype(spec: str, device: "torch.device") -> "torch.dtype":
-    """``auto``: fp16 on CUDA and MPS, fp32 on the CPU."""
-    import torch
-
-    if spec == "auto":
-        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[spec]
 
 
 # --------------------------------------------------------------------------------------------------- random models

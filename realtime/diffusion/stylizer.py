@@ -100,7 +100,7 @@ class Stylizer:
         if missing:
             raise UsageError(f"control {missing[0]} is enabled but its ControlNet is not loaded (load the models "
                              f"with that control)")
-        self._nets = nets  # fixed for this stylizer (set_style refuses control changes): both variants share them
+        self._nets = nets  # both variants share them; a control change builds new variants (set_style)
         self._controls = tuple(nets)  # FrameStep.controls: the mapping's keys, in order
         self._cfg = style.uses_cfg
         self._prompt_embeds, self._text_embeds = self.conditioning(style)
@@ -193,8 +193,14 @@ class Stylizer:
             if style.loras != self.style.loras:
                 self.set_loras(style.loras)
             log.info("controls %s: rebuilding the frame step", ",".join(style.controls))
+            old, self.variants = self.variants, StepVariants()  # the kept variants have the old ControlNets
+            try:
+                self._build(style)  # a control whose ControlNet is not loaded: UsageError, the running step stays
+            except BaseException:
+                self.variants = old
+                raise
+            old.close()
             self._pending = None
-            self._build(style)  # a control whose ControlNet is not loaded: UsageError, the running step stays
             self.style = style
             return
         if style.loras != self.style.loras:
