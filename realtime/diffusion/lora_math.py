@@ -130,6 +130,19 @@ def summed_delta(name: str, shape: Sequence[int], sets: Sequence[LoraSet], devic
     return total
 
 
+def add_scaled(out: torch.Tensor, f: WeightDelta, scale: float) -> None:
+    """``out += scale * delta`` in place (``out``: float32, contiguous, the weight's shape). A LoRA pair goes through one
+    ``addmm_`` (no delta tensor is made); LoHa/LoKr add their delta."""
+    if isinstance(f, LoraWeight):
+        rank = int(f.down.shape[0])
+        up, down = _mat(f.up).to(out.device), _mat(f.down).to(out.device)
+        if int(up.shape[1]) != rank or up.shape[0] * down.shape[1] != out.numel():
+            raise LoraError(f"LoRA up {list(f.up.shape)} and down {list(f.down.shape)} do not fit {list(out.shape)}")
+        out.view(out.shape[0], -1).addmm_(up, down, alpha=float(scale) * _factor(f.alpha, rank))
+    else:
+        out.add_(f.delta(tuple(out.shape)).to(out.device), alpha=float(scale))
+
+
 def fused_weights(base: Mapping[str, torch.Tensor], sets: Sequence[LoraSet]) -> dict[str, torch.Tensor]:
     """New full weights = base + sum(scale * delta) over every set (float32 maths, cast to the base dtype); ``base`` is
     never modified and the result has exactly its keys (untouched weights are copies of the base), so A -> B -> A gives

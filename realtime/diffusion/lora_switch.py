@@ -27,7 +27,7 @@ import torch
 from realtime.config import LoraSpec
 from realtime.diffusion.lora import _quiet_libraries, _state_dict, resolve_lora
 from realtime.diffusion.lora_keys import COMPONENTS, read_layers
-from realtime.diffusion.lora_math import LoraSet, WeightDelta, summed_delta
+from realtime.diffusion.lora_math import LoraSet, WeightDelta, add_scaled
 from realtime.errors import LoraError
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,14 @@ class LoraSwitcher:
         with torch.no_grad():
             for n in names:
                 p = self._params[n]
-                base = self._base[n].to(p.device, non_blocking=True)
-                d = summed_delta(n, tuple(p.shape), sets, p.device) if n in new else None
-                p.data.copy_(base if d is None else (base.float() + d).to(p.dtype))
+                if n not in new:
+                    p.data.copy_(self._base[n].to(p.device, non_blocking=True))
+                    continue
+                value = self._base[n].to(p.device, torch.float32, non_blocking=True, copy=True)
+                for layers, scale in sets:  # in the set's order: the same set always gives the same bytes
+                    if n in layers and scale != 0:
+                        add_scaled(value, layers[n], scale)
+                p.data.copy_(value)
         self._touched, self.current = new, specs
         if pin:
             torch.cuda.synchronize()
