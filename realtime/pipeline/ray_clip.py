@@ -290,6 +290,8 @@ class RayBatch:
                         actor = idle.pop(0)
                         running[actor.process.remote(task)] = (actor, task, job)
                     if not running:
+                        if pending and not idle:  # every worker gone (none idle, none busy): nothing can go on
+                            raise RuntimeError("every Ray worker died: the batch cannot go on")
                         continue
                     ready, _ = self.ray.wait(list(running), num_returns=len(running), timeout=_POLL_S)
                     for ref in ready:
@@ -300,8 +302,6 @@ class RayBatch:
                             _shrink(bar, task.frames)
                         if self._alive(actor):
                             idle.append(actor)
-                    if not idle and not running and pending:
-                        raise RuntimeError("every Ray worker died: the batch cannot go on")
                     bar.n = done + self._in_flight(running)
                     bar.refresh()
             except BaseException:
