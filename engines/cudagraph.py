@@ -4,7 +4,7 @@ Unverified here: this machine has no GPU. The code follows PyTorch's documented 
 a side stream, then ``torch.cuda.graph``); the ``gpu``-marked tests exercise it where CUDA exists.
 
 Capture is *lazy*: a runner captures on its first call, i.e. on the thread that runs frames, never on the thread that
-built it (a LoRA loader or a background build). It also uses ``capture_error_mode="thread_local"``: with PyTorch's
+built it (a background build, e.g. the other guidance variant). It also uses ``capture_error_mode="thread_local"``: with PyTorch's
 default (``"global"``) any other thread's blocking copy during the capture fails with "operation not permitted when
 stream is capturing"; thread-local mode forbids unsafe calls only on the capturing thread.
 
