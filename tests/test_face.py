@@ -271,11 +271,14 @@ def test_tracker_places_the_face_and_stays_inside() -> None:
     assert win.h == pytest.approx(cfg.face_scale * 60, rel=0.01)
     px, py = _target_point(win, cfg)
     assert (px, py) == (pytest.approx(300, abs=1.0), pytest.approx(200, abs=1.0))
-    # A face at the frame edge: the window is clamped inside (and shrunk when it would not fit).
-    tr = FaceTracker(cfg, FRAME, 1.0)
-    for i in range(60):
-        win = tr.step([_box(20, 30, 250)], i / FPS)
-    assert _inside(win) and win.h == pytest.approx(FRAME.height)
+    # A face at the frame edge: the window is clamped inside (and shrunk when it would not fit); by default it zooms
+    # in towards the face first (edge_zoom), as far as its limit.
+    for zoom in (1.0, cfg.edge_zoom):
+        tr = FaceTracker(dataclasses.replace(cfg, edge_zoom=zoom), FRAME, 1.0)
+        for i in range(60):
+            win = tr.step([_box(20, 30, 250)], i / FPS)
+        want = FRAME.height if zoom == 1.0 else zoom * cfg.face_scale * 250
+        assert _inside(win) and win.h == pytest.approx(want, rel=0.01)
 
 
 def test_tracker_hold_ease_out_and_back_without_jumps() -> None:

@@ -166,6 +166,9 @@ class FramingConfig:
         frame edge the face moves towards. ``predict`` also lets :meth:`FaceTracker.predict` carry a window to a
         later frame (detection one frame behind).
     lead_s: extra lead in seconds on top of the filter's lag (a display or pipeline delay), 0..2.
+    edge_zoom: near a side edge of the frame the window would be pushed off the face (it cannot leave the frame): it
+        shrinks around the face instead (zooms in), down to this fraction of its size, and grows back as the face
+        returns (continuous in the face position: no jump). 1 = never zoom (the face drifts towards the edge).
     face_range: the face model: ``short`` (BlazeFace short range), ``full`` (full range: ``$STYLECAM_FACE_MODEL_FULL``
         or the cache) or ``auto`` (full range when it is there, else short); see
         :func:`realtime.vision.face.resolve_face_model`.
@@ -185,6 +188,7 @@ class FramingConfig:
     face_range: str = "auto"
     predict: bool = True
     lead_s: float = 0.0
+    edge_zoom: float = 0.6
 
     def __post_init__(self) -> None:
         for name in ("enabled", "level_eyes", "predict"):
@@ -197,6 +201,7 @@ class FramingConfig:
         _check_number("framing", "d_cutoff", self.d_cutoff, 0.0, 100.0, lo_open=True)
         _check_number("framing", "min_score", self.min_score, 0.0, 1.0)
         _check_number("framing", "lead_s", self.lead_s, 0.0, 2.0)
+        _check_number("framing", "edge_zoom", self.edge_zoom, 0.2, 1.0)
         for name, lo in (("hold_frames", 0), ("ease_frames", 0), ("confirm_frames", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= 10_000:
@@ -294,7 +299,12 @@ class FaceTracker:
             return self._centre
         hgt = float(self.frame.height)
         h = max(float(p[2]) * hgt, 1.0)
-        return clamp_window(CropWindow.from_centre(p[0] * hgt, p[1] * hgt, h * self.aspect, h), self.frame)
+        cx = p[0] * hgt
+        room = 2.0 * min(cx, self.frame.width - cx)  # the widest window centred on cx that fits across the frame
+        w = h * self.aspect
+        if self.cfg.edge_zoom < 1.0 and w > room:  # near a side edge: zoom in (to a limit) rather than let the face go
+            h *= max(self.cfg.edge_zoom, room / w)
+        return clamp_window(CropWindow.from_centre(cx, p[1] * hgt, h * self.aspect, h), self.frame)
 
     def _target(self, face: FaceBox) -> np.ndarray:
         """Window params that put ``face`` at ``face_y`` of a window ``face_scale`` face heights tall (unclamped)."""
