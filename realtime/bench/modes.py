@@ -372,7 +372,8 @@ def _vision_entries(measured: dict[str, Any], entry: Callable[..., dict[str, Any
 
 
 def open_framer(enabled: bool, camera: Size, aspect: float, model: str | None) -> tuple[Any | None, str | None]:
-    """A MediaPipe face framer, or (None, why) when face framing is off or cannot run here (mediapipe or its model
+    """A MediaPipe face framer on its own thread, as ``live`` runs it (a ThreadedFramer: detection on a downscaled
+    copy, one frame behind), or (None, why) when face framing is off or cannot run here (mediapipe or its model
     missing): the face stage is then reported as skipped with that reason."""
     if not enabled:
         return None, "face framing off (--no-face)"
@@ -380,8 +381,9 @@ def open_framer(enabled: bool, camera: Size, aspect: float, model: str | None) -
 
     try:
         from realtime.vision.face import FaceFramer, FramingConfig
+        from realtime.vision.framer_thread import ThreadedFramer
 
-        return FaceFramer(FramingConfig(), camera, aspect, model=model), None
+        return ThreadedFramer(camera, aspect, lambda size: FaceFramer(FramingConfig(), size, aspect, model=model)), None
     except (InputError, BackendUnavailable, ImportError) as e:
         log.info("face stage skipped: %s", e)
         return None, str(e).splitlines()[0] if str(e) else type(e).__name__
