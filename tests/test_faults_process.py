@@ -196,7 +196,7 @@ def test_lora_corrupt_or_gone_when_a_live_session_loads_it_keeps_the_running_sty
                  "--control-file", str(control), "--fps", "30"])
     err = capsys.readouterr().err
     assert code == 0, err
-    failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "not loaded" in r.getMessage()]
+    failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "not applied" in r.getMessage()]
     assert len(failed) == 1 and "style.safetensors" in failed[0], failed
     assert "\n" not in failed[0] and "state_dict" not in failed[0] and "Traceback" not in err
     assert len(video_frames(out)) == N  # the previous style kept flowing
