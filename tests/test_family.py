@@ -195,13 +195,17 @@ def test_pull_targets_follow_the_family_of_the_hub_file_list():
 
     files = ["model_index.json", "unet/config.json", "text_encoder/config.json", "text_encoder_2/config.json"]
     assert family_of_files(files) is SDXL and family_of_files(files[:3]) is SD
-    args = argparse.Namespace(model="stabilityai/sdxl-turbo", controlnet="auto", vae="auto")
+    def pull_args(model: str) -> argparse.Namespace:  # what `stylecam models pull --model MODEL` parses to
+        return argparse.Namespace(model=model, controlnet="auto", vae="auto", control="canny",
+                                  pose_controlnet="auto", depth_controlnet="auto", depth_model="auto")
+
+    args = pull_args("stabilityai/sdxl-turbo")
     xl = {repo: (what, parts) for what, repo, parts in _targets(args, family_of_files(files))}
     assert xl["stabilityai/sdxl-turbo"][1] == ("unet", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
                                                "scheduler")
     assert xl["diffusers/controlnet-canny-sdxl-1.0-small"] == ("controlnet", None)
     assert xl["madebyollin/taesdxl"] == ("vae", None)
-    sd = {repo for _, repo, _ in _targets(argparse.Namespace(model="stabilityai/sd-turbo", controlnet="auto", vae="auto"))}
+    sd = {repo for _, repo, _ in _targets(pull_args("stabilityai/sd-turbo"))}
     assert sd == {"stabilityai/sd-turbo", "thibaud/controlnet-sd21-canny-diffusers", "madebyollin/taesd"}
 
 
