@@ -88,9 +88,10 @@ def _targets(args: argparse.Namespace, family: Any = None) -> list[tuple[str, st
 
     from realtime.config import check_controls
 
-    controls = check_controls(args.control)
-    cfg = ModelConfig(args.model, args.controlnet, args.vae, pose_controlnet=args.pose_controlnet,
-                      depth_controlnet=args.depth_controlnet, depth_model=args.depth_model)
+    controls = check_controls(getattr(args, "control", "canny"))
+    cfg = ModelConfig(args.model, args.controlnet, args.vae, pose_controlnet=getattr(args, "pose_controlnet", "auto"),
+                      depth_controlnet=getattr(args, "depth_controlnet", "auto"),
+                      depth_model=getattr(args, "depth_model", "auto"))
     depth = (cfg.depth_model_spec,) if "depth" in controls else ()
     for spec in (cfg.model, cfg.vae_spec, *cfg.controlnet_specs(controls).values(), *depth):
         if spec and spec not in ("taesd", "full") and spec_kind(spec) != "hub":
