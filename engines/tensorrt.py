@@ -340,31 +340,29 @@ class TensorRTRunner(Runner):
         folded = [n for n in updates if n not in refittable]
         if folded:
             raise RefitUnsupported(f"TensorRT folded {', '.join(folded[:4])} into the engine: rebuild it")
-        keep = []
-        for name, value in updates.items():
-            dt = refitter.get_weights_prototype(name).dtype
-            t = value.to(device=self.device, dtype=_torch_dtype(trt, dt)).contiguous()
-            keep.append(t)
-            if not refitter.set_named_weights(name, trt.Weights(dt, t.data_ptr(), t.numel()),
-                                              trt.TensorLocation.DEVICE):
-                raise RefitUnsupported(f"TensorRT rejected the new weights for {name}: rebuild the engine")
-        missing = list(refitter.get_missing_weights())
-        if missing:  # weights TensorRT combined with the changed ones at build time: their current values
-            state = self.state_source() if self.state_source is not None else {}
-            for name, value in missing_weights(self.weight_map, missing, state).items():
+        keep: list[torch.Tensor] = []  # the device copies must outlive refit_cuda_engine()
+
+        def set_weights(named: Mapping[str, "torch.Tensor"]) -> None:
+            for name, value in named.items():
                 dt = refitter.get_weights_prototype(name).dtype
                 t = value.to(device=self.device, dtype=_torch_dtype(trt, dt)).contiguous()
                 keep.append(t)
                 if not refitter.set_named_weights(name, trt.Weights(dt, t.data_ptr(), t.numel()),
                                                   trt.TensorLocation.DEVICE):
                     raise RefitUnsupported(f"TensorRT rejected the weights for {name}: rebuild the engine")
+
+        set_weights(updates)
+        missing = list(refitter.get_missing_weights())
+        if missing:  # weights TensorRT combined with the changed ones at build time: their current values
+            state = self.state_source() if self.state_source is not None else {}
+            set_weights(missing_weights(self.weight_map, missing, state))
             still = list(refitter.get_missing_weights())
             if still:
                 raise RefitUnsupported(f"TensorRT still needs weights {', '.join(still[:4])}: rebuild the engine")
         torch.cuda.synchronize(self.device)
         if not refitter.refit_cuda_engine():
             raise RefitUnsupported("TensorRT refit_cuda_engine failed: rebuild the engine")
-        del keep
+        keep.clear()
         self.graph, self._ready = None, False  # captured again on the next call (the frame thread's)
         logger.info("TensorRT: refitted %d weights", len(updates))
 

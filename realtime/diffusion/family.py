@@ -42,6 +42,12 @@ SDXL_CONTROLNET = "diffusers/controlnet-canny-sdxl-1.0-small"
 #: The other controls' SDXL ControlNets for ``auto`` (diffusers format; unverified here: no hub on this machine).
 SDXL_MORE_CONTROLNETS = {"pose": "thibaud/controlnet-openpose-sdxl-1.0", "depth": "diffusers/controlnet-depth-sdxl-1.0-small"}
 TAESDXL_REPO = "madebyollin/taesdxl"
+#: The tiny CLIP text encoder config of ``random:tiny`` and both of ``random:tiny-xl``'s.
+TINY_TEXT: dict[str, Any] = dict(
+    vocab_size=1000, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+    max_position_embeddings=77, hidden_act="gelu", projection_dim=32, bos_token_id=998, eos_token_id=999,
+    pad_token_id=999,
+)
 #: The random SDXL architectures (``random:<arch>``; :data:`realtime.diffusion.models.ARCHS` holds them with the SD
 #: ones). ``sdxl-turbo``: stabilityai/sdxl-turbo's UNet (2567.5M parameters) and text encoders (CLIP ViT-L 123.1M, OpenCLIP
 #: ViT-bigG with projection 694.7M), SDXL_CONTROLNET's architecture (194.9M) and TAESDXL (2.4M, TAESD's architecture).
@@ -82,16 +88,8 @@ XL_ARCHS: dict[str, dict[str, Any]] = {
             encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
             num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
         ),
-        "text": dict(
-            vocab_size=1000, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=77, hidden_act="gelu", projection_dim=32,
-            bos_token_id=998, eos_token_id=999, pad_token_id=999,
-        ),
-        "text_2": dict(
-            vocab_size=1000, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=77, hidden_act="gelu", projection_dim=32,
-            bos_token_id=998, eos_token_id=999, pad_token_id=999,
-        ),
+        "text": TINY_TEXT,
+        "text_2": TINY_TEXT,
     },
 }
 #: FrameStep's extra inputs for SDXL, appended to ``INPUT_NAMES`` in this order.

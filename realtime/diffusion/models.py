@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from realtime.config import CONTROL_TYPES, TAESD_REPO, ModelConfig
 from realtime.errors import ModelNotFound, UsageError
-from realtime.diffusion.family import (XL_ARCHS, Family, family_of_folder, family_of_unet_config, pipeline_parts,
+from realtime.diffusion.family import (TINY_TEXT, XL_ARCHS, Family, family_of_folder, family_of_unet_config, pipeline_parts,
                                        text_encoder_placement, with_family_defaults)
 from realtime.diffusion.devices import resolve_device, resolve_dtype  # noqa: F401 (re-exported)
 from realtime.diffusion.hubfiles import cached_snapshot, cached_weights, missing_parts
@@ -80,11 +80,7 @@ ARCHS: dict[str, dict[str, Any]] = {
             encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
             num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
         ),
-        "text": dict(
-            vocab_size=1000, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=77, hidden_act="gelu", projection_dim=32,
-            bos_token_id=998, eos_token_id=999, pad_token_id=999,
-        ),
+        "text": TINY_TEXT,
     },
     **XL_ARCHS,
 }
