@@ -205,6 +205,10 @@ def _capture(clock: Clock, bgr: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+#: Crop, resize and (on the device path) Canny run in torch (realtime/pipeline/framepath.py); Canny is OpenCV's on the
+#: host-side path (similarity filter, controls other than Canny, regions).
+CANNY_IMPL = "torch (opencv on the host-side path)"
+
 def _pipeline_stages(times: StageLog, clock: Clock, parts: PipelineParts, backend: str, eager: bool,
                      hooks: StepHooks | None, no_cv2: str | None) -> list[dict[str, Any]]:
     """The pipeline mode's stage records, in frame order (``step_other`` = step minus its timed parts)."""
@@ -219,7 +223,7 @@ def _pipeline_stages(times: StageLog, clock: Clock, parts: PipelineParts, backen
                            reason=reason, impl=impl)
 
     stages = [entry("capture", no_cv2, impl="opencv"), entry("face", parts.face_skipped, impl="mediapipe"),
-              entry("crop", no_cv2, impl="opencv"), entry("canny", no_cv2 or _not_run("canny", st), impl="opencv"),
+              entry("crop", no_cv2, impl="torch"), entry("canny", no_cv2 or _not_run("canny", st), impl=CANNY_IMPL),
               *_vision_entries(st, entry), entry("upload"), entry("step", impl=backend)]
     for part in STEP_PARTS:
         if hooks is None:
@@ -230,7 +234,7 @@ def _pipeline_stages(times: StageLog, clock: Clock, parts: PipelineParts, backen
         else:
             why = "no ControlNet in this model (--controlnet none)" if part == "controlnet" else "not in this model"
         stages.append(entry(part, why, parent="step"))
-    return stages + [entry("download"), entry("resize", no_cv2, impl="opencv"), entry("sink", impl=parts.sink_impl)]
+    return stages + [entry("download"), entry("resize", no_cv2, impl="torch"), entry("sink", impl=parts.sink_impl)]
 
 
 # ------------------------------------------------------------------------------------------------------------- live
@@ -332,8 +336,8 @@ def _live_loop(stylizer: Any, proc: FrameProcessor, parts: PipelineParts, source
     notes = [f"the source ended after {len(latency)} of {frames} timed frames"] if len(latency) < frames else []
     stages = [stage_entry("wait", per["wait"]),
               stage_entry("face", per["face"], reason=parts.face_skipped, impl="mediapipe"),
-              stage_entry("crop", per["crop"], impl="opencv"),
-              stage_entry("canny", per["canny"], impl="opencv", reason=_not_run("canny", {k: v for k, v in per.items() if any(v)})),
+              stage_entry("crop", per["crop"], impl="torch"),
+              stage_entry("canny", per["canny"], impl=CANNY_IMPL, reason=_not_run("canny", {k: v for k, v in per.items() if any(v)})),
               *_vision_entries({k: v for k, v in per.items() if any(v)}, lambda n, impl=None: stage_entry(n, per[n], impl=impl)),
               stage_entry("stylize", per["stylize"], impl=getattr(stylizer.runner, "backend", "eager")),
               stage_entry("upload", per["upload"], timer=clock.timer.get("upload", "perf_counter"), parent="stylize"),
@@ -341,7 +345,7 @@ def _live_loop(stylizer: Any, proc: FrameProcessor, parts: PipelineParts, source
                           impl=getattr(stylizer.runner, "backend", "eager")),
               stage_entry("download", per["download"], timer=clock.timer.get("download", "perf_counter"),
                           parent="stylize"),
-              stage_entry("resize", per["resize"], impl="opencv"), stage_entry("sink", per["sink"], impl=parts.sink_impl)]
+              stage_entry("resize", per["resize"], impl="torch"), stage_entry("sink", per["sink"], impl=parts.sink_impl)]
     step = per["step"]
     added = [lat - st for lat, st in zip(latency, step, strict=True)]
     host = [fm - st for fm, st in zip(frame_ms, step, strict=True)]
