@@ -116,8 +116,13 @@ class Worker:
             except BaseException as e:  # handed to the waiting thread
                 fut.set_exception(e)
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 0.0) -> bool:
+        """No more jobs; wait up to ``wait_s`` for the one running to finish. True when the thread has ended (a call
+        still running in native code at interpreter exit can abort the process: torch's thread pools are gone)."""
         self._jobs.put(None)
+        if wait_s > 0:
+            self._thread.join(wait_s)
+        return not self._thread.is_alive()
 
 
 class GuardedStylizer:
@@ -274,8 +279,9 @@ class GuardedStylizer:
         if self._closed:
             return
         self._closed = True
-        self._worker.stop()
-        if self._busy is None:
+        # a frame still running (e.g. Ctrl-C/SIGTERM arrived while waiting for it) is waited for, within the deadline
+        done = self._worker.stop(wait_s=0.0 if self._busy is not None else min(self.deadline_s, 30.0))
+        if done:
             self.stylizer.close()
         else:
             log.warning("closing while the stylizer is stalled: abandoning its thread")
